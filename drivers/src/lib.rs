@@ -1,0 +1,1 @@
+//! Volume and backup drivers behind Cinder-like traits.

@@ -1,0 +1,1 @@
+//! Ember's domain model, configuration and the error types shared by its services.

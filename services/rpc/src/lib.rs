@@ -1,0 +1,1 @@
+//! Cinder-style RPC between Ember's processes: cast, call and fanout over a transport.

@@ -1,0 +1,1 @@
+//! Cinder's filter scheduler: pick a backend pool with filters and weighers.

@@ -1,0 +1,117 @@
+//! The `ember` binary: every Ember process, the management commands and the benchmarks.
+
+mod bench;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use ember_db::{Db, DbOptions};
+use tracing_subscriber::EnvFilter;
+
+/// Ember: a block storage service that speaks OpenStack Cinder's Block Storage API v3.
+#[derive(Debug, Parser)]
+#[command(name = "ember", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Every service in one process on the embedded default (SQLite, in-process bus, file driver).
+    AllInOne(AllInOneArgs),
+    /// Management commands (Cinder's cinder-manage).
+    #[command(subcommand)]
+    Manage(Manage),
+    /// Benchmarks that print a table, or JSON lines with --json.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AllInOneArgs {
+    /// Where the database and the volume files live.
+    #[arg(long, env = "EMBER_DATA_DIR", default_value = "ember-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Manage {
+    /// Database commands.
+    #[command(subcommand)]
+    Db(ManageDb),
+}
+
+#[derive(Debug, Subcommand)]
+enum ManageDb {
+    /// Applies every pending migration.
+    Sync {
+        /// `sqlite:///path/ember.db` or `postgres://user@host/db`.
+        #[arg(long, env = "EMBER_DATABASE_URL")]
+        database_url: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// One JSON object per line instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    which: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// The flow engine: cost per task in memory and persisted.
+    Engine(bench::engine::Args),
+    /// The filter scheduler: time to place one request among many pools.
+    Scheduler(bench::scheduler::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("EMBER_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::AllInOne(args) => all_in_one(args).await,
+        Command::Manage(Manage::Db(ManageDb::Sync { database_url })) => {
+            let db = Db::connect(&DbOptions::new(&database_url)).await.context("open the database")?;
+            db.migrate().await.context("apply the migrations")?;
+            println!("database {} is up to date", db.kind());
+            Ok(())
+        }
+        Command::Bench(args) => {
+            let (name, json) = match &args.which {
+                Bench::Engine(_) => ("engine", args.json),
+                Bench::Scheduler(_) => ("scheduler", args.json),
+            };
+            let mut report = bench::Report::new(name, json);
+            match args.which {
+                Bench::Engine(a) => bench::engine::run(a, &mut report).await?,
+                Bench::Scheduler(a) => bench::scheduler::run(a, &mut report).await?,
+            }
+            report.finish();
+            Ok(())
+        }
+    }
+}
+
+async fn all_in_one(args: AllInOneArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("create the data directory {}", args.data_dir.display()))?;
+    let url = format!("sqlite://{}", args.data_dir.join("ember.db").display());
+    let db = Db::connect(&DbOptions::new(&url)).await.context("open the database")?;
+    db.migrate().await.context("apply the migrations")?;
+    tracing::info!(data_dir = %args.data_dir.display(), "ember all-in-one is up; Ctrl-C stops it");
+    tokio::signal::ctrl_c().await?;
+    db.close().await;
+    Ok(())
+}
