@@ -1,0 +1,69 @@
+//! Cinder's Block Storage API v3 over HTTP: routing, microversions, auth and faults.
+//!
+//! [`app`] builds the whole HTTP application from an [`ApiState`]; tests drive it with
+//! `tower::ServiceExt::oneshot` and one test binds a real port.
+
+pub mod auth;
+pub mod extract;
+pub mod fault;
+pub mod microversion;
+pub mod versions;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument as _;
+
+use crate::auth::AuthConfig;
+use crate::fault::Fault;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    pub auth: Arc<AuthConfig>,
+}
+
+/// The HTTP application: versions documents without a token, `/v3/{project_id}/...` with one.
+pub fn app(state: ApiState) -> Router {
+    let project = Router::new()
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.auth.clone(), auth::layer));
+    Router::new()
+        .route("/", get(versions::root))
+        .route("/v3", get(versions::v3_redirect))
+        .route("/v3/", get(versions::v3))
+        .route("/healthcheck", get(|| async { "OK" }))
+        .nest("/v3/{project_id}", project)
+        .fallback(not_found)
+        .layer(middleware::from_fn(microversion::layer))
+        .layer(middleware::from_fn(request_id))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            Fault::internal().into_response()
+        }))
+}
+
+async fn not_found() -> Fault {
+    Fault::not_found("The resource could not be found.")
+}
+
+/// Gives every request an id (`req-<uuid>`) and returns it in Cinder's two headers.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = format!("req-{}", uuid::Uuid::new_v4());
+    let span =
+        tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
+    let _guard = span.enter();
+    drop(_guard);
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-openstack-request-id", value.clone());
+        response.headers_mut().insert("x-compute-request-id", value);
+    }
+    response
+}
