@@ -58,9 +58,7 @@ async fn request_id(request: Request, next: Next) -> Response {
     let id = format!("req-{}", uuid::Uuid::new_v4());
     let span =
         tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
-    let _guard = span.enter();
-    drop(_guard);
-    let mut response = next.run(request).await;
+    let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-openstack-request-id", value.clone());
         response.headers_mut().insert("x-compute-request-id", value);
