@@ -1,6 +1,7 @@
 //! The `ember` binary: every Ember process, the management commands and the benchmarks.
 
 mod bench;
+mod server;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,9 @@ struct AllInOneArgs {
     /// Where the database and the volume files live.
     #[arg(long, env = "EMBER_DATA_DIR", default_value = "ember-data")]
     data_dir: PathBuf,
+    /// Address the REST API listens on.
+    #[arg(long, env = "EMBER_LISTEN", default_value = "127.0.0.1:8776")]
+    listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,8 +114,28 @@ async fn all_in_one(args: AllInOneArgs) -> anyhow::Result<()> {
     let url = format!("sqlite://{}", args.data_dir.join("ember.db").display());
     let db = Db::connect(&DbOptions::new(&url)).await.context("open the database")?;
     db.migrate().await.context("apply the migrations")?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let state = ember_api::ApiState { auth: std::sync::Arc::new(ember_api::auth::AuthConfig::default()) };
+    let api = tokio::spawn(server::serve_api(args.listen, state, shutdown.clone()));
     tracing::info!(data_dir = %args.data_dir.display(), "ember all-in-one is up; Ctrl-C stops it");
-    tokio::signal::ctrl_c().await?;
+    tokio::select! {
+        result = shutdown_signal() => result?,
+        _ = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+    api.await.context("the API task")??;
     db.close().await;
+    Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("wait for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
     Ok(())
 }
