@@ -97,6 +97,9 @@ impl State {
 
     /// Inserts a volume of `size_gb`, or accepts an existing one of that size.
     fn put_volume(&mut self, capacity_gb: u64, id: &str, size_gb: u64) -> Result<ModelUpdate> {
+        if size_gb == 0 {
+            return Err(DriverError::InvalidInput(format!("volume {id} of 0 GiB")));
+        }
         match self.volumes.get(id) {
             Some(&size) if size == size_gb => {}
             Some(&size) => {

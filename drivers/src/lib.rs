@@ -11,7 +11,7 @@ pub mod types;
 pub use driver::{SharedDriver, VolumeDriver};
 pub use error::{DriverError, Result};
 pub use fake::{FakeDriver, FakeOp, FakeOptions};
-pub use file::{FileDriver, FileOptions, ImageFormat};
+pub use file::{DirectIo, FileDriver, FileOptions, ImageFormat};
 pub use types::{
     BackupSource, ConnectionInfo, Connector, DriverSnapshot, DriverVolume, ModelUpdate, RawExport,
 };

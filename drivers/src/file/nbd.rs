@@ -79,23 +79,32 @@ pub(crate) async fn start(dir: &DataDir, qemu: QemuImg, host: &str, id: &str) ->
 pub(crate) async fn stop(dir: &DataDir, id: &str) -> Result<()> {
     let image = dir.image(Kind::Volume, id)?;
     let pid_path = dir.nbd_pid(id)?;
-    if let Some(pid) = running(&pid_path, &image).await? {
-        let raw = rustix::process::Pid::from_raw(pid)
-            .ok_or_else(|| DriverError::Backend(format!("invalid pid {pid}")))?;
-        match rustix::process::kill_process(raw, rustix::process::Signal::TERM) {
-            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
-            Err(e) => return Err(DriverError::io("cannot stop the NBD export of", &image, e.into())),
+    let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
+    let mut signalled = 0u32;
+    while let Some(pid) = running(&pid_path, &image).await? {
+        // qemu-nbd can lose a SIGTERM that lands while it is still starting (it sets its
+        // state to running after installing the handler), so the signal is repeated.
+        if signalled.is_multiple_of(20) {
+            terminate(pid, &image)?;
         }
-        let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
-        while running(&pid_path, &image).await?.is_some() {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(DriverError::Busy(format!("the NBD export of volume {id} does not stop")));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        signalled += 1;
+        if tokio::time::Instant::now() >= deadline {
+            return Err(DriverError::Busy(format!("the NBD export of volume {id} does not stop")));
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     remove(&pid_path).await?;
     remove(&dir.nbd_record(id)?).await
+}
+
+/// Sends SIGTERM to a daemon found alive a moment ago.
+fn terminate(pid: i32, image: &Path) -> Result<()> {
+    let raw = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| DriverError::Backend(format!("invalid pid {pid}")))?;
+    match rustix::process::kill_process(raw, rustix::process::Signal::TERM) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(DriverError::io("cannot stop the NBD export of", image, e.into())),
+    }
 }
 
 fn daemon_args(qemu: QemuImg, record: &Record, pid_path: &Path, image: &Path) -> Vec<String> {
