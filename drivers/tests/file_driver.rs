@@ -357,3 +357,36 @@ async fn nbd_exports_serve_the_volume() {
     let records = std::fs::read_dir(fx.root().join(".ember/nbd")).unwrap().count();
     assert_eq!(records, 0);
 }
+
+#[tokio::test]
+async fn clones_of_overlays_share_the_snapshot() {
+    let fx = Fixture::new(ImageFormat::Qcow2).await;
+    let base = DriverVolume::new(suite::id(), 1);
+    fx.driver.create_volume(&base).await.unwrap();
+    write_into(fx.path(&base.name()).to_str().unwrap(), "qcow2", &pattern(4));
+    let snap = DriverSnapshot::new(suite::id(), base.id.clone(), 1);
+    fx.driver.create_snapshot(&snap).await.unwrap();
+    let child = DriverVolume::new(suite::id(), 1);
+    fx.driver.create_volume_from_snapshot(&child, &snap).await.unwrap();
+    // The child's own write covers the first half of the pattern.
+    let mut expected = pattern(4);
+    let own = pattern(5)[..1 << 19].to_vec();
+    expected[..own.len()].copy_from_slice(&own);
+    write_into(fx.path(&child.name()).to_str().unwrap(), "qcow2", &own);
+
+    let clone = DriverVolume::new(suite::id(), 2);
+    fx.driver.create_cloned_volume(&clone, &child).await.unwrap();
+    let found = info(&fx.path(&clone.name()));
+    assert_eq!(found["backing-filename"], snap.name(), "the clone is an overlay on the same snapshot");
+    assert_eq!(found["virtual-size"], 2 * GIB);
+    let clone_bytes = std::fs::metadata(fx.path(&clone.name())).unwrap().len();
+    assert!(clone_bytes < 4 << 20, "the clone copied more than the child's own clusters: {clone_bytes}");
+    assert_eq!(read_back(&fx.driver, BackupSource::Volume(&clone), 1 << 20).await, expected);
+
+    // Both dependents are flattened when the snapshot goes.
+    fx.driver.delete_snapshot(&snap).await.unwrap();
+    for volume in [&child, &clone] {
+        assert!(info(&fx.path(&volume.name())).get("backing-filename").is_none());
+        assert_eq!(read_back(&fx.driver, BackupSource::Volume(volume), 1 << 20).await, expected);
+    }
+}

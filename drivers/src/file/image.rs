@@ -1,7 +1,7 @@
 //! Image files: running `qemu-img` without blocking the runtime, and reading the few
 //! header fields the driver needs (virtual size, backing file) without spawning it.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -136,31 +136,34 @@ impl QemuImg {
     /// `qemu-img create` of a blank image, or an overlay on `backing` (a bare file name in
     /// the same directory, so the directory can be mounted elsewhere).
     pub(crate) async fn create(&self, path: &Path, size: u64, backing: Option<&str>) -> Result<()> {
-        let mut args: Vec<&OsStr> = vec!["create".as_ref(), "-q".as_ref(), "-f".as_ref()];
-        args.push(self.format.as_str().as_ref());
+        let mut args = args(["create", "-q", "-f", self.format.as_str()]);
         if let Some(backing) = backing {
-            args.extend::<[&OsStr; 4]>(["-b".as_ref(), backing.as_ref(), "-F".as_ref(), "qcow2".as_ref()]);
+            args.extend(["-b", backing, "-F", "qcow2"].map(OsString::from));
         }
-        let size = size.to_string();
-        args.extend::<[&OsStr; 2]>([path.as_ref(), size.as_ref()]);
+        args.extend([path.into(), size.to_string().into()]);
         run("qemu-img", &args).await.map(drop)
     }
 
     /// A full copy of `src` (its whole backing chain flattened) into a new image `dst` of
     /// format `out`.
     pub(crate) async fn convert(&self, src: &Path, dst: &Path, out: ImageFormat) -> Result<()> {
-        let mut args: Vec<&OsStr> = vec!["convert".as_ref()];
-        if self.direct_io {
-            args.extend::<[&OsStr; 4]>(["-t".as_ref(), "none".as_ref(), "-T".as_ref(), "none".as_ref()]);
-        }
-        args.extend::<[&OsStr; 4]>([
-            "-f".as_ref(),
-            self.format.as_str().as_ref(),
-            "-O".as_ref(),
-            out.as_str().as_ref(),
-        ]);
-        args.extend::<[&OsStr; 2]>([src.as_ref(), dst.as_ref()]);
+        let mut args = self.convert_args();
+        args.extend(["-f", self.format.as_str(), "-O", out.as_str()].map(OsString::from));
+        args.extend([src.into(), dst.into()]);
         run("qemu-img", &args).await.map(drop)
+    }
+
+    /// A copy of a qcow2 overlay into a new overlay on the same `backing` (a bare name):
+    /// only the clusters the source holds above its backing file are copied.
+    pub(crate) async fn convert_onto(&self, src: &Path, dst: &Path, backing: &str) -> Result<()> {
+        let mut args = self.convert_args();
+        args.extend(["-f", "qcow2", "-O", "qcow2", "-B", backing, "-F", "qcow2"].map(OsString::from));
+        args.extend([src.into(), dst.into()]);
+        run("qemu-img", &args).await.map(drop)
+    }
+
+    fn convert_args(&self) -> Vec<OsString> {
+        if self.direct_io { args(["convert", "-t", "none", "-T", "none"]) } else { args(["convert"]) }
     }
 
     /// A copy of a raw file into a new image of the backend's format (restores).
@@ -171,9 +174,8 @@ impl QemuImg {
 
     /// Grows an image to `size` bytes.
     pub(crate) async fn resize(&self, path: &Path, size: u64) -> Result<()> {
-        let size = size.to_string();
-        let args: [&OsStr; 5] =
-            ["resize".as_ref(), "-f".as_ref(), self.format.as_str().as_ref(), path.as_ref(), size.as_ref()];
+        let mut args = args(["resize", "-f", self.format.as_str()]);
+        args.extend([path.into(), size.to_string().into()]);
         run("qemu-img", &args).await.map(drop)
     }
 
@@ -181,12 +183,14 @@ impl QemuImg {
     /// (safe `qemu-img rebase -b ""`). In place and restartable: a crash leaves the
     /// overlay still backed, with some clusters already equal to the backing's.
     pub(crate) async fn flatten(&self, path: &Path) -> Result<()> {
-        let args: [&OsStr; 6] =
-            ["rebase".as_ref(), "-q".as_ref(), "-f".as_ref(), "qcow2".as_ref(), "-b".as_ref(), "".as_ref()];
-        let mut args = args.to_vec();
-        args.push(path.as_ref());
+        let mut args = args(["rebase", "-q", "-f", "qcow2", "-b", ""]);
+        args.push(path.into());
         run("qemu-img", &args).await.map(drop)
     }
+}
+
+fn args<const N: usize>(words: [&str; N]) -> Vec<OsString> {
+    words.into_iter().map(OsString::from).collect()
 }
 
 /// Whether the file system under `dir` accepts O_DIRECT, by opening a probe file with it;

@@ -12,7 +12,9 @@
 //!   (instant, thin). Before a snapshot is deleted its dependents are flattened
 //!   (`qemu-img rebase -b ""`), so a backing file is never removed under an overlay.
 //!   Only snapshots are ever backing files, so chains are at most two deep.
-//! - A clone is a full copy: a writable volume cannot back an overlay.
+//! - A clone never uses its (writable) source as a backing file. A clone of an overlay
+//!   is a new overlay on the same snapshot holding a copy of the source's own clusters
+//!   (`qemu-img convert -B`); a clone of a standalone volume is a full copy.
 //! - In raw format every copy is a full sparse copy; nothing has a backing file.
 
 mod backup;
@@ -193,6 +195,7 @@ impl VolumeDriver for FileDriver {
     async fn check_for_setup_error(&self) -> Result<()> {
         self.setup()?;
         image::run("qemu-img", &["--version"]).await?;
+        image::run("qemu-nbd", &["--version"]).await?;
         Ok(())
     }
 

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use crate::driver::check_not_smaller;
 use crate::error::{DriverError, Result};
-use crate::file::image::{Header, blocking, read_header};
-use crate::file::paths::Kind;
+use crate::file::image::{Header, ImageFormat, blocking, read_header};
+use crate::file::paths::{DataDir, Kind};
 use crate::file::{FileDriver, Setup, bytes, exists, nbd, publish, remove};
 use crate::types::{DriverVolume, ModelUpdate};
 
@@ -38,7 +38,9 @@ impl FileDriver {
         sync_parent(&path).await
     }
 
-    /// A full copy of the source (flattened, O_DIRECT), grown to the new size.
+    /// A copy of the source grown to the new size: when the source is an overlay on a
+    /// snapshot, a new overlay on that snapshot holding only the source's own clusters
+    /// (`qemu-img convert -B`); otherwise a full, flattened copy. Both use O_DIRECT.
     pub(super) async fn copy_volume(
         &self,
         volume: &DriverVolume,
@@ -49,28 +51,54 @@ impl FileDriver {
         if volume.id == source.id {
             return Err(DriverError::InvalidInput("a volume cannot be cloned onto itself".to_owned()));
         }
+        let src = setup.dir.image(Kind::Volume, &source.id)?;
+        // Locks go snapshots first, so the backing snapshot is read before the volume
+        // locks and checked again under them (it may have been flattened meanwhile).
+        let backing = self.backing_snapshot(setup, &src).await?;
+        let _snap = match &backing {
+            Some(id) => Some(self.lock_snapshot(id).await),
+            None => None,
+        };
         // Two volume locks, always in id order, so two crossing clones cannot deadlock.
         let (first, second) = if volume.id < source.id { (volume, source) } else { (source, volume) };
         let _first = self.lock_volume(&first.id).await;
         let _second = self.lock_volume(&second.id).await;
-        let src = setup.dir.image(Kind::Volume, &source.id)?;
         if !exists(&src).await? {
             return Err(DriverError::volume_not_found(&source.id));
         }
-        let src_size = header(setup, &src).await?.virtual_size;
-        check_not_smaller(volume, src_size.div_ceil(crate::GIB))?;
+        let src_header = header(setup, &src).await?;
+        check_not_smaller(volume, src_header.virtual_size.div_ceil(crate::GIB))?;
         let path = setup.dir.image(Kind::Volume, &volume.id)?;
         if self.accept_existing(setup, &path, volume).await? {
             return Ok(self.model_update(setup));
         }
         let tmp = setup.dir.tmp(Kind::Volume, &volume.id)?;
         remove(&tmp).await?;
-        setup.qemu.convert(&src, &tmp, setup.qemu.format).await?;
-        if size > src_size {
+        let shared = backing
+            .map(|id| format!("snapshot-{id}"))
+            .filter(|b| src_header.backing_file.as_ref() == Some(b));
+        match shared {
+            Some(backing) => setup.qemu.convert_onto(&src, &tmp, &backing).await?,
+            None => setup.qemu.convert(&src, &tmp, setup.qemu.format).await?,
+        }
+        if size > src_header.virtual_size {
             setup.qemu.resize(&tmp, size).await?;
         }
         publish(&tmp, &path).await?;
         Ok(self.model_update(setup))
+    }
+
+    /// The id of the snapshot a qcow2 volume is an overlay on, if any.
+    async fn backing_snapshot(&self, setup: &Setup, path: &Path) -> Result<Option<String>> {
+        if setup.qemu.format != ImageFormat::Qcow2 || !exists(path).await? {
+            return Ok(None);
+        }
+        let backing = header(setup, path).await?.backing_file;
+        Ok(backing
+            .as_deref()
+            .and_then(|name| name.strip_prefix("snapshot-"))
+            .filter(|id| DataDir::name(Kind::Snapshot, id).is_ok())
+            .map(str::to_owned))
     }
 
     /// `qemu-img resize` in place; a volume already that large is left alone. A resize
