@@ -147,23 +147,37 @@ impl QemuImg {
     /// A full copy of `src` (its whole backing chain flattened) into a new image `dst` of
     /// format `out`.
     pub(crate) async fn convert(&self, src: &Path, dst: &Path, out: ImageFormat) -> Result<()> {
-        let mut args = self.convert_args();
-        args.extend(["-f", self.format.as_str(), "-O", out.as_str()].map(OsString::from));
-        args.extend([src.into(), dst.into()]);
-        run("qemu-img", &args).await.map(drop)
+        let options = args(["-f", self.format.as_str(), "-O", out.as_str()]);
+        self.run_convert(options, src, dst).await
     }
 
     /// A copy of a qcow2 overlay into a new overlay on the same `backing` (a bare name):
     /// only the clusters the source holds above its backing file are copied.
     pub(crate) async fn convert_onto(&self, src: &Path, dst: &Path, backing: &str) -> Result<()> {
-        let mut args = self.convert_args();
-        args.extend(["-f", "qcow2", "-O", "qcow2", "-B", backing, "-F", "qcow2"].map(OsString::from));
-        args.extend([src.into(), dst.into()]);
-        run("qemu-img", &args).await.map(drop)
+        let options = args(["-f", "qcow2", "-O", "qcow2", "-B", backing, "-F", "qcow2"]);
+        self.run_convert(options, src, dst).await
     }
 
-    fn convert_args(&self) -> Vec<OsString> {
-        if self.direct_io { args(["convert", "-t", "none", "-T", "none"]) } else { args(["convert"]) }
+    /// `qemu-img convert`, with O_DIRECT when enabled. A file system that passed the setup
+    /// probe may still refuse O_DIRECT for some request (EINVAL, on some NFS servers): the
+    /// copy is then redone through the page cache rather than failed.
+    async fn run_convert(&self, options: Vec<OsString>, src: &Path, dst: &Path) -> Result<()> {
+        let build = |direct: bool| {
+            let mut all =
+                if direct { args(["convert", "-t", "none", "-T", "none"]) } else { args(["convert"]) };
+            all.extend(options.iter().cloned());
+            all.extend([src.into(), dst.into()]);
+            all
+        };
+        match run("qemu-img", &build(self.direct_io)).await {
+            Err(DriverError::Command { stderr, .. })
+                if self.direct_io && stderr.contains("Invalid argument") =>
+            {
+                tracing::warn!(%stderr, "O_DIRECT copy refused; copying through the page cache");
+                run("qemu-img", &build(false)).await.map(drop)
+            }
+            result => result.map(drop),
+        }
     }
 
     /// A copy of a raw file into a new image of the backend's format (restores).

@@ -5,6 +5,7 @@
 //! pid file (checked against `/proc/<pid>/cmdline`, so a reused pid is never signalled).
 //! `.ember/nbd/volume-<id>.json` records the address, written before the daemon starts.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -107,24 +108,27 @@ fn terminate(pid: i32, image: &Path) -> Result<()> {
     }
 }
 
-fn daemon_args(qemu: QemuImg, record: &Record, pid_path: &Path, image: &Path) -> Vec<String> {
+fn daemon_args(qemu: QemuImg, record: &Record, pid_path: &Path, image: &Path) -> Vec<OsString> {
     let cache = if qemu.direct_io { "none" } else { "writeback" };
-    [
-        "--fork",
-        "--persistent",
-        "--shared=8",
-        "--discard=unmap",
-        &format!("--cache={cache}"),
-        &format!("--format={}", qemu.format.as_str()),
-        &format!("--bind={}", record.host),
-        &format!("--port={}", record.port),
-        &format!("--export-name={}", record.export_name),
-        &format!("--pid-file={}", pid_path.display()),
-        &image.display().to_string(),
+    let mut pid_file = OsString::from("--pid-file=");
+    pid_file.push(pid_path);
+    let mut args: Vec<OsString> = [
+        "--fork".to_owned(),
+        "--persistent".to_owned(),
+        "--shared=8".to_owned(),
+        "--discard=unmap".to_owned(),
+        format!("--cache={cache}"),
+        format!("--format={}", qemu.format.as_str()),
+        format!("--bind={}", record.host),
+        format!("--port={}", record.port),
+        format!("--export-name={}", record.export_name),
     ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
+    .into_iter()
+    .map(OsString::from)
+    .collect();
+    // The image goes as its own argument, byte for byte, so `running` can find it.
+    args.extend([pid_file, image.as_os_str().to_owned()]);
+    args
 }
 
 /// The pid of the daemon exporting `image`, if one is alive.
