@@ -1,16 +1,26 @@
-//! Per-key async locks, so two calls on the same volume or snapshot never interleave
-//! (for example a snapshot being deleted while a volume is made from it).
+//! Per-key async read-write locks, so calls on the same volume or snapshot never
+//! interleave badly (a snapshot deleted while a volume is made from it), while calls that
+//! only read a source (many volumes from one snapshot) still run together.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-/// A map of named async mutexes; entries go away when nobody holds or waits on them.
+/// A map of named async read-write locks; entries go away when nobody holds or waits on
+/// them.
 #[derive(Debug, Default)]
 pub(crate) struct KeyedLocks {
-    map: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+    map: Mutex<HashMap<String, Arc<RwLock<()>>>>,
+}
+
+/// A held lock; the guards are never read, only kept until dropped.
+#[derive(Debug)]
+#[expect(dead_code, reason = "the guards are held for their Drop, never read")]
+enum Held {
+    Shared(OwnedRwLockReadGuard<()>),
+    Exclusive(OwnedRwLockWriteGuard<()>),
 }
 
 /// Holds one key's lock until dropped.
@@ -18,16 +28,26 @@ pub(crate) struct KeyedLocks {
 pub(crate) struct KeyGuard<'a> {
     locks: &'a KeyedLocks,
     key: String,
-    guard: Option<OwnedMutexGuard<()>>,
+    held: Option<Held>,
 }
 
 impl KeyedLocks {
-    /// Waits for the lock of `key`. Callers taking several keys take them in one order
-    /// (snapshots before volumes, volumes by id) so they cannot deadlock.
-    pub(crate) async fn lock(&self, key: String) -> KeyGuard<'_> {
-        let mutex = self.map.lock().entry(key.clone()).or_default().clone();
-        let guard = mutex.lock_owned().await;
-        KeyGuard { locks: self, key, guard: Some(guard) }
+    /// Waits for the exclusive lock of `key` (changes to the resource). Callers taking
+    /// several keys take them in one order (snapshots before volumes, volumes by id) so
+    /// they cannot deadlock.
+    pub(crate) async fn write(&self, key: String) -> KeyGuard<'_> {
+        let lock = self.entry(&key);
+        KeyGuard { locks: self, key, held: Some(Held::Exclusive(lock.write_owned().await)) }
+    }
+
+    /// Waits for a shared lock of `key` (the resource is only read, as a copy's source).
+    pub(crate) async fn read(&self, key: String) -> KeyGuard<'_> {
+        let lock = self.entry(&key);
+        KeyGuard { locks: self, key, held: Some(Held::Shared(lock.read_owned().await)) }
+    }
+
+    fn entry(&self, key: &str) -> Arc<RwLock<()>> {
+        self.map.lock().entry(key.to_owned()).or_default().clone()
     }
 
     #[cfg(test)]
@@ -38,7 +58,7 @@ impl KeyedLocks {
 
 impl Drop for KeyGuard<'_> {
     fn drop(&mut self) {
-        drop(self.guard.take());
+        drop(self.held.take());
         // Under the map lock nobody can take a new reference, so a count of one (the
         // map's own) means no holder and no waiter: the entry can go.
         let mut map = self.locks.map.lock();
@@ -51,25 +71,30 @@ impl Drop for KeyGuard<'_> {
 #[cfg(test)]
 mod tests {
     use std::future::Future;
+    use std::task::Poll;
 
     use super::*;
 
+    /// Whether a future is still waiting after one poll.
+    async fn blocks<F: Future>(future: F) -> bool {
+        tokio::pin!(future);
+        std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_pending())).await
+    }
+
     #[tokio::test]
-    async fn a_key_is_held_by_one_caller_and_then_forgotten() {
+    async fn writers_exclude_everyone_and_readers_share() {
         let locks = KeyedLocks::default();
-        let first = locks.lock("a".to_owned()).await;
-        let other = locks.lock("b".to_owned()).await;
-        {
-            let second = locks.lock("a".to_owned());
-            tokio::pin!(second);
-            let pending =
-                std::future::poll_fn(|cx| std::task::Poll::Ready(second.as_mut().poll(cx).is_pending()))
-                    .await;
-            assert!(pending, "the same key was locked twice");
-        }
+        let first = locks.write("a".to_owned()).await;
+        let other = locks.write("b".to_owned()).await;
+        assert!(blocks(locks.write("a".to_owned())).await, "the same key was locked twice");
+        assert!(blocks(locks.read("a".to_owned())).await, "a reader got in beside a writer");
         drop((first, other));
         assert_eq!(locks.len(), 0);
-        let _again = locks.lock("a".to_owned()).await;
-        assert_eq!(locks.len(), 1);
+
+        let reader = locks.read("a".to_owned()).await;
+        assert!(!blocks(locks.read("a".to_owned())).await, "readers did not share");
+        assert!(blocks(locks.write("a".to_owned())).await, "a writer got in beside a reader");
+        drop(reader);
+        assert_eq!(locks.len(), 0);
     }
 }

@@ -129,12 +129,24 @@ impl FileDriver {
         ModelUpdate { provider_location: Some(setup.dir.root().display().to_string()), provider_id: None }
     }
 
+    /// The exclusive lock of a volume, for calls that change it.
     async fn lock_volume(&self, id: &str) -> KeyGuard<'_> {
-        self.locks.lock(format!("volume-{id}")).await
+        self.locks.write(format!("volume-{id}")).await
     }
 
+    /// A shared lock of a volume, for calls that only read it.
+    async fn read_volume(&self, id: &str) -> KeyGuard<'_> {
+        self.locks.read(format!("volume-{id}")).await
+    }
+
+    /// The exclusive lock of a snapshot, for its creation and deletion.
     async fn lock_snapshot(&self, id: &str) -> KeyGuard<'_> {
-        self.locks.lock(format!("snapshot-{id}")).await
+        self.locks.write(format!("snapshot-{id}")).await
+    }
+
+    /// A shared lock of a snapshot, for volumes made from it.
+    async fn read_snapshot(&self, id: &str) -> KeyGuard<'_> {
+        self.locks.read(format!("snapshot-{id}")).await
     }
 }
 

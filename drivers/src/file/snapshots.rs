@@ -16,7 +16,7 @@ impl FileDriver {
     pub(super) async fn copy_to_snapshot(&self, snapshot: &DriverSnapshot) -> Result<ModelUpdate> {
         let setup = self.setup()?;
         let _snap = self.lock_snapshot(&snapshot.id).await;
-        let _vol = self.lock_volume(&snapshot.volume_id).await;
+        let _vol = self.read_volume(&snapshot.volume_id).await;
         let path = setup.dir.image(Kind::Snapshot, &snapshot.id)?;
         if exists(&path).await? {
             header(setup, &path).await?;
@@ -64,7 +64,7 @@ impl FileDriver {
     ) -> Result<ModelUpdate> {
         let setup = self.setup()?;
         let size = bytes(volume.size_gb)?;
-        let _snap = self.lock_snapshot(&snapshot.id).await;
+        let _snap = self.read_snapshot(&snapshot.id).await;
         let _vol = self.lock_volume(&volume.id).await;
         let snap = setup.dir.image(Kind::Snapshot, &snapshot.id)?;
         if !exists(&snap).await? {

@@ -56,13 +56,15 @@ impl FileDriver {
         // locks and checked again under them (it may have been flattened meanwhile).
         let backing = self.backing_snapshot(setup, &src).await?;
         let _snap = match &backing {
-            Some(id) => Some(self.lock_snapshot(id).await),
+            Some(id) => Some(self.read_snapshot(id).await),
             None => None,
         };
         // Two volume locks, always in id order, so two crossing clones cannot deadlock.
-        let (first, second) = if volume.id < source.id { (volume, source) } else { (source, volume) };
-        let _first = self.lock_volume(&first.id).await;
-        let _second = self.lock_volume(&second.id).await;
+        let _volumes = if volume.id < source.id {
+            (self.lock_volume(&volume.id).await, self.read_volume(&source.id).await)
+        } else {
+            (self.read_volume(&source.id).await, self.lock_volume(&volume.id).await)
+        };
         if !exists(&src).await? {
             return Err(DriverError::volume_not_found(&source.id));
         }
