@@ -390,3 +390,43 @@ async fn clones_of_overlays_share_the_snapshot() {
         assert_eq!(read_back(&fx.driver, BackupSource::Volume(volume), 1 << 20).await, expected);
     }
 }
+
+#[tokio::test]
+async fn a_snapshot_deleted_during_creates_from_it_leaves_no_dangling_overlay() {
+    let fx = Fixture::new(ImageFormat::Qcow2).await;
+    let driver = std::sync::Arc::new(fx.driver);
+    let base = DriverVolume::new(suite::id(), 1);
+    driver.create_volume(&base).await.unwrap();
+    let snap = DriverSnapshot::new(suite::id(), base.id.clone(), 1);
+    driver.create_snapshot(&snap).await.unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let (driver, snap) = (driver.clone(), snap.clone());
+        tasks.spawn(async move {
+            if i == 6 {
+                driver.delete_snapshot(&snap).await.map(|_| None)
+            } else {
+                // Each volume is created twice at once, as two executors of one step would.
+                let volume = DriverVolume::new(format!("vol-{}", i / 2), 1);
+                driver.create_volume_from_snapshot(&volume, &snap).await.map(|_| Some(volume))
+            }
+        });
+    }
+    let mut created = Vec::new();
+    for result in tasks.join_all().await {
+        match result {
+            Ok(Some(volume)) => created.push(volume),
+            Ok(None) => {}
+            Err(DriverError::NotFound { .. }) => {}
+            Err(e) => panic!("unexpected failure: {e}"),
+        }
+    }
+    assert!(!fx.dir.path().join("volumes").join(snap.name()).exists());
+    assert!(!created.is_empty(), "no create ran before the delete");
+    for volume in &created {
+        // qemu-img opens the whole chain: a dangling backing file would fail here.
+        let found = info(&fx.dir.path().join("volumes").join(volume.name()));
+        assert!(found.get("backing-filename").is_none(), "{found}");
+    }
+}
