@@ -59,6 +59,20 @@ impl DriverError {
         )
     }
 
+    /// A stable name of the kind, for the serializable errors that cross RPC.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DriverError::NotFound { .. } => "not_found",
+            DriverError::AlreadyExists { .. } => "already_exists",
+            DriverError::NoSpace(_) => "no_space",
+            DriverError::InvalidInput(_) => "invalid_input",
+            DriverError::Busy(_) => "busy",
+            DriverError::NotSupported(_) => "not_supported",
+            DriverError::NotInitialized(_) => "not_initialized",
+            DriverError::Io { .. } | DriverError::Command { .. } | DriverError::Backend(_) => "backend",
+        }
+    }
+
     pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DriverError::Io { context, path: path.into(), source }
     }

@@ -224,3 +224,34 @@ pub(crate) fn probe_direct_io(dir: &Path) -> io::Result<bool> {
     let _ = fs::remove_file(&probe);
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_read_with_the_configured_format_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("volume-x");
+        // A raw volume whose guest wrote a qcow2 magic stays raw: the format is never probed.
+        let mut data = QCOW2_MAGIC.to_vec();
+        data.resize(4096, 0);
+        fs::write(&path, &data).unwrap();
+        assert_eq!(
+            read_header(&path, ImageFormat::Raw).unwrap(),
+            Header { virtual_size: 4096, backing_file: None }
+        );
+        fs::write(&path, [0u8; 4096]).unwrap();
+        let err = read_header(&path, ImageFormat::Qcow2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        fs::write(&path, b"short").unwrap();
+        assert!(read_header(&path, ImageFormat::Qcow2).is_err());
+    }
+
+    #[test]
+    fn probing_o_direct_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        probe_direct_io(dir.path()).unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
