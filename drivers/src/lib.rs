@@ -1,1 +1,20 @@
-//! Volume and backup drivers behind Cinder-like traits.
+//! Volume drivers behind Cinder's `VolumeDriver` contract: `fake` (in memory) and `file`
+//! (qcow2 or raw files in a directory, through qemu-img, exported over NBD).
+
+pub mod driver;
+pub mod error;
+pub mod fake;
+pub mod file;
+mod locks;
+pub mod types;
+
+pub use driver::{SharedDriver, VolumeDriver};
+pub use error::{DriverError, Result};
+pub use fake::{FakeDriver, FakeOp, FakeOptions};
+pub use file::{DirectIo, FileDriver, FileOptions, ImageFormat};
+pub use types::{
+    BackupSource, ConnectionInfo, Connector, DriverSnapshot, DriverVolume, ModelUpdate, RawExport,
+};
+
+/// One GiB in bytes: Cinder sizes are whole GiB.
+pub const GIB: u64 = 1 << 30;

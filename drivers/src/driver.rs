@@ -1,0 +1,100 @@
+//! The `VolumeDriver` trait: what the volume manager asks of a storage backend.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ember_common::capabilities::BackendCapabilities;
+
+use crate::error::{DriverError, Result};
+use crate::types::{
+    BackupSource, ConnectionInfo, Connector, DriverSnapshot, DriverVolume, ModelUpdate, RawExport,
+};
+
+/// A shared driver, as the volume manager holds one per backend.
+pub type SharedDriver = Arc<dyn VolumeDriver>;
+
+/// A storage backend, in the spirit of Cinder's `VolumeDriver`.
+///
+/// **Every operation is idempotent**: the flow engine re-executes a step that was running
+/// when a process crashed, so a call may repeat one that completed, or half completed.
+/// Creating what already exists (complete, with the same size) succeeds; deleting what is
+/// missing succeeds; a half-written result of a crash is detected and redone.
+///
+/// Methods that create return a [`ModelUpdate`] the manager saves on the row.
+#[async_trait]
+pub trait VolumeDriver: Send + Sync + 'static {
+    /// The backend's name (`volume_backend_name`).
+    fn backend_name(&self) -> &str;
+
+    /// Prepares the backend (directories, probes); called once at start.
+    async fn do_setup(&self) -> Result<()>;
+
+    /// Checks that the backend is usable after `do_setup` (tools present, paths writable).
+    async fn check_for_setup_error(&self) -> Result<()>;
+
+    /// Creates a blank volume of `volume.size_gb`.
+    async fn create_volume(&self, volume: &DriverVolume) -> Result<ModelUpdate>;
+
+    /// Deletes a volume; a missing volume is not an error.
+    async fn delete_volume(&self, volume: &DriverVolume) -> Result<()>;
+
+    /// Takes a snapshot of `snapshot.volume_id`.
+    async fn create_snapshot(&self, snapshot: &DriverSnapshot) -> Result<ModelUpdate>;
+
+    /// Deletes a snapshot; a missing snapshot is not an error. Volumes created from it stay
+    /// readable (the driver makes them independent first).
+    async fn delete_snapshot(&self, snapshot: &DriverSnapshot) -> Result<()>;
+
+    /// Creates `volume` holding the snapshot's data, extended to `volume.size_gb` if larger.
+    async fn create_volume_from_snapshot(
+        &self,
+        volume: &DriverVolume,
+        snapshot: &DriverSnapshot,
+    ) -> Result<ModelUpdate>;
+
+    /// Creates `volume` as a copy of `source`, extended to `volume.size_gb` if larger.
+    async fn create_cloned_volume(&self, volume: &DriverVolume, source: &DriverVolume)
+    -> Result<ModelUpdate>;
+
+    /// Grows a volume to `new_size_gb`; a volume already that large is left alone.
+    async fn extend_volume(&self, volume: &DriverVolume, new_size_gb: u64) -> Result<()>;
+
+    /// The backend's report for the scheduler; `refresh` forces a new measurement
+    /// instead of the cached one.
+    async fn get_volume_stats(&self, refresh: bool) -> Result<BackendCapabilities>;
+
+    /// Exports a volume to `connector` and says how to reach it.
+    async fn initialize_connection(
+        &self,
+        volume: &DriverVolume,
+        connector: &Connector,
+    ) -> Result<ConnectionInfo>;
+
+    /// Stops the export made by `initialize_connection`; a missing export is not an error.
+    async fn terminate_connection(&self, volume: &DriverVolume, connector: &Connector) -> Result<()>;
+
+    /// Gives the backup service a raw image of a volume's or snapshot's data to read.
+    /// Hand it back with [`VolumeDriver::release_export`].
+    async fn export_for_backup(&self, source: BackupSource<'_>) -> Result<RawExport>;
+
+    /// Releases an export made by `export_for_backup`, removing a temporary copy.
+    async fn release_export(&self, export: RawExport) -> Result<()>;
+
+    /// Gives the backup service a raw file of `volume.size_gb` to restore into.
+    /// Finish with [`VolumeDriver::commit_restore`].
+    async fn prepare_restore(&self, volume: &DriverVolume) -> Result<RawExport>;
+
+    /// Writes a restored raw file into the volume, replacing its data, and releases it.
+    async fn commit_restore(&self, volume: &DriverVolume, export: RawExport) -> Result<()>;
+}
+
+/// Refuses a new volume smaller than its source.
+pub(crate) fn check_not_smaller(volume: &DriverVolume, source_gb: u64) -> Result<()> {
+    if volume.size_gb < source_gb {
+        return Err(DriverError::InvalidInput(format!(
+            "volume {} of {} GiB is smaller than its {source_gb} GiB source",
+            volume.id, volume.size_gb
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! Raw images for the backup service: exports to read and restore targets to write.
+//!
+//! Raw volumes are handed over as they are. A qcow2 image is converted to a sparse raw
+//! copy under `.ember/exports/` (O_DIRECT, holes kept) and a restore is converted back
+//! into `volume-<id>.tmp` and renamed over the volume, so a crashed restore leaves the
+//! old volume intact.
+
+use crate::error::{DriverError, Result};
+use crate::file::image::{ImageFormat, blocking};
+use crate::file::paths::Kind;
+use crate::file::volumes::header;
+use crate::file::{FileDriver, exists, publish, remove};
+use crate::types::{BackupSource, DriverVolume, RawExport};
+
+impl FileDriver {
+    pub(super) async fn export(&self, source: BackupSource<'_>) -> Result<RawExport> {
+        let setup = self.setup()?;
+        let (kind, id) = match source {
+            BackupSource::Volume(v) => (Kind::Volume, v.id.as_str()),
+            BackupSource::Snapshot(s) => (Kind::Snapshot, s.id.as_str()),
+        };
+        let path = setup.dir.image(kind, id)?;
+        if !exists(&path).await? {
+            return Err(match kind {
+                Kind::Volume => DriverError::volume_not_found(id),
+                Kind::Snapshot => DriverError::snapshot_not_found(id),
+            });
+        }
+        let size_bytes = header(setup, &path).await?.virtual_size;
+        if setup.qemu.format == ImageFormat::Raw {
+            return Ok(RawExport { path, size_bytes, temporary: false });
+        }
+        let out = setup.dir.new_export("backup")?;
+        if let Err(e) = setup.qemu.convert(&path, &out, ImageFormat::Raw).await {
+            remove(&out).await?;
+            return Err(e);
+        }
+        Ok(RawExport { path: out, size_bytes, temporary: true })
+    }
+
+    pub(super) async fn release(&self, export: RawExport) -> Result<()> {
+        let setup = self.setup()?;
+        if !export.temporary {
+            return Ok(());
+        }
+        setup.dir.check_export(&export.path)?;
+        remove(&export.path).await
+    }
+
+    pub(super) async fn restore_target(&self, volume: &DriverVolume) -> Result<RawExport> {
+        let setup = self.setup()?;
+        let path = setup.dir.image(Kind::Volume, &volume.id)?;
+        if !exists(&path).await? {
+            return Err(DriverError::volume_not_found(&volume.id));
+        }
+        let size_bytes = header(setup, &path).await?.virtual_size;
+        if setup.qemu.format == ImageFormat::Raw {
+            return Ok(RawExport { path, size_bytes, temporary: false });
+        }
+        let out = setup.dir.new_export("restore")?;
+        let target = out.clone();
+        blocking("cannot create", &out, move || std::fs::File::create(&target)?.set_len(size_bytes)).await?;
+        Ok(RawExport { path: out, size_bytes, temporary: true })
+    }
+
+    pub(super) async fn restore_into(&self, volume: &DriverVolume, export: RawExport) -> Result<()> {
+        let setup = self.setup()?;
+        let _guard = self.lock_volume(&volume.id).await;
+        let path = setup.dir.image(Kind::Volume, &volume.id)?;
+        if !export.temporary {
+            if export.path != path {
+                return Err(DriverError::InvalidInput("the restore target is not this volume".to_owned()));
+            }
+            let p = path.clone();
+            return blocking("cannot sync", &path, move || std::fs::File::open(&p)?.sync_all()).await;
+        }
+        setup.dir.check_export(&export.path)?;
+        if !exists(&path).await? {
+            return Err(DriverError::volume_not_found(&volume.id));
+        }
+        let tmp = setup.dir.tmp(Kind::Volume, &volume.id)?;
+        remove(&tmp).await?;
+        setup.qemu.import_raw(&export.path, &tmp).await?;
+        publish(&tmp, &path).await?;
+        remove(&export.path).await?;
+        Ok(())
+    }
+}

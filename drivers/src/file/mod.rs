@@ -1,0 +1,290 @@
+//! The `file` driver: volumes as qcow2 (or raw) files in one directory, a local disk or an
+//! NFS mount as in Cinder's NFS driver, handled through `qemu-img` and exported with
+//! `qemu-nbd`.
+//!
+//! Layout and rules:
+//! - `volume-<id>` and `snapshot-<id>` are complete images; every change is made in
+//!   `<name>.tmp` and renamed into place, so a crash leaves at most a `.tmp` to redo.
+//! - A snapshot is a full, flattened copy of its volume (`qemu-img convert`, O_DIRECT):
+//!   volumes never depend on snapshots they were snapshotted to, and a snapshot never
+//!   depends on its volume, so either can be deleted first.
+//! - A volume from a snapshot is a qcow2 overlay whose backing file is the snapshot
+//!   (instant, thin). Before a snapshot is deleted its dependents are flattened
+//!   (`qemu-img rebase -b ""`), so a backing file is never removed under an overlay.
+//!   Only snapshots are ever backing files, so chains are at most two deep.
+//! - A clone never uses its (writable) source as a backing file. A clone of an overlay
+//!   is a new overlay on the same snapshot holding a copy of the source's own clusters
+//!   (`qemu-img convert -B`); a clone of a standalone volume is a full copy.
+//! - In raw format every copy is a full sparse copy; nothing has a backing file.
+
+mod backup;
+mod image;
+mod nbd;
+mod paths;
+mod snapshots;
+mod stats;
+mod volumes;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use async_trait::async_trait;
+use ember_common::capabilities::BackendCapabilities;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::GIB;
+use crate::driver::VolumeDriver;
+use crate::error::{DriverError, Result};
+use crate::locks::{KeyGuard, KeyedLocks};
+use crate::types::{
+    BackupSource, ConnectionInfo, Connector, DriverSnapshot, DriverVolume, ModelUpdate, RawExport,
+};
+
+pub use image::ImageFormat;
+use image::{QemuImg, blocking};
+use paths::DataDir;
+
+/// Settings of a file backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileOptions {
+    /// `volume_backend_name` in stats.
+    pub backend_name: String,
+    /// The one pool's name.
+    pub pool_name: String,
+    /// The directory holding the images (created if missing).
+    pub data_dir: PathBuf,
+    /// The images' format; changing it on a directory with volumes is not supported.
+    pub format: ImageFormat,
+    /// Whether bulk copies use O_DIRECT: `auto` probes the file system at setup.
+    pub direct_io: DirectIo,
+    /// The address NBD exports listen on.
+    pub nbd_host: String,
+    pub reserved_percentage: f64,
+    pub max_over_subscription_ratio: f64,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions {
+            backend_name: "file".to_owned(),
+            pool_name: "file".to_owned(),
+            data_dir: PathBuf::from("/var/lib/ember/volumes"),
+            format: ImageFormat::Qcow2,
+            direct_io: DirectIo::Auto,
+            nbd_host: "127.0.0.1".to_owned(),
+            reserved_percentage: 0.0,
+            max_over_subscription_ratio: 20.0,
+        }
+    }
+}
+
+/// Whether to bypass the page cache on bulk copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectIo {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// What `do_setup` establishes.
+#[derive(Debug)]
+struct Setup {
+    dir: DataDir,
+    qemu: QemuImg,
+}
+
+/// The file driver.
+#[derive(Debug)]
+pub struct FileDriver {
+    options: FileOptions,
+    setup: OnceLock<Setup>,
+    locks: KeyedLocks,
+    stats: Mutex<Option<BackendCapabilities>>,
+}
+
+impl FileDriver {
+    pub fn new(options: FileOptions) -> Self {
+        FileDriver { options, setup: OnceLock::new(), locks: KeyedLocks::default(), stats: Mutex::new(None) }
+    }
+
+    /// The data directory, as configured.
+    pub fn data_dir(&self) -> &Path {
+        &self.options.data_dir
+    }
+
+    /// Whether bulk copies use O_DIRECT (known after `do_setup`).
+    pub fn direct_io(&self) -> Option<bool> {
+        self.setup.get().map(|s| s.qemu.direct_io)
+    }
+
+    fn setup(&self) -> Result<&Setup> {
+        self.setup.get().ok_or_else(|| DriverError::NotInitialized("do_setup has not run".to_owned()))
+    }
+
+    fn model_update(&self, setup: &Setup) -> ModelUpdate {
+        ModelUpdate { provider_location: Some(setup.dir.root().display().to_string()), provider_id: None }
+    }
+
+    /// The exclusive lock of a volume, for calls that change it.
+    async fn lock_volume(&self, id: &str) -> KeyGuard<'_> {
+        self.locks.write(format!("volume-{id}")).await
+    }
+
+    /// A shared lock of a volume, for calls that only read it.
+    async fn read_volume(&self, id: &str) -> KeyGuard<'_> {
+        self.locks.read(format!("volume-{id}")).await
+    }
+
+    /// The exclusive lock of a snapshot, for its creation and deletion.
+    async fn lock_snapshot(&self, id: &str) -> KeyGuard<'_> {
+        self.locks.write(format!("snapshot-{id}")).await
+    }
+
+    /// A shared lock of a snapshot, for volumes made from it.
+    async fn read_snapshot(&self, id: &str) -> KeyGuard<'_> {
+        self.locks.read(format!("snapshot-{id}")).await
+    }
+}
+
+/// A size in GiB as bytes, refusing zero and overflow.
+fn bytes(size_gb: u64) -> Result<u64> {
+    match size_gb.checked_mul(GIB) {
+        Some(b) if b > 0 => Ok(b),
+        _ => Err(DriverError::InvalidInput(format!("invalid size {size_gb} GiB"))),
+    }
+}
+
+/// Whether a regular file exists at `path`.
+async fn exists(path: &Path) -> Result<bool> {
+    let p = path.to_owned();
+    blocking("cannot stat", path, move || paths::is_file(&p)).await
+}
+
+/// Removes a file if present.
+async fn remove(path: &Path) -> Result<()> {
+    let p = path.to_owned();
+    blocking("cannot remove", path, move || paths::remove_if_exists(&p)).await
+}
+
+/// Renames a finished `.tmp` into place durably.
+async fn publish(tmp: &Path, target: &Path) -> Result<()> {
+    let (t, p) = (tmp.to_owned(), target.to_owned());
+    blocking("cannot publish", target, move || paths::publish(&t, &p)).await
+}
+
+#[async_trait]
+impl VolumeDriver for FileDriver {
+    fn backend_name(&self) -> &str {
+        &self.options.backend_name
+    }
+
+    async fn do_setup(&self) -> Result<()> {
+        if self.setup.get().is_some() {
+            return Ok(());
+        }
+        let root = self.options.data_dir.clone();
+        let mode = self.options.direct_io;
+        let (dir, probed) = blocking("cannot set up", &self.options.data_dir, move || {
+            let dir = DataDir::open(&root)?;
+            let probed = image::probe_direct_io(&dir.exports_dir())?;
+            Ok((dir, probed))
+        })
+        .await?;
+        let direct_io = match mode {
+            DirectIo::Auto => probed,
+            DirectIo::On => true,
+            DirectIo::Off => false,
+        };
+        tracing::info!(dir = %dir.root().display(), direct_io, format = self.options.format.as_str(), "file backend ready");
+        let _ = self.setup.set(Setup { dir, qemu: QemuImg { format: self.options.format, direct_io } });
+        Ok(())
+    }
+
+    async fn check_for_setup_error(&self) -> Result<()> {
+        self.setup()?;
+        image::run("qemu-img", &["--version"]).await?;
+        image::run("qemu-nbd", &["--version"]).await?;
+        Ok(())
+    }
+
+    async fn create_volume(&self, volume: &DriverVolume) -> Result<ModelUpdate> {
+        self.create_blank(volume).await
+    }
+
+    async fn delete_volume(&self, volume: &DriverVolume) -> Result<()> {
+        self.remove_volume(volume).await
+    }
+
+    async fn create_snapshot(&self, snapshot: &DriverSnapshot) -> Result<ModelUpdate> {
+        self.copy_to_snapshot(snapshot).await
+    }
+
+    async fn delete_snapshot(&self, snapshot: &DriverSnapshot) -> Result<()> {
+        self.remove_snapshot(snapshot).await
+    }
+
+    async fn create_volume_from_snapshot(
+        &self,
+        volume: &DriverVolume,
+        snapshot: &DriverSnapshot,
+    ) -> Result<ModelUpdate> {
+        self.overlay_on_snapshot(volume, snapshot).await
+    }
+
+    async fn create_cloned_volume(
+        &self,
+        volume: &DriverVolume,
+        source: &DriverVolume,
+    ) -> Result<ModelUpdate> {
+        self.copy_volume(volume, source).await
+    }
+
+    async fn extend_volume(&self, volume: &DriverVolume, new_size_gb: u64) -> Result<()> {
+        self.grow(volume, new_size_gb).await
+    }
+
+    async fn get_volume_stats(&self, refresh: bool) -> Result<BackendCapabilities> {
+        if !refresh && let Some(cached) = self.stats.lock().clone() {
+            return Ok(cached);
+        }
+        let report = self.measure().await?;
+        *self.stats.lock() = Some(report.clone());
+        Ok(report)
+    }
+
+    async fn initialize_connection(
+        &self,
+        volume: &DriverVolume,
+        _connector: &Connector,
+    ) -> Result<ConnectionInfo> {
+        let setup = self.setup()?;
+        let _guard = self.lock_volume(&volume.id).await;
+        nbd::start(&setup.dir, setup.qemu, &self.options.nbd_host, &volume.id).await
+    }
+
+    async fn terminate_connection(&self, volume: &DriverVolume, _connector: &Connector) -> Result<()> {
+        let setup = self.setup()?;
+        let _guard = self.lock_volume(&volume.id).await;
+        nbd::stop(&setup.dir, &volume.id).await
+    }
+
+    async fn export_for_backup(&self, source: BackupSource<'_>) -> Result<RawExport> {
+        self.export(source).await
+    }
+
+    async fn release_export(&self, export: RawExport) -> Result<()> {
+        self.release(export).await
+    }
+
+    async fn prepare_restore(&self, volume: &DriverVolume) -> Result<RawExport> {
+        self.restore_target(volume).await
+    }
+
+    async fn commit_restore(&self, volume: &DriverVolume, export: RawExport) -> Result<()> {
+        self.restore_into(volume, export).await
+    }
+}
