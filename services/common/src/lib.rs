@@ -1,4 +1,9 @@
 //! Ember's domain model, configuration and the error types shared by its services.
 
 pub mod capabilities;
+pub mod error;
 pub mod host;
+pub mod model;
+pub mod repo;
+
+pub use error::{Error, ErrorKind, ResourceKind, Result, ServiceError};
