@@ -1,6 +1,7 @@
 //! Ember's domain model, configuration and the error types shared by its services.
 
 pub mod capabilities;
+pub mod config;
 pub mod error;
 pub mod host;
 pub mod model;
