@@ -45,6 +45,13 @@ pub trait VolumeRepo: Send + Sync {
         expect: &VolumeExpect,
         changes: &VolumeChanges,
     ) -> Result<Option<Volume>>;
+    /// Recomputes `attach_status` and `status` from the volume's live attachments, as
+    /// Cinder's `_get_statuses_from_attachments` after a detach: the smallest attachment
+    /// status that is not an error (`attached` < `attaching` < `detaching` < `reserved`), or
+    /// `detached` when none is left; `status` becomes `in-use` for `attached`, `available`
+    /// for `detached`, else the same word. `status` is left alone while the volume is
+    /// uploading or migrating. One statement; returns the volume.
+    async fn sync_attach_status(&self, id: &str) -> Result<Volume>;
     /// Soft-deletes the volume (status `deleted`, `deleted_at` now) iff it matches `expect`.
     async fn soft_delete_volume(&self, id: &str, expect: &VolumeExpect) -> Result<bool>;
     /// Sets the given keys; with `replace_all`, removes every other key. Returns the result.
@@ -210,4 +217,9 @@ pub trait QuotaRepo: Send + Sync {
     async fn rollback(&self, reservation_ids: &[String]) -> Result<()>;
     /// Rolls back every reservation whose expiry is at or before `now`; returns how many.
     async fn expire_reservations(&self, now: DateTime<Utc>) -> Result<u64>;
+    /// Recomputes the project's `in_use` of every counted resource from its live volumes,
+    /// snapshots and backups (Cinder's `cinder-manage quota sync`), keeping `reserved`, and
+    /// returns the result. A resource created but whose reservation is not committed yet
+    /// would be counted twice, so this is an operator's repair for a quiet project.
+    async fn sync_usage(&self, project_id: &str) -> Result<QuotaSet>;
 }

@@ -9,6 +9,7 @@ mod attachments;
 mod backups;
 mod metadata;
 pub mod pool;
+mod quota_sync;
 mod quotas;
 mod services;
 mod snapshots;

@@ -188,14 +188,47 @@ fn release_sql(released: &mut [Released], commit: bool, now: i64) -> Vec<Sql> {
         .collect()
 }
 
+/// Which reservations to release.
+enum Which<'a> {
+    Ids(&'a [String]),
+    ExpiredAt(i64),
+}
+
+/// `SELECT id` of the reservations to release, locked in id order on PostgreSQL so that two
+/// releases of overlapping sets (a commit racing the expiry sweep) never deadlock.
+fn lock_reservations(dialect: Dialect, which: &Which<'_>) -> Sql {
+    let mut sql = Sql::new("SELECT id FROM reservations WHERE ");
+    match which {
+        Which::Ids(ids) => sql.push("id IN ").list(ids.iter().map(String::as_str)),
+        Which::ExpiredAt(now) => sql.push("expire_at <= ").arg(*now),
+    };
+    sql.push(" ORDER BY id").push(dialect.for_update());
+    sql
+}
+
+fn delete_ids(ids: &[String]) -> Sql {
+    let mut sql = Sql::new("DELETE FROM reservations WHERE id IN ");
+    sql.list(ids.iter().map(String::as_str)).push(" RETURNING project_id, resource, delta");
+    sql
+}
+
 impl SqlRepo {
-    /// Deletes the reservations selected by `select` (a DELETE ... RETURNING) and releases
-    /// them in the same transaction.
-    async fn release(&self, select: Sql, commit: bool) -> Result<u64> {
+    /// Deletes the chosen reservations and releases them, in one transaction. Returns how
+    /// many there were; ids already gone are skipped.
+    async fn release(&self, which: Which<'_>, commit: bool) -> Result<u64> {
         let now = ms(Utc::now());
+        let lock = lock_reservations(Dialect::of(&self.db), &which);
         with_tx!(&self.db, |tx| async {
+            let ids: Vec<String> = bind_args!(sqlx::query_scalar::<_, String>(&lock.text), &lock.args)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let delete = delete_ids(&ids);
             let mut released: Vec<Released> =
-                bind_args!(sqlx::query_as::<_, Released>(&select.text), &select.args)
+                bind_args!(sqlx::query_as::<_, Released>(&delete.text), &delete.args)
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(db_err)?;
@@ -207,12 +240,6 @@ impl SqlRepo {
         }
         .await)
     }
-}
-
-fn delete_ids(ids: &[String]) -> Sql {
-    let mut sql = Sql::new("DELETE FROM reservations WHERE id IN ");
-    sql.list(ids.iter().map(String::as_str)).push(" RETURNING project_id, resource, delta");
-    sql
 }
 
 #[async_trait]
@@ -351,20 +378,23 @@ impl QuotaRepo for SqlRepo {
         if reservation_ids.is_empty() {
             return Ok(());
         }
-        self.release(delete_ids(reservation_ids), true).await.map(|_| ())
+        self.release(Which::Ids(reservation_ids), true).await.map(|_| ())
     }
 
     async fn rollback(&self, reservation_ids: &[String]) -> Result<()> {
         if reservation_ids.is_empty() {
             return Ok(());
         }
-        self.release(delete_ids(reservation_ids), false).await.map(|_| ())
+        self.release(Which::Ids(reservation_ids), false).await.map(|_| ())
     }
 
     async fn expire_reservations(&self, now: DateTime<Utc>) -> Result<u64> {
-        let mut sql = Sql::new("DELETE FROM reservations WHERE expire_at <= ");
-        sql.arg(now).push(" RETURNING project_id, resource, delta");
-        self.release(sql, false).await
+        self.release(Which::ExpiredAt(ms(now)), false).await
+    }
+
+    async fn sync_usage(&self, project_id: &str) -> Result<QuotaSet> {
+        self.sync_usage_from_resources(project_id).await?;
+        self.project_quotas(project_id).await
     }
 }
 

@@ -11,7 +11,7 @@ use ember_common::{Error, ResourceKind, Result};
 
 use crate::metadata::{self, MetaTable};
 use crate::sql::{
-    Arg, Sets, Sql, bind_args, db_err, dt, is_unique_violation, opt_dt, paginate, parse, with_tx,
+    Arg, Sets, Sql, bind_args, db_err, dt, execute, is_unique_violation, opt_dt, paginate, parse, with_tx,
 };
 use crate::{SqlRepo, with_pool};
 
@@ -20,6 +20,11 @@ const COLUMNS: &str = "id, project_id, user_id, name, description, size, status,
     snapshot_id, source_volid, backup_id, group_id, bootable, multiattach, encryption_key_id, \
     provider_location, provider_auth, provider_id, replication_status, service_uuid, shared_targets, \
     consumes_quota, created_at, updated_at, scheduled_at, launched_at, terminated_at, deleted, deleted_at";
+
+/// The attach status a volume's live attachments give it (an SQL expression on `volumes`).
+const ATTACH: &str = "COALESCE((SELECT MIN(a.attach_status) FROM volume_attachments a \
+    WHERE a.volume_id = volumes.id AND a.deleted = FALSE \
+    AND a.attach_status NOT IN ('error_attaching', 'error_detaching')), 'detached')";
 
 /// A `volumes` row as stored.
 #[derive(sqlx::FromRow)]
@@ -400,6 +405,22 @@ impl VolumeRepo for SqlRepo {
             Some(_) => self.get_volume(id).await.map(Some),
             None => Ok(None),
         }
+    }
+
+    async fn sync_attach_status(&self, id: &str) -> Result<Volume> {
+        let mut sql = Sql::new("UPDATE volumes SET updated_at = ");
+        sql.arg(Utc::now());
+        sql.push(&format!(
+            ", attach_status = {ATTACH}, status = CASE WHEN status = 'uploading' \
+             OR migration_status IN ('migrating', 'starting', 'completing') THEN status \
+             ELSE CASE {ATTACH} WHEN 'attached' THEN 'in-use' WHEN 'detached' THEN 'available' \
+             ELSE {ATTACH} END END"
+        ));
+        sql.push(" WHERE deleted = FALSE AND id = ").arg(id);
+        if execute(&self.db, &sql).await? == 0 {
+            return Err(Error::not_found(ResourceKind::Volume, id));
+        }
+        self.get_volume(id).await
     }
 
     async fn soft_delete_volume(&self, id: &str, expect: &VolumeExpect) -> Result<bool> {

@@ -147,3 +147,81 @@ async fn fifty_concurrent_reservations_for_the_last_units() {
         t.cleanup().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn sync_recomputes_usage_from_live_resources() {
+    use ember_common::model::{Backup, DEFAULT_VOLUME_TYPE_ID, Snapshot, Volume, VolumeExpect, VolumeType};
+    use ember_common::repo::{BackupRepo, SnapshotRepo, VolumeRepo, VolumeTypeRepo};
+
+    for t in TestDb::all().await.unwrap() {
+        let repo = SqlRepo::new(t.db.clone(), QuotaDefaults::default());
+        let p = project();
+        let gold = repo.create_volume_type(&VolumeType::new(project(), "gold")).await.unwrap();
+        let mut ids = Vec::new();
+        for (size, type_id) in [(1, DEFAULT_VOLUME_TYPE_ID), (2, gold.id.as_str()), (4, gold.id.as_str())] {
+            let v = Volume::new(project(), &p, "u", size, type_id, "nova");
+            ids.push(repo.create_volume(&v).await.unwrap().id);
+        }
+        let mut temp = Volume::new(project(), &p, "u", 100, DEFAULT_VOLUME_TYPE_ID, "nova");
+        temp.consumes_quota = false;
+        repo.create_volume(&temp).await.unwrap();
+        assert!(repo.soft_delete_volume(&ids[0], &VolumeExpect::default()).await.unwrap());
+        repo.create_snapshot(&Snapshot::new(project(), &p, "u", &ids[1], &gold.id, 2)).await.unwrap();
+        repo.create_backup(&Backup::new(project(), &p, "u", &ids[2], 4)).await.unwrap();
+        // Drifted usage, and a pending reservation that the sync must keep.
+        let drift = repo.reserve(&p, &d(&[("volumes", 9), ("backups", 3)]), later()).await.unwrap();
+        repo.commit(&drift).await.unwrap();
+        repo.reserve(&p, &d(&[("gigabytes", 5)]), later()).await.unwrap();
+        let set = repo.sync_usage(&p).await.unwrap();
+        let in_use = |r: &str| set.resources[r].in_use;
+        assert_eq!(in_use("volumes"), 2);
+        assert_eq!(in_use("gigabytes"), 2 + 4 + 2, "volumes and snapshots");
+        assert_eq!(in_use("snapshots"), 1);
+        assert_eq!(in_use("backups"), 1);
+        assert_eq!(in_use("backup_gigabytes"), 4);
+        assert_eq!(in_use("volumes_gold"), 2);
+        assert_eq!(in_use("gigabytes_gold"), 8);
+        assert_eq!(in_use("snapshots_gold"), 1);
+        assert_eq!(in_use("volumes___DEFAULT__"), 0);
+        assert_eq!(set.resources["gigabytes"].reserved, 5);
+        t.cleanup().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn commits_racing_the_expiry_sweep_release_each_reservation_once() {
+    for t in TestDb::all().await.unwrap() {
+        let repo = Arc::new(SqlRepo::new(t.db.clone(), QuotaDefaults::default()));
+        let p = project();
+        repo.set_project_quota(&p, "volumes", -1).await.unwrap();
+        let past = Utc::now() - Duration::seconds(1);
+        let mut ids = Vec::new();
+        for _ in 0..30 {
+            ids.extend(repo.reserve(&p, &d(&[("volumes", 1), ("gigabytes", 2)]), past).await.unwrap());
+        }
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let repo = repo.clone();
+            // Overlapping sets in opposite orders, racing the sweep over the same rows.
+            let mut mine = ids.clone();
+            if i % 2 == 1 {
+                mine.reverse();
+            }
+            tasks.push(tokio::spawn(async move {
+                if i % 4 == 3 {
+                    repo.expire_reservations(Utc::now()).await.map(|_| ())
+                } else {
+                    repo.commit(&mine).await
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap_or_else(|e| panic!("{}: {e}", t.db.kind()));
+        }
+        let set = repo.project_quotas(&p).await.unwrap();
+        let (v, g) = (set.resources["volumes"], set.resources["gigabytes"]);
+        assert_eq!((v.reserved, g.reserved), (0, 0), "{}", t.db.kind());
+        assert_eq!(g.in_use, 2 * v.in_use, "each reservation pair went one way, whole");
+        t.cleanup().await.unwrap();
+    }
+}

@@ -213,3 +213,30 @@ async fn services_register_heartbeat_and_disable() {
         t.cleanup().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn volume_status_follows_its_attachments() {
+    for t in TestDb::all().await.unwrap() {
+        let repo = SqlRepo::new(t.db.clone(), QuotaDefaults::default());
+        let v = new_volume(&repo, DEFAULT_VOLUME_TYPE_ID).await;
+        let a1 = repo.create_attachment(&VolumeAttachment::reserved(id(), &v.id, "p1", None)).await.unwrap();
+        let synced = repo.sync_attach_status(&v.id).await.unwrap();
+        assert_eq!((synced.status, synced.attach_status), (VolumeStatus::Reserved, AttachStatus::Reserved));
+        let attached =
+            AttachmentChanges { attach_status: Some(AttachStatus::Attached), ..AttachmentChanges::default() };
+        repo.update_attachment(&a1.id, &[], &attached).await.unwrap().unwrap();
+        let a2 = repo.create_attachment(&VolumeAttachment::reserved(id(), &v.id, "p1", None)).await.unwrap();
+        let failed = AttachmentChanges {
+            attach_status: Some(AttachStatus::ErrorAttaching),
+            ..AttachmentChanges::default()
+        };
+        repo.update_attachment(&a2.id, &[], &failed).await.unwrap().unwrap();
+        let synced = repo.sync_attach_status(&v.id).await.unwrap();
+        assert_eq!((synced.status, synced.attach_status), (VolumeStatus::InUse, AttachStatus::Attached));
+        repo.soft_delete_attachment(&a1.id).await.unwrap();
+        let synced = repo.sync_attach_status(&v.id).await.unwrap();
+        assert_eq!((synced.status, synced.attach_status), (VolumeStatus::Available, AttachStatus::Detached));
+        assert!(matches!(repo.sync_attach_status("nope").await, Err(Error::NotFound { .. })));
+        t.cleanup().await.unwrap();
+    }
+}

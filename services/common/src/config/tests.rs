@@ -1,5 +1,8 @@
 //! Tests of the configuration layers and of the messages for wrong values.
 
+// figment::Jail closures must return figment::Error, a large type we do not choose.
+#![allow(clippy::result_large_err)]
+
 use std::path::Path;
 
 use figment::Jail;
