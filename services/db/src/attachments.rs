@@ -7,7 +7,7 @@ use ember_common::repo::AttachmentRepo;
 use ember_common::{Error, ResourceKind, Result};
 
 use crate::sql::{
-    Arg, Sets, Sql, bind_args, cas_update, db_err, dt, execute, is_unique_violation, opt_dt, parse,
+    Arg, Sets, Sql, bind_args, cas_sql, db_err, dt, execute, is_unique_violation, opt_dt, parse,
 };
 use crate::{SqlRepo, with_pool};
 
@@ -157,11 +157,8 @@ impl AttachmentRepo for SqlRepo {
         sets.opt("attached_at", c.attached_at);
         sets.opt("detached_at", c.detached_at);
         let expected: Vec<&str> = expected.iter().map(|s| s.as_str()).collect();
-        if cas_update(&self.db, "volume_attachments", "attach_status", id, &expected, sets).await? {
-            self.get_attachment(id).await.map(Some)
-        } else {
-            Ok(None)
-        }
+        let sql = cas_sql("volume_attachments", "attach_status", id, &expected, sets, COLUMNS);
+        Ok(self.fetch_attachments(&sql).await?.pop())
     }
 
     async fn soft_delete_attachment(&self, id: &str) -> Result<bool> {

@@ -10,8 +10,7 @@ use ember_common::repo::BackupRepo;
 use ember_common::{Error, ResourceKind, Result};
 
 use crate::sql::{
-    Arg, Sets, Sql, bind_args, cas_update, db_err, dt, is_unique_violation, ms, opt_dt, paginate, parse,
-    with_tx,
+    Arg, Sets, Sql, bind_args, cas_sql, db_err, dt, is_unique_violation, ms, opt_dt, paginate, parse, with_tx,
 };
 use crate::{SqlRepo, with_pool};
 
@@ -237,11 +236,8 @@ impl BackupRepo for SqlRepo {
         sets.opt("service_metadata", c.service_metadata.clone());
         sets.opt("data_timestamp", c.data_timestamp);
         let expected: Vec<&str> = expected.iter().map(|s| s.as_str()).collect();
-        if cas_update(&self.db, "backups", "status", id, &expected, sets).await? {
-            self.get_backup(id).await.map(Some)
-        } else {
-            Ok(None)
-        }
+        let sql = cas_sql("backups", "status", id, &expected, sets, COLUMNS);
+        Ok(self.fetch_backups(&sql).await?.pop())
     }
 
     async fn soft_delete_backup(&self, id: &str, expected: &[BackupStatus]) -> Result<bool> {

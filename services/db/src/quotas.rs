@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ember_common::error::OverQuotaResource;
 use ember_common::model::quota::{self, COUNTED, PER_TYPE, PER_VOLUME_GIGABYTES};
-use ember_common::model::{QuotaSet, QuotaUsage};
+use ember_common::model::{QuotaDefaults, QuotaSet, QuotaUsage};
 use ember_common::repo::QuotaRepo;
 use ember_common::{Error, Result};
 
@@ -110,6 +110,23 @@ fn reserve_sql(dialect: Dialect, project_id: &str, resources: &[&str], now: i64)
     limits.arg(DEFAULT_CLASS).push(" AND resource IN ").list(resources.iter().copied());
     limits.push(" ORDER BY prio");
     ReserveSql { ensure_usages, lock_usages, limits }
+}
+
+/// The limit of each resource from the rows of `ReserveSql::limits` (project overrides
+/// first), falling back to the configured defaults.
+fn resolve_limits(
+    rows: Vec<(String, i64, i32)>,
+    resources: &[&str],
+    defaults: &QuotaDefaults,
+) -> HashMap<String, i64> {
+    let mut limits: HashMap<String, i64> = HashMap::new();
+    for (r, limit, _) in rows {
+        limits.entry(r).or_insert(limit);
+    }
+    for r in resources {
+        limits.entry((*r).to_owned()).or_insert_with(|| defaults.get(r));
+    }
+    limits
 }
 
 /// The resources `deltas` would take over their limits.
@@ -355,13 +372,7 @@ impl QuotaRepo for SqlRepo {
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(db_err)?;
-            let mut limits: HashMap<String, i64> = HashMap::new();
-            for (r, limit, _) in rows {
-                limits.entry(r).or_insert(limit);
-            }
-            for r in &resources {
-                limits.entry((*r).to_owned()).or_insert_with(|| self.quota_defaults.get(r));
-            }
+            let limits = resolve_limits(rows, &resources, &self.quota_defaults);
             let overs = over_quota(&deltas, &usages, &limits);
             if !overs.is_empty() {
                 return Err(Error::OverQuota(overs));

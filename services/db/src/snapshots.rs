@@ -10,8 +10,8 @@ use ember_common::{Error, ResourceKind, Result};
 
 use crate::metadata::{self, MetaTable};
 use crate::sql::{
-    Arg, Sets, Sql, bind_args, cas_update, db_err, dt, is_unique_violation, ms, opt_dt, paginate, parse,
-    with_tx,
+    Arg, Sets, Sql, bind_args, cas_sql, db_err, dt, execute, is_unique_violation, ms, opt_dt, paginate,
+    parse, with_tx,
 };
 use crate::{SqlRepo, with_pool};
 
@@ -200,11 +200,8 @@ impl SnapshotRepo for SqlRepo {
         sets.opt("provider_location", c.provider_location.clone());
         sets.opt("provider_id", c.provider_id.clone());
         let expected: Vec<&str> = expected.iter().map(|s| s.as_str()).collect();
-        if cas_update(&self.db, "snapshots", "status", id, &expected, sets).await? {
-            self.get_snapshot(id).await.map(Some)
-        } else {
-            Ok(None)
-        }
+        let sql = cas_sql("snapshots", "status", id, &expected, sets, COLUMNS);
+        Ok(self.fetch_snapshots(&sql).await?.pop())
     }
 
     async fn soft_delete_snapshot(&self, id: &str, expected: &[SnapshotStatus]) -> Result<bool> {
@@ -214,7 +211,8 @@ impl SnapshotRepo for SqlRepo {
         sets.opt("deleted", Some(true));
         sets.opt("deleted_at", Some(now));
         let expected: Vec<&str> = expected.iter().map(|s| s.as_str()).collect();
-        cas_update(&self.db, "snapshots", "status", id, &expected, sets).await
+        let sql = cas_sql("snapshots", "status", id, &expected, sets, "id");
+        Ok(execute(&self.db, &sql).await? == 1)
     }
 
     async fn set_snapshot_metadata(

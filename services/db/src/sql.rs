@@ -289,8 +289,19 @@ pub(crate) fn paginate<T>(
         }
         sql.push(c.expr).push(if c.dir == SortDir::Asc { " ASC" } else { " DESC" });
     }
-    if let Some(limit) = opts.limit {
-        sql.push(" LIMIT ").arg(i64::from(limit));
+    // SQLite accepts OFFSET only after a LIMIT, so an offset without a limit gets the
+    // largest one (PostgreSQL would refuse SQLite's `LIMIT -1`).
+    match (opts.limit, opts.offset) {
+        (Some(limit), _) => {
+            sql.push(" LIMIT ").arg(i64::from(limit));
+        }
+        (None, Some(_)) => {
+            sql.push(" LIMIT ").arg(i64::MAX);
+        }
+        (None, None) => {}
+    }
+    if let Some(offset) = opts.offset {
+        sql.push(" OFFSET ").arg(i64::from(offset));
     }
     Ok(())
 }
@@ -315,17 +326,17 @@ fn keyset_condition(sql: &mut Sql, columns: &[SortColumn]) {
     sql.push(")");
 }
 
-/// A compare-and-swap update of one live row of `table`: writes `sets` (and `updated_at`)
-/// iff the row's `status_column` is one of `expected` (any value when `expected` is empty).
-/// Returns whether this update won.
-pub(crate) async fn cas_update(
-    db: &Db,
+/// A compare-and-swap update of one live row of `table`, returning its new row: writes
+/// `sets` (and `updated_at`) iff the row's `status_column` is one of `expected` (any value
+/// when `expected` is empty). The statement returns no row when the update lost.
+pub(crate) fn cas_sql(
     table: &str,
     status_column: &str,
     id: &str,
     expected: &[&str],
     sets: Sets,
-) -> Result<bool> {
+    returning: &str,
+) -> Sql {
     let mut sql = Sql::new(&format!("UPDATE {table} SET updated_at = "));
     sql.arg(Utc::now());
     sets.write(&mut sql, false);
@@ -333,7 +344,8 @@ pub(crate) async fn cas_update(
     if !expected.is_empty() {
         sql.push(" AND ").push(status_column).push(" IN ").list(expected.iter().copied());
     }
-    execute(db, &sql).await.map(|n| n == 1)
+    sql.push(" RETURNING ").push(returning);
+    sql
 }
 
 /// Runs a statement and returns the number of rows it changed.

@@ -395,16 +395,8 @@ impl VolumeRepo for SqlRepo {
         change_sets(changes).write(&mut sql, false);
         sql.push(" WHERE id = ").arg(id).push(" AND deleted = FALSE");
         push_expect(&mut sql, expect);
-        sql.push(" RETURNING id");
-        let won: Option<String> =
-            with_pool!(&self.db, |pool| bind_args!(sqlx::query_scalar::<_, String>(&sql.text), &sql.args)
-                .fetch_optional(pool)
-                .await)
-            .map_err(db_err)?;
-        match won {
-            Some(_) => self.get_volume(id).await.map(Some),
-            None => Ok(None),
-        }
+        sql.push(&format!(" RETURNING {COLUMNS}"));
+        Ok(self.fetch_volumes(&sql).await?.pop())
     }
 
     async fn sync_attach_status(&self, id: &str) -> Result<Volume> {

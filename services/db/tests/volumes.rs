@@ -189,7 +189,8 @@ async fn lists_filter_sort_and_paginate() {
         let mut seen = Vec::new();
         let mut marker = None;
         loop {
-            let opts = ListOptions { limit: Some(3), marker: marker.clone(), sort: sort.clone() };
+            let opts =
+                ListOptions { limit: Some(3), marker: marker.clone(), sort: sort.clone(), offset: None };
             let page = repo.list_volumes(&f(None), &opts).await.unwrap();
             if page.is_empty() {
                 break;
@@ -201,6 +202,9 @@ async fn lists_filter_sort_and_paginate() {
         expected.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         assert_eq!(seen, expected);
         assert_eq!(seen.len(), 7);
+        let skip = ListOptions { offset: Some(5), sort: sort.clone(), ..ListOptions::default() };
+        let rest = repo.list_volumes(&f(None), &skip).await.unwrap();
+        assert_eq!(rest.into_iter().map(|v| (v.name.unwrap(), v.size)).collect::<Vec<_>>(), expected[5..]);
         let bad_marker = ListOptions { marker: Some("nope".into()), ..ListOptions::default() };
         assert!(matches!(repo.list_volumes(&f(None), &bad_marker).await, Err(Error::NotFound { .. })));
         t.cleanup().await.unwrap();

@@ -233,7 +233,12 @@ impl Config {
 
     /// The first wrong value, as (option, reason).
     fn check(&self) -> Result<(), (String, String)> {
-        let fail = |option: &str, reason: &str| Err((option.to_owned(), reason.to_owned()));
+        self.check_values().map_err(|(option, reason)| (option.to_owned(), reason.to_owned()))?;
+        self.check_backends()
+    }
+
+    /// Checks the top-level options.
+    fn check_values(&self) -> Result<(), (&'static str, &'static str)> {
         let quotas = [
             ("quota_volumes", self.quota_volumes),
             ("quota_gigabytes", self.quota_gigabytes),
@@ -243,60 +248,58 @@ impl Config {
             ("per_volume_size_limit", self.per_volume_size_limit),
         ];
         if let Some((name, _)) = quotas.iter().find(|(_, v)| *v < -1) {
-            return fail(name, "must be -1 (unlimited) or more");
+            return Err((name, "must be -1 (unlimited) or more"));
         }
         let db_schemes = ["sqlite:", "postgres:", "postgresql:"];
         if let Some(url) = &self.database_url
             && !db_schemes.iter().any(|s| url.starts_with(s))
         {
-            return fail("database_url", "must start with sqlite: or postgres://");
+            return Err(("database_url", "must start with sqlite: or postgres://"));
         }
         if let Some(url) = &self.transport_url
             && !url.starts_with("amqp://")
             && !url.starts_with("amqps://")
         {
-            return fail("transport_url", "must start with amqp:// (leave it unset for the in-process bus)");
+            return Err(("transport_url", "must start with amqp:// (leave it unset for the in-process bus)"));
         }
-        for (name, value) in [("host", &self.host), ("default_volume_type", &self.default_volume_type)] {
-            if value.is_empty() {
-                return fail(name, "must not be empty");
-            }
+        let names = [
+            ("host", &self.host),
+            ("default_volume_type", &self.default_volume_type),
+            ("storage_availability_zone", &self.storage_availability_zone),
+        ];
+        if let Some((name, _)) = names.iter().find(|(_, v)| v.is_empty()) {
+            return Err((name, "must not be empty"));
         }
         if self.host.contains(['@', '#']) {
-            return fail("host", "must not contain '@' or '#' (they separate backend and pool)");
+            return Err(("host", "must not contain '@' or '#' (they separate backend and pool)"));
         }
-        if self.storage_availability_zone.is_empty() {
-            return fail("storage_availability_zone", "must not be empty");
-        }
-        for (name, value) in [
+        let positive = [
             ("report_interval", self.report_interval),
             ("periodic_interval", self.periodic_interval),
             ("reservation_expire", self.reservation_expire),
             ("rpc_response_timeout", self.rpc_response_timeout),
             ("scheduler_max_attempts", u64::from(self.scheduler_max_attempts)),
             ("osapi_max_limit", u64::from(self.osapi_max_limit)),
-        ] {
-            if value == 0 {
-                return fail(name, "must be at least 1");
-            }
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err((name, "must be at least 1"));
         }
         if self.service_down_time <= self.report_interval {
-            return fail("service_down_time", "must be longer than report_interval");
+            return Err(("service_down_time", "must be longer than report_interval"));
         }
-        for name in &self.enabled_backends {
-            if !self.backends.contains_key(name) {
-                return Err((
-                    "enabled_backends".into(),
-                    format!("names {name:?}, which has no [backends.{name}] section"),
-                ));
-            }
+        Ok(())
+    }
+
+    /// Checks `enabled_backends` and every `[backends.<name>]` section.
+    fn check_backends(&self) -> Result<(), (String, String)> {
+        if let Some(name) = self.enabled_backends.iter().find(|n| !self.backends.contains_key(*n)) {
+            let reason = format!("names {name:?}, which has no [backends.{name}] section");
+            return Err(("enabled_backends".into(), reason));
         }
         for (name, backend) in &self.backends {
             if name.is_empty() || name.contains(['@', '#', '.']) {
-                return Err((
-                    format!("backends.{name}"),
-                    "a backend name must be non-empty without '@', '#' or '.'".into(),
-                ));
+                let reason = "a backend name must be non-empty without '@', '#' or '.'";
+                return Err((format!("backends.{name}"), reason.into()));
             }
             if let Some((option, reason)) = backend.check() {
                 return Err((format!("backends.{name}.{option}"), reason));

@@ -32,6 +32,8 @@ pub struct ListOptions {
     pub limit: Option<u32>,
     /// The id of the last item already seen; unknown markers are a not-found error.
     pub marker: Option<String>,
+    /// Skips this many items (after the marker, if any).
+    pub offset: Option<u32>,
     /// Sort keys with their directions; empty means Cinder's default, `created_at desc`.
     pub sort: Vec<(SortKey, SortDir)>,
 }
