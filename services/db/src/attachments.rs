@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
+
 use ember_common::model::{AttachStatus, AttachmentChanges, VolumeAttachment};
 use ember_common::repo::AttachmentRepo;
 use ember_common::{Error, ResourceKind, Result};

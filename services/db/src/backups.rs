@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::Utc;
+
 use ember_common::model::{Backup, BackupChanges, BackupFilter, BackupStatus, ListOptions, SortKey};
 use ember_common::repo::BackupRepo;
 use ember_common::{Error, ResourceKind, Result};

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
+
 use ember_common::Result;
 use ember_common::model::quota::{self, BACKUP_GIGABYTES, BACKUPS, GIGABYTES, SNAPSHOTS, VOLUMES};
 

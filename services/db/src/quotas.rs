@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+
 use ember_common::error::OverQuotaResource;
 use ember_common::model::quota::{self, COUNTED, PER_TYPE, PER_VOLUME_GIGABYTES};
 use ember_common::model::{QuotaDefaults, QuotaSet, QuotaUsage};

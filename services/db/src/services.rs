@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+
 use ember_common::model::{Service, ServiceFilter};
 use ember_common::repo::ServiceRepo;
 use ember_common::{Error, ResourceKind, Result};

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::Utc;
+
 use ember_common::model::{ListOptions, Snapshot, SnapshotChanges, SnapshotFilter, SnapshotStatus, SortKey};
 use ember_common::repo::SnapshotRepo;
 use ember_common::{Error, ResourceKind, Result};

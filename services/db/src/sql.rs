@@ -3,6 +3,7 @@
 //! pagination, the few dialect differences, and conversions at the storage boundary.
 
 use chrono::{DateTime, Utc};
+
 use ember_common::model::{ListOptions, SortDir, SortKey};
 use ember_common::{Error, Result};
 

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use ember_common::model::ListOptions;
-use ember_common::model::{SortKey, Volume, VolumeChanges, VolumeExpect, VolumeFilter};
+
+use ember_common::model::{ListOptions, SortKey, Volume, VolumeChanges, VolumeExpect, VolumeFilter};
 use ember_common::repo::{MetadataKind, VolumeRepo};
 use ember_common::{Error, ResourceKind, Result};
 

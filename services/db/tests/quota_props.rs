@@ -4,13 +4,14 @@
 //! Runs on SQLite and, with EMBER_TEST_DATABASE_URL, on PostgreSQL.
 
 use chrono::{DateTime, Duration, Utc};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
 use ember_common::Error;
 use ember_common::model::QuotaDefaults;
 use ember_common::repo::QuotaRepo;
 use ember_db::SqlRepo;
 use ember_db::testing::TestDb;
-use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 const LIMITS: [(&str, i64); 2] = [("volumes", 5), ("gigabytes", 20)];
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
+
 use ember_common::Error;
 use ember_common::model::QuotaDefaults;
 use ember_common::repo::QuotaRepo;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{Duration, Utc};
+
 use ember_common::model::{
     AttachStatus, AttachmentChanges, Backup, BackupChanges, BackupFilter, BackupStatus,
     DEFAULT_VOLUME_TYPE_ID, DEFAULT_VOLUME_TYPE_NAME, ListOptions, QuotaDefaults, Service, ServiceFilter,
