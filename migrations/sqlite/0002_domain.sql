@@ -23,6 +23,13 @@ CREATE TABLE volume_type_extra_specs (
     PRIMARY KEY (volume_type_id, key)
 );
 
+-- The projects that may use a private type (Cinder's os-volume-type-access).
+CREATE TABLE volume_type_projects (
+    volume_type_id TEXT NOT NULL REFERENCES volume_types (id),
+    project_id     TEXT NOT NULL,
+    PRIMARY KEY (volume_type_id, project_id)
+);
+
 -- The default type every deployment has, with the fixed id of DEFAULT_VOLUME_TYPE_ID.
 INSERT INTO volume_types (id, name, description, is_public, created_at)
 VALUES ('5fed9d7c-401d-46e2-8e80-f30c70cb7e1d', '__DEFAULT__', 'Default Volume Type', 1,

@@ -76,8 +76,15 @@ pub trait VolumeTypeRepo: Send + Sync {
     async fn get_volume_type(&self, id: &str) -> Result<VolumeType>;
     /// The live type named `name`, or not found.
     async fn get_volume_type_by_name(&self, name: &str) -> Result<VolumeType>;
-    /// Every live type, by name; private ones only when `include_private`.
-    async fn list_volume_types(&self, include_private: bool) -> Result<Vec<VolumeType>>;
+    /// Live types by name: with `visible_to`, the public ones and the private ones that
+    /// project was given access to; without, every type (what an admin sees).
+    async fn list_volume_types(&self, visible_to: Option<&str>) -> Result<Vec<VolumeType>>;
+    /// Gives `project_id` access to a private type; [`crate::Error::Duplicate`] if it has it.
+    async fn add_volume_type_access(&self, id: &str, project_id: &str) -> Result<()>;
+    /// Takes a project's access away; `false` if it had none.
+    async fn remove_volume_type_access(&self, id: &str, project_id: &str) -> Result<bool>;
+    /// The projects with access to a type, sorted.
+    async fn volume_type_access(&self, id: &str) -> Result<Vec<String>>;
     /// Changes the name, description or visibility.
     async fn update_volume_type(
         &self,

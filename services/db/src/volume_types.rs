@@ -10,7 +10,7 @@ use ember_common::repo::VolumeTypeRepo;
 use ember_common::{Error, ResourceKind, Result};
 
 use crate::metadata::{self, MetaTable};
-use crate::sql::{Sets, Sql, bind_args, db_err, dt, is_unique_violation, opt_dt, with_tx};
+use crate::sql::{Sets, Sql, bind_args, db_err, dt, execute, is_unique_violation, opt_dt, with_tx};
 use crate::{SqlRepo, with_pool};
 
 const COLUMNS: &str =
@@ -117,13 +117,49 @@ impl VolumeTypeRepo for SqlRepo {
         self.fetch_one_type("name", name).await
     }
 
-    async fn list_volume_types(&self, include_private: bool) -> Result<Vec<VolumeType>> {
+    async fn list_volume_types(&self, visible_to: Option<&str>) -> Result<Vec<VolumeType>> {
         let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM volume_types WHERE deleted = FALSE"));
-        if !include_private {
-            sql.push(" AND is_public = ").arg(true);
+        if let Some(project) = visible_to {
+            sql.push(" AND (is_public = ").arg(true);
+            sql.push(
+                " OR EXISTS (SELECT 1 FROM volume_type_projects p WHERE p.volume_type_id = volume_types.id",
+            );
+            sql.push(" AND p.project_id = ").arg(project).push("))");
         }
         sql.push(" ORDER BY name, id");
         self.fetch_types(&sql).await
+    }
+
+    async fn add_volume_type_access(&self, id: &str, project_id: &str) -> Result<()> {
+        self.get_volume_type(id).await?;
+        let mut sql = Sql::new("INSERT INTO volume_type_projects (volume_type_id, project_id) VALUES ");
+        sql.list([id, project_id]);
+        let res = with_pool!(&self.db, |pool| bind_args!(sqlx::query(&sql.text), &sql.args)
+            .execute(pool)
+            .await
+            .map(|_| ()));
+        match res {
+            Err(e) if is_unique_violation(&e) => Err(Error::Duplicate {
+                kind: ResourceKind::VolumeType,
+                id: format!("{id} access for {project_id}"),
+            }),
+            other => other.map_err(db_err),
+        }
+    }
+
+    async fn remove_volume_type_access(&self, id: &str, project_id: &str) -> Result<bool> {
+        let mut sql = Sql::new("DELETE FROM volume_type_projects WHERE volume_type_id = ");
+        sql.arg(id).push(" AND project_id = ").arg(project_id);
+        Ok(execute(&self.db, &sql).await? == 1)
+    }
+
+    async fn volume_type_access(&self, id: &str) -> Result<Vec<String>> {
+        let mut sql = Sql::new("SELECT project_id FROM volume_type_projects WHERE volume_type_id = ");
+        sql.arg(id).push(" ORDER BY project_id");
+        with_pool!(&self.db, |pool| bind_args!(sqlx::query_scalar::<_, String>(&sql.text), &sql.args)
+            .fetch_all(pool)
+            .await)
+        .map_err(db_err)
     }
 
     async fn update_volume_type(

@@ -40,8 +40,15 @@ async fn volume_types_and_extra_specs() {
         let mut private = VolumeType::new(id(), "private");
         private.is_public = false;
         repo.create_volume_type(&private).await.unwrap();
-        assert_eq!(repo.list_volume_types(false).await.unwrap().len(), 2);
-        assert_eq!(repo.list_volume_types(true).await.unwrap().len(), 3);
+        assert_eq!(repo.list_volume_types(Some("p1")).await.unwrap().len(), 2);
+        assert_eq!(repo.list_volume_types(None).await.unwrap().len(), 3);
+        repo.add_volume_type_access(&private.id, "p1").await.unwrap();
+        assert!(matches!(repo.add_volume_type_access(&private.id, "p1").await, Err(Error::Duplicate { .. })));
+        assert_eq!(repo.list_volume_types(Some("p1")).await.unwrap().len(), 3);
+        assert_eq!(repo.list_volume_types(Some("p2")).await.unwrap().len(), 2);
+        assert_eq!(repo.volume_type_access(&private.id).await.unwrap(), ["p1"]);
+        assert!(repo.remove_volume_type_access(&private.id, "p1").await.unwrap());
+        assert!(!repo.remove_volume_type_access(&private.id, "p1").await.unwrap());
         repo.set_extra_specs(&gold.id, &BTreeMap::from([("k".into(), "v".into())])).await.unwrap();
         assert!(repo.delete_extra_spec(&gold.id, "multiattach").await.unwrap());
         let gold = repo.get_volume_type(&gold.id).await.unwrap();
