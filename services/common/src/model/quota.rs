@@ -115,6 +115,38 @@ pub struct Reservation {
     pub expire_at: DateTime<Utc>,
 }
 
+/// The deltas of one volume of `size` GiB and type `type_name` (Cinder's QuotaReserveTask):
+/// `volumes`, `gigabytes` and their per-type copies. Negate them to release a volume.
+pub fn volume_deltas(size: i64, type_name: &str) -> Vec<(String, i64)> {
+    vec![
+        (VOLUMES.to_owned(), 1),
+        (GIGABYTES.to_owned(), size),
+        (per_type(VOLUMES, type_name), 1),
+        (per_type(GIGABYTES, type_name), size),
+    ]
+}
+
+/// The deltas of one snapshot of a `size` GiB volume of type `type_name`: snapshots count
+/// against `gigabytes` too, as in Cinder without `no_snapshot_gb_quota`.
+pub fn snapshot_deltas(size: i64, type_name: &str) -> Vec<(String, i64)> {
+    vec![
+        (SNAPSHOTS.to_owned(), 1),
+        (GIGABYTES.to_owned(), size),
+        (per_type(SNAPSHOTS, type_name), 1),
+        (per_type(GIGABYTES, type_name), size),
+    ]
+}
+
+/// The deltas of one backup of `size` GiB.
+pub fn backup_deltas(size: i64) -> Vec<(String, i64)> {
+    vec![(BACKUPS.to_owned(), 1), (BACKUP_GIGABYTES.to_owned(), size)]
+}
+
+/// The same deltas with their signs turned: what releases them.
+pub fn negate(deltas: &[(String, i64)]) -> Vec<(String, i64)> {
+    deltas.iter().map(|(r, d)| (r.clone(), -d)).collect()
+}
+
 /// Validates a set of deltas: known resources, each named once, not the limit-only one.
 pub fn check_deltas(deltas: &[(String, i64)]) -> Result<()> {
     for (i, (resource, _)) in deltas.iter().enumerate() {
@@ -154,5 +186,18 @@ mod tests {
         assert!(check_deltas(&[("volumes".into(), 1), ("volumes".into(), 1)]).is_err());
         assert!(check_deltas(&[("per_volume_gigabytes".into(), 1)]).is_err());
         assert_eq!(QuotaDefaults::default().get("volumes_gold"), -1);
+    }
+
+    #[test]
+    fn deltas_of_each_resource_are_valid_and_negate() {
+        let v = volume_deltas(5, "__DEFAULT__");
+        assert_eq!(v[3], ("gigabytes___DEFAULT__".to_owned(), 5));
+        check_deltas(&v).unwrap();
+        check_deltas(&snapshot_deltas(5, "gold")).unwrap();
+        check_deltas(&backup_deltas(5)).unwrap();
+        assert_eq!(
+            negate(&backup_deltas(5)),
+            [("backups".to_owned(), -1), ("backup_gigabytes".to_owned(), -5)]
+        );
     }
 }
