@@ -3,10 +3,12 @@
 mod bench;
 mod server;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use ember_common::config::{Config, Overrides};
 use ember_db::{Db, DbOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -31,12 +33,39 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct AllInOneArgs {
-    /// Where the database and the volume files live.
-    #[arg(long, env = "EMBER_DATA_DIR", default_value = "ember-data")]
-    data_dir: PathBuf,
-    /// Address the REST API listens on.
-    #[arg(long, env = "EMBER_LISTEN", default_value = "127.0.0.1:8776")]
-    listen: std::net::SocketAddr,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+/// Where the configuration comes from: defaults, the `--config` file, `EMBER_*` variables,
+/// then these flags.
+#[derive(Debug, Clone, clap::Args)]
+struct ConfigArgs {
+    /// A TOML configuration file (see etc/ember.toml).
+    #[arg(long, env = "EMBER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the database and the volume files live (option `data_dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// `sqlite:///path/ember.db` or `postgres://user@host/db` (option `database_url`).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Address the REST API listens on (options `osapi_volume_listen` and `_port`).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let overrides = Overrides {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            osapi_volume_listen: self.listen.map(|a| a.ip().to_string()),
+            osapi_volume_listen_port: self.listen.map(|a| a.port()),
+            ..Overrides::default()
+        };
+        Ok(Config::load(self.config.as_deref(), &overrides)?)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,11 +78,7 @@ enum Manage {
 #[derive(Debug, Subcommand)]
 enum ManageDb {
     /// Applies every pending migration.
-    Sync {
-        /// `sqlite:///path/ember.db` or `postgres://user@host/db`.
-        #[arg(long, env = "EMBER_DATABASE_URL")]
-        database_url: String,
-    },
+    Sync(ConfigArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,8 +111,9 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::AllInOne(args) => all_in_one(args).await,
-        Command::Manage(Manage::Db(ManageDb::Sync { database_url })) => {
-            let db = Db::connect(&DbOptions::new(&database_url)).await.context("open the database")?;
+        Command::Manage(Manage::Db(ManageDb::Sync(args))) => {
+            let config = args.load()?;
+            let db = open_db(&config).await?;
             db.migrate().await.context("apply the migrations")?;
             println!("database {} is up to date", db.kind());
             Ok(())
@@ -108,16 +134,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Opens the configured database, creating `data_dir` first when the database is the
+/// default SQLite file inside it.
+async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("create the data directory {}", config.data_dir.display()))?;
+    }
+    Db::connect(&DbOptions::new(config.database_url())).await.context("open the database")
+}
+
 async fn all_in_one(args: AllInOneArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("create the data directory {}", args.data_dir.display()))?;
-    let url = format!("sqlite://{}", args.data_dir.join("ember.db").display());
-    let db = Db::connect(&DbOptions::new(&url)).await.context("open the database")?;
+    let config = args.config.load()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("create the data directory {}", config.data_dir.display()))?;
+    let db = open_db(&config).await?;
     db.migrate().await.context("apply the migrations")?;
+    let listen: SocketAddr =
+        format!("{}:{}", config.osapi_volume_listen, config.osapi_volume_listen_port).parse().with_context(
+            || format!("option osapi_volume_listen {:?} is not an IP address", config.osapi_volume_listen),
+        )?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let state = ember_api::ApiState { auth: std::sync::Arc::new(ember_api::auth::AuthConfig::default()) };
-    let api = tokio::spawn(server::serve_api(args.listen, state, shutdown.clone()));
-    tracing::info!(data_dir = %args.data_dir.display(), "ember all-in-one is up; Ctrl-C stops it");
+    let api = tokio::spawn(server::serve_api(listen, state, shutdown.clone()));
+    tracing::info!(data_dir = %config.data_dir.display(), database = db.kind(), "ember all-in-one is up; Ctrl-C stops it");
     tokio::select! {
         result = shutdown_signal() => result?,
         _ = shutdown.cancelled() => {}

@@ -1,4 +1,10 @@
 //! Ember's domain model, configuration and the error types shared by its services.
 
 pub mod capabilities;
+pub mod config;
+pub mod error;
 pub mod host;
+pub mod model;
+pub mod repo;
+
+pub use error::{Error, ErrorKind, ResourceKind, Result, ServiceError};

@@ -1,0 +1,110 @@
+//! Tests of the configuration layers and of the messages for wrong values.
+
+// figment::Jail closures must return figment::Error, a large type we do not choose.
+#![allow(clippy::result_large_err)]
+
+use std::path::Path;
+
+use figment::Jail;
+
+use super::*;
+
+fn load(jail: &Jail, toml: &str) -> Result<Config, ConfigError> {
+    jail.create_file("ember.toml", toml).expect("write ember.toml");
+    Config::load(Some(Path::new("ember.toml")), &Overrides::default())
+}
+
+#[test]
+fn defaults_are_cinders() {
+    let c = Config::load_without_env(None, &Overrides::default()).unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.quota_defaults(), QuotaDefaults::default());
+    assert_eq!((c.report_interval, c.service_down_time, c.scheduler_max_attempts), (10, 60, 3));
+    assert_eq!((c.osapi_volume_listen.as_str(), c.osapi_volume_listen_port), ("127.0.0.1", 8776));
+    assert_eq!(c.database_url(), "sqlite://ember-data/ember.db");
+    assert_eq!(c.default_availability_zone(), "nova");
+    assert_eq!(c.enabled().map(|(n, _)| n).collect::<Vec<_>>(), ["file"]);
+    assert_eq!(c.backends["file"].volume_dir("file", &c.data_dir), Path::new("ember-data/volumes/file"));
+}
+
+#[test]
+fn file_then_environment_then_flags() {
+    Jail::expect_with(|jail| {
+        let toml = r#"
+            quota_volumes = 20
+            database_url = "sqlite:///from/file.db"
+            enabled_backends = ["file", "fast"]
+            [backends.fast]
+            volume_driver = "fake"
+            volume_backend_name = "fast-pool"
+        "#;
+        let c = load(jail, toml).map_err(|e| e.to_string())?;
+        assert_eq!(c.quota_volumes, 20);
+        assert_eq!(c.backends["fast"].volume_driver, VolumeDriverKind::Fake);
+        assert_eq!(c.backends["fast"].backend_name("fast"), "fast-pool");
+        // The default `file` section is still there for `enabled_backends` to name.
+        assert_eq!(c.enabled().count(), 2);
+
+        jail.set_env("EMBER_QUOTA_VOLUMES", "30");
+        jail.set_env("EMBER_DATABASE_URL", "sqlite:///from/env.db");
+        jail.set_env("EMBER_BACKENDS__FAST__RESERVED_PERCENTAGE", "15");
+        jail.set_env("EMBER_LOG", "debug");
+        jail.set_env("EMBER_TEST_DATABASE_URL", "postgres://ignored");
+        let c = load(jail, toml).map_err(|e| e.to_string())?;
+        assert_eq!(c.quota_volumes, 30);
+        assert_eq!(c.database_url(), "sqlite:///from/env.db");
+        assert_eq!(c.backends["fast"].reserved_percentage, 15.0);
+
+        let flags = Overrides { database_url: Some("sqlite:///from/flag.db".into()), ..Overrides::default() };
+        let c = Config::load(Some(Path::new("ember.toml")), &flags).map_err(|e| e.to_string())?;
+        assert_eq!(c.database_url(), "sqlite:///from/flag.db");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_wrong_value_names_the_option_and_the_file() {
+    Jail::expect_with(|jail| {
+        let err = load(jail, "quota_volumes = \"ten\"").unwrap_err();
+        assert_eq!(err.option, "quota_volumes");
+        assert!(err.source_name.ends_with("ember.toml"), "{err}");
+        assert!(err.to_string().contains("quota_volumes") && err.to_string().contains("ember.toml"), "{err}");
+
+        let err = load(jail, "[backends.file]\nreserved_percentage = 150").unwrap_err();
+        assert_eq!(err.option, "backends.file.reserved_percentage");
+        assert!(err.source_name.ends_with("ember.toml"), "{err}");
+
+        let err = load(jail, "quota_volumez = 3").unwrap_err();
+        assert!(err.to_string().contains("quota_volumez"), "{err}");
+
+        let err = load(jail, "enabled_backends = [\"lvm\"]").unwrap_err();
+        assert_eq!(err.option, "enabled_backends");
+        assert!(err.reason.contains("[backends.lvm]"), "{err}");
+
+        let err = load(jail, "service_down_time = 5").unwrap_err();
+        assert_eq!(err.option, "service_down_time");
+
+        let err = load(jail, "[backends.file]\nvolume_driver = \"lvm\"").unwrap_err();
+        assert_eq!(err.option, "backends.file.volume_driver");
+
+        jail.set_env("EMBER_QUOTA_GIGABYTES", "-5");
+        let err = load(jail, "").unwrap_err();
+        assert_eq!(err.option, "quota_gigabytes");
+        assert!(err.source_name.contains("EMBER_"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_missing_file_is_an_error() {
+    let err = Config::load_without_env(Some(Path::new("/nonexistent/ember.toml")), &Overrides::default());
+    assert!(err.unwrap_err().to_string().contains("/nonexistent/ember.toml"));
+}
+
+#[test]
+fn the_example_file_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/ember.toml");
+    let c = Config::load_without_env(Some(&path), &Overrides::default()).unwrap();
+    assert_eq!(c.quota_volumes, 10);
+    assert!(c.backends.contains_key("file"));
+}
