@@ -13,7 +13,7 @@ use crate::Result;
 use crate::filters::{capabilities_pass, capacity_passes, retry_passes};
 use crate::options::{FilterKind, SchedulerOptions, WeigherKind};
 use crate::request::{Prepared, RequestSpec, RetryInfo, names_pool};
-use crate::state::{BackendState, HostStateCache};
+use crate::state::{BackendState, HostStateCache, PoolState};
 use crate::weighers::{add_normalised, allocated_weight, best, bounds, capacity_weight};
 
 /// Where a volume goes.
@@ -69,6 +69,14 @@ impl NoValidBackend {
 const DOWN: &str = "service down, disabled or frozen";
 const IGNORED: &str = "ignore_hosts";
 const NOT_RESOURCE_BACKEND: &str = "resource_backend";
+
+/// Why a pool is not a candidate.
+#[derive(Debug, Clone, Copy)]
+enum Reject {
+    Ignored,
+    NotResourceBackend,
+    Filter(FilterKind),
+}
 
 /// Per-request counts for the no-valid-backend message.
 #[derive(Debug, Default)]
@@ -195,33 +203,65 @@ impl FilterScheduler {
         self.candidates.clear();
         let down_ms = self.options.service_down_ms();
         for (bi, b) in backends.iter().enumerate() {
-            let Some(caps) = b.capabilities.as_ref().filter(|_| b.schedulable(now_ms, down_ms)) else {
+            if !b.schedulable(now_ms, down_ms) {
                 tally.down += b.pools.len();
                 continue;
-            };
+            }
             // The zone belongs to the service, so it is checked once for all its pools.
             let az_ok = req.az.passes(b.availability_zone());
             for (pi, p) in b.pools.iter().enumerate() {
                 tally.considered += 1;
-                if req.ignore.iter().any(|h| names_pool(h, &b.name, &p.host)) {
-                    tally.ignored += 1;
-                    continue;
-                }
-                if req.resource_backend.is_some_and(|rb| !names_pool(rb, &b.name, &p.host)) {
-                    tally.not_resource_backend += 1;
-                    continue;
-                }
-                let rejected_by = self.options.scheduler_default_filters.iter().find(|f| match f {
-                    FilterKind::AvailabilityZoneFilter => !az_ok,
-                    FilterKind::CapacityFilter => !capacity_passes(p, req.size, req.thin),
-                    FilterKind::CapabilitiesFilter => !capabilities_pass(caps, &p.capabilities, &req.specs),
-                    FilterKind::RetryFilter => !retry_passes(p, req.tried),
-                });
-                match rejected_by {
-                    Some(f) => tally.by_filter[*f as usize] += 1,
+                match self.rejection(b, p, req, az_ok) {
+                    Some(Reject::Ignored) => tally.ignored += 1,
+                    Some(Reject::NotResourceBackend) => tally.not_resource_backend += 1,
+                    Some(Reject::Filter(f)) => tally.by_filter[f as usize] += 1,
                     None => self.candidates.push((bi as u32, pi as u32)),
                 }
             }
+        }
+    }
+
+    /// Why one pool of a schedulable backend is turned away, if it is.
+    fn rejection(&self, b: &BackendState, p: &PoolState, req: &Prepared<'_>, az_ok: bool) -> Option<Reject> {
+        if req.ignore.iter().any(|h| names_pool(h, &b.name, &p.host)) {
+            return Some(Reject::Ignored);
+        }
+        if req.resource_backend.is_some_and(|rb| !names_pool(rb, &b.name, &p.host)) {
+            return Some(Reject::NotResourceBackend);
+        }
+        let caps = b.capabilities.as_ref()?;
+        let filters = &self.options.scheduler_default_filters;
+        let rejected_by = filters.iter().find(|f| match f {
+            FilterKind::AvailabilityZoneFilter => !az_ok,
+            FilterKind::CapacityFilter => !capacity_passes(p, req.size, req.thin),
+            FilterKind::CapabilitiesFilter => !capabilities_pass(caps, &p.capabilities, &req.specs),
+            FilterKind::RetryFilter => !retry_passes(p, req.tried),
+        });
+        rejected_by.map(|f| Reject::Filter(*f))
+    }
+
+    /// Cinder's `backend_passes_filters`: whether the request could be placed on this pool
+    /// (`host@backend#pool`) now, without weighing or taking any space. Used for extend,
+    /// manage and snapshot requests, and by tests to check a placement.
+    pub fn backend_passes_filters(
+        &self,
+        cache: &HostStateCache,
+        spec: &RequestSpec,
+        host: &str,
+        now_ms: i64,
+    ) -> std::result::Result<(), NoValidBackend> {
+        let cannot = || NoValidBackend::plain(format!("Cannot place volume on {host}"));
+        let backend_name = extract_host(host, Level::Backend, false).ok_or_else(cannot)?;
+        let b = cache.backends().iter().find(|b| b.name == backend_name).ok_or_else(cannot)?;
+        let p = b.pools.iter().find(|p| p.host == host).ok_or_else(cannot)?;
+        if !b.schedulable(now_ms, self.options.service_down_ms()) {
+            return Err(cannot());
+        }
+        let req = Prepared::new(spec);
+        let az_ok = req.az.passes(b.availability_zone());
+        match self.rejection(b, p, &req, az_ok) {
+            None => Ok(()),
+            Some(_) => Err(cannot()),
         }
     }
 
