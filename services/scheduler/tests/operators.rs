@@ -102,6 +102,9 @@ fn placed(extra: Value, specs: &[(&str, &str)], multiattach: bool) -> bool {
     s.schedule(&mut cache, &spec, NOW).is_ok()
 }
 
+/// Extra specs of one case.
+type Specs = &'static [(&'static str, &'static str)];
+
 #[test]
 fn capabilities_filter_cases() {
     let rich = json!({
@@ -112,7 +115,7 @@ fn capabilities_filter_cases() {
         "multiattach": false,
     });
     #[rustfmt::skip]
-    let cases: &[(&str, &[(&str, &str)], bool)] = &[
+    let cases: &[(&str, Specs, bool)] = &[
         ("no specs", &[], true),
         ("backend name from the backend report", &[("volume_backend_name", "lvm-1")], true),
         ("wrong backend name", &[("volume_backend_name", "lvm-2")], false),
