@@ -14,7 +14,8 @@ pub const OFFSET_MIN: f64 = 10_000.0;
 pub const OFFSET_MULT: f64 = 100.0;
 
 /// CapacityWeigher's raw weight: the pool's virtual free capacity. A pool that cannot report
-/// its capacity sorts last when spreading (multiplier > 0) and first when stacking.
+/// its capacity gets −1 when spreading (multiplier > 0) and +∞ when stacking, so that once
+/// multiplied it sorts last either way.
 pub fn capacity_weight(pool: &PoolState, thin: bool, multiplier: f64) -> f64 {
     let (Capacity::Gb(total), Capacity::Gb(free)) = (pool.total_capacity_gb, pool.free_capacity_gb) else {
         return if multiplier > 0.0 { -1.0 } else { f64::INFINITY };
