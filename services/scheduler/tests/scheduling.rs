@@ -39,13 +39,16 @@ fn free(cache: &HostStateCache, host: &str) -> f64 {
     cache.pool(host).and_then(|p| p.free_capacity_gb.gb()).expect("a pool with a number")
 }
 
+/// `request_spec.availability_zones` of one case.
+type Zones = Option<&'static [&'static str]>;
+
 #[test]
 fn availability_zone_cases() {
     let mut s = default_scheduler();
     let mut cache = s.new_cache();
     add_backend(&mut cache, "a@lvm", "az1", vec![thick("p", 100.0, 100.0)]);
     add_backend(&mut cache, "b@lvm", "az2", vec![thick("p", 100.0, 50.0)]);
-    let cases: &[(Option<&str>, Option<&[&str]>, Option<&str>)] = &[
+    let cases: &[(Option<&str>, Zones, Option<&str>)] = &[
         (None, None, Some("a@lvm#p")),
         (Some("az2"), None, Some("b@lvm#p")),
         (Some("az1"), None, Some("a@lvm#p")),
