@@ -73,6 +73,21 @@ pub fn calculate_capacity_factors(i: CapacityInputs) -> CapacityFactors {
     }
 }
 
+/// The two factors the filter and the weigher read, `(total_available_capacity,
+/// virtual_free_capacity)`, computed (and rounded) exactly as in [`calculate_capacity_factors`]
+/// without the rest: this runs for every pool on every request.
+pub fn available_and_virtual_free(i: CapacityInputs) -> (f64, f64) {
+    let reserved_capacity = (i.total * i.reserved_percentage / 100.0).floor();
+    let total_reserved_available = i.total - reserved_capacity;
+    if i.thin && i.thin_support {
+        let total_available = total_reserved_available * i.max_over_subscription_ratio;
+        (round2(total_available), round2(total_available - i.provisioned))
+    } else {
+        let calculated = total_reserved_available - i.provisioned;
+        (round2(total_reserved_available), round2(i.free.min(calculated)))
+    }
+}
+
 /// Rounds to two decimals, as Python's `round(x, 2)` does for all but exact binary ties.
 pub fn round2(x: f64) -> f64 {
     let scaled = (x * 100.0).round() / 100.0;
@@ -142,6 +157,10 @@ mod tests {
         let thin = calculate_capacity_factors(inputs(100.0, 80.0, 50.0, 20.0, 10.0, true));
         assert_eq!(thin.virtual_free_capacity, 1750.0);
         assert_eq!(thin.total_available_capacity, 1800.0);
+        assert_eq!(
+            available_and_virtual_free(inputs(100.0, 80.0, 50.0, 20.0, 10.0, true)),
+            (thin.total_available_capacity, thin.virtual_free_capacity)
+        );
         let thick = calculate_capacity_factors(inputs(100.0, 80.0, 50.0, 20.0, 10.0, false));
         assert_eq!(thick.virtual_free_capacity, 40.0);
         assert_eq!(thick.total_available_capacity, 90.0);

@@ -7,9 +7,10 @@ use ember_common::capabilities::{
     BackendCapabilities, Capacity, CapacityKeyword, OverSubscription, PoolCapabilities,
 };
 
-use crate::capacity::{CapacityInputs, calculate_capacity_factors};
+use crate::capacity::{CapacityInputs, available_and_virtual_free};
 use crate::extra_specs::{CapValue, Matcher, SpecCheck};
-use crate::state::PoolState;
+use crate::extras::{Extras, Interner};
+use crate::state::{BackendState, PoolState};
 
 /// CapacityFilter (`filters/capacity_filter.py`): whether `requested` GiB fit in the pool.
 pub fn capacity_passes(pool: &PoolState, requested: f64, thin: bool) -> bool {
@@ -33,7 +34,7 @@ pub fn capacity_passes(pool: &PoolState, requested: f64, thin: bool) -> bool {
     }
     let thin_support = pool.capabilities.thin_provisioning_support;
     let mosr = pool.max_over_subscription_ratio;
-    let f = calculate_capacity_factors(CapacityInputs {
+    let (total_available, virtual_free) = available_and_virtual_free(CapacityInputs {
         total,
         free,
         provisioned: pool.provisioned_capacity_gb,
@@ -43,17 +44,17 @@ pub fn capacity_passes(pool: &PoolState, requested: f64, thin: bool) -> bool {
         thin,
     });
     if thin && thin_support && mosr >= 1.0 {
-        let provisioned_ratio = (pool.provisioned_capacity_gb + requested) / f.total_available_capacity;
+        let provisioned_ratio = (pool.provisioned_capacity_gb + requested) / total_available;
         if provisioned_ratio > mosr {
             return false;
         }
-        return f.virtual_free_capacity >= requested;
+        return virtual_free >= requested;
     }
     if thin && thin_support {
         // A ratio below 1 is a misconfiguration; Cinder filters such pools out.
         return false;
     }
-    f.virtual_free_capacity >= requested
+    virtual_free >= requested
 }
 
 /// RetryFilter: a pool already tried for this volume is skipped.
@@ -103,17 +104,21 @@ impl Field {
     }
 }
 
-/// An extra spec whose first key is resolved once per request.
+/// An extra spec whose first key is resolved once per request: to a typed field, and to the
+/// interned id of a free-form capability (`None` when no report ever used that name).
 #[derive(Debug)]
 pub(crate) struct ResolvedSpec<'a> {
     check: SpecCheck<'a>,
     field: Field,
+    extra_id: Option<u32>,
 }
 
 impl<'a> ResolvedSpec<'a> {
-    pub(crate) fn new(check: SpecCheck<'a>) -> Self {
-        let field = check.path.first().map_or(Field::Other, |k| Field::of(k));
-        Self { check, field }
+    pub(crate) fn new(check: SpecCheck<'a>, interner: &Interner) -> Self {
+        let first = check.path.first().copied();
+        let field = first.map_or(Field::Other, Field::of);
+        let extra_id = first.and_then(|k| interner.get(k));
+        Self { check, field, extra_id }
     }
 }
 
@@ -159,15 +164,16 @@ fn backend_field(backend: &BackendCapabilities, field: Field) -> Option<CapValue
 /// backend's name, vendor, version and protocol into each pool; Ember also lets the other
 /// backend-wide keys through, so a backend-wide capability can be asked for).
 fn lookup<'c>(
-    backend: &'c BackendCapabilities,
-    pool: &'c PoolCapabilities,
+    backend: &'c BackendState,
+    pool: &'c PoolState,
     spec: &ResolvedSpec<'_>,
 ) -> Option<CapValue<'c>> {
-    let (first, rest) = spec.check.path.split_first()?;
-    let top = pool_field(pool, spec.field)
-        .or_else(|| pool.extra.get(*first).map(CapValue::from_json))
-        .or_else(|| backend_field(backend, spec.field))
-        .or_else(|| backend.extra.get(*first).map(CapValue::from_json))?;
+    let (_, rest) = spec.check.path.split_first()?;
+    let extra = |extras: &'c Extras| spec.extra_id.and_then(|id| extras.get(id));
+    let top = pool_field(&pool.capabilities, spec.field)
+        .or_else(|| extra(&pool.extras))
+        .or_else(|| backend.capabilities.as_ref().and_then(|caps| backend_field(caps, spec.field)))
+        .or_else(|| extra(&backend.extras))?;
     if rest.is_empty() {
         return Some(top);
     }
@@ -191,8 +197,8 @@ fn spec_matches(value: CapValue<'_>, matcher: &Matcher<'_>) -> bool {
 
 /// CapabilitiesFilter (`filters/capabilities_filter.py`): every extra spec in scope matches.
 pub(crate) fn capabilities_pass(
-    backend: &BackendCapabilities,
-    pool: &PoolCapabilities,
+    backend: &BackendState,
+    pool: &PoolState,
     specs: &[ResolvedSpec<'_>],
 ) -> bool {
     specs.iter().all(|s| lookup(backend, pool, s).is_some_and(|v| spec_matches(v, &s.check.matcher)))

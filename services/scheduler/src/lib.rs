@@ -9,6 +9,7 @@
 
 pub mod capacity;
 pub mod extra_specs;
+pub mod extras;
 pub mod filters;
 pub mod options;
 pub mod request;

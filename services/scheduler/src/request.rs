@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::extra_specs::{Matcher, SpecCheck, parse_specs};
+use crate::extras::Interner;
 use crate::filters::ResolvedSpec;
 
 /// The hosts a volume was already tried on (Cinder's `filter_properties['retry']`).
@@ -74,7 +75,7 @@ pub(crate) struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    pub(crate) fn new(spec: &'a RequestSpec) -> Self {
+    pub(crate) fn new(spec: &'a RequestSpec, interner: &Interner) -> Self {
         let mut checks: Vec<SpecCheck<'a>> =
             parse_specs(spec.extra_specs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         // Cinder adds `multiattach: <is> True` to the type when the volume asks for it.
@@ -93,7 +94,7 @@ impl<'a> Prepared<'a> {
         Self {
             size: spec.size_gb as f64,
             thin: spec.extra_specs.get("provisioning:type").map(String::as_str) != Some("thick"),
-            specs: checks.into_iter().map(ResolvedSpec::new).collect(),
+            specs: checks.into_iter().map(|c| ResolvedSpec::new(c, interner)).collect(),
             az,
             tried: spec.retry.as_ref().map_or(&[], |r| r.backends.as_slice()),
             ignore: &spec.ignore_hosts,

@@ -161,7 +161,7 @@ impl FilterScheduler {
         {
             cache.release(last, spec.size_gb as f64);
         }
-        let req = Prepared::new(spec);
+        let req = Prepared::new(spec, cache.interner());
         let mut tally = Tally::default();
         self.filter(cache.backends(), &req, now_ms, &mut tally);
         if self.candidates.is_empty() {
@@ -229,12 +229,11 @@ impl FilterScheduler {
         if req.resource_backend.is_some_and(|rb| !names_pool(rb, &b.name, &p.host)) {
             return Some(Reject::NotResourceBackend);
         }
-        let caps = b.capabilities.as_ref()?;
         let filters = &self.options.scheduler_default_filters;
         let rejected_by = filters.iter().find(|f| match f {
             FilterKind::AvailabilityZoneFilter => !az_ok,
             FilterKind::CapacityFilter => !capacity_passes(p, req.size, req.thin),
-            FilterKind::CapabilitiesFilter => !capabilities_pass(caps, &p.capabilities, &req.specs),
+            FilterKind::CapabilitiesFilter => !capabilities_pass(b, p, &req.specs),
             FilterKind::RetryFilter => !retry_passes(p, req.tried),
         });
         rejected_by.map(|f| Reject::Filter(*f))
@@ -257,7 +256,7 @@ impl FilterScheduler {
         if !b.schedulable(now_ms, self.options.service_down_ms()) {
             return Err(cannot());
         }
-        let req = Prepared::new(spec);
+        let req = Prepared::new(spec, cache.interner());
         let az_ok = req.az.passes(b.availability_zone());
         match self.rejection(b, p, &req, az_ok) {
             None => Ok(()),

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use ember_common::capabilities::{BackendCapabilities, Capacity, OverSubscription, PoolCapabilities};
 
 use crate::capacity::max_over_subscription_ratio;
+use crate::extras::{Extras, Interner};
 
 /// What the services table says of a backend's volume service.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +50,8 @@ pub struct PoolState {
     pub max_over_subscription_ratio: f64,
     /// The report's timestamp, or the time of the last placement on this pool.
     pub updated_ms: i64,
+    /// `capabilities.extra` in the form the CapabilitiesFilter reads.
+    pub extras: Extras,
 }
 
 impl PoolState {
@@ -57,6 +60,7 @@ impl PoolState {
         caps: PoolCapabilities,
         timestamp_ms: i64,
         global: OverSubscription,
+        interner: &mut Interner,
     ) -> Self {
         let provisioned = caps.provisioned_capacity_gb.unwrap_or(caps.allocated_capacity_gb);
         let mosr = max_over_subscription_ratio(
@@ -75,6 +79,7 @@ impl PoolState {
             provisioned_capacity_gb: provisioned,
             max_over_subscription_ratio: mosr,
             updated_ms: timestamp_ms,
+            extras: Extras::from_map(&caps.extra, interner),
             capabilities: caps,
         }
     }
@@ -108,6 +113,8 @@ pub struct BackendState {
     pub capabilities: Option<BackendCapabilities>,
     pub reported_at_ms: Option<i64>,
     pub pools: Vec<PoolState>,
+    /// The backend-wide `capabilities.extra` in the form the CapabilitiesFilter reads.
+    pub extras: Extras,
 }
 
 impl BackendState {
@@ -118,6 +125,7 @@ impl BackendState {
             capabilities: None,
             reported_at_ms: None,
             pools: Vec::new(),
+            extras: Extras::default(),
         }
     }
 
@@ -141,12 +149,13 @@ pub struct HostStateCache {
     backends: Vec<BackendState>,
     index: HashMap<String, usize>,
     global_mosr: OverSubscription,
+    interner: Interner,
 }
 
 impl HostStateCache {
     /// An empty cache; `global_mosr` applies to pools that report no ratio of their own.
     pub fn new(global_mosr: OverSubscription) -> Self {
-        Self { backends: Vec::new(), index: HashMap::new(), global_mosr }
+        Self { backends: Vec::new(), index: HashMap::new(), global_mosr, interner: Interner::default() }
     }
 
     pub fn backends(&self) -> &[BackendState] {
@@ -157,20 +166,29 @@ impl HostStateCache {
         &mut self.backends
     }
 
+    /// The ids of the free-form capability names reports have used.
+    pub fn interner(&self) -> &Interner {
+        &self.interner
+    }
+
     /// The number of pools over every backend.
     pub fn pool_count(&self) -> usize {
         self.backends.iter().map(|b| b.pools.len()).sum()
     }
 
-    fn entry(&mut self, backend: &str) -> &mut BackendState {
-        let i = match self.index.get(backend) {
+    fn entry_index(&mut self, backend: &str) -> usize {
+        match self.index.get(backend) {
             Some(&i) => i,
             None => {
                 self.backends.push(BackendState::new(backend));
                 self.index.insert(backend.to_owned(), self.backends.len() - 1);
                 self.backends.len() - 1
             }
-        };
+        }
+    }
+
+    fn entry(&mut self, backend: &str) -> &mut BackendState {
+        let i = self.entry_index(backend);
         &mut self.backends[i]
     }
 
@@ -192,7 +210,8 @@ impl HostStateCache {
         mut caps: BackendCapabilities,
     ) -> bool {
         let global = self.global_mosr;
-        let state = self.entry(backend);
+        let i = self.entry_index(backend);
+        let (state, interner) = (&mut self.backends[i], &mut self.interner);
         if state.reported_at_ms.is_some_and(|t| t > timestamp_ms) {
             return false;
         }
@@ -202,9 +221,10 @@ impl HostStateCache {
         for pool in reported {
             match old.remove(&pool.pool_name) {
                 Some(kept) if kept.updated_ms > timestamp_ms => state.pools.push(kept),
-                _ => state.pools.push(PoolState::from_report(backend, pool, timestamp_ms, global)),
+                _ => state.pools.push(PoolState::from_report(backend, pool, timestamp_ms, global, interner)),
             }
         }
+        state.extras = Extras::from_map(&caps.extra, interner);
         state.capabilities = Some(caps);
         state.reported_at_ms = Some(timestamp_ms);
         true

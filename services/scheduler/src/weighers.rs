@@ -4,7 +4,7 @@
 
 use ember_common::capabilities::Capacity;
 
-use crate::capacity::{CapacityInputs, calculate_capacity_factors};
+use crate::capacity::{CapacityInputs, available_and_virtual_free};
 use crate::state::PoolState;
 
 /// Added above the largest finite capacity weight when some weights are infinite and all the
@@ -20,7 +20,7 @@ pub fn capacity_weight(pool: &PoolState, thin: bool, multiplier: f64) -> f64 {
     let (Capacity::Gb(total), Capacity::Gb(free)) = (pool.total_capacity_gb, pool.free_capacity_gb) else {
         return if multiplier > 0.0 { -1.0 } else { f64::INFINITY };
     };
-    calculate_capacity_factors(CapacityInputs {
+    available_and_virtual_free(CapacityInputs {
         total,
         free,
         provisioned: pool.provisioned_capacity_gb,
@@ -29,7 +29,7 @@ pub fn capacity_weight(pool: &PoolState, thin: bool, multiplier: f64) -> f64 {
         reserved_percentage: pool.capabilities.reserved_percentage,
         thin,
     })
-    .virtual_free_capacity
+    .1
 }
 
 /// AllocatedCapacityWeigher's raw weight.

@@ -4,6 +4,7 @@ mod common;
 
 use common::{NOW, add_backend, default_scheduler, pool};
 use ember_common::capabilities::PoolCapabilities;
+use ember_scheduler::capacity::{CapacityInputs, available_and_virtual_free, calculate_capacity_factors};
 use ember_scheduler::weighers::capacity_weight;
 use ember_scheduler::{HostStateCache, RequestSpec};
 use proptest::prelude::*;
@@ -56,6 +57,24 @@ fn request(size: u64, thick: bool) -> RequestSpec {
 }
 
 proptest! {
+    #[test]
+    fn the_fast_capacity_path_agrees_with_the_full_factors(
+        total in 0.0f64..1e6,
+        free in -10.0f64..1e6,
+        provisioned in 0.0f64..1e7,
+        thin_support in any::<bool>(),
+        mosr in 0.0f64..40.0,
+        reserved in 0.0f64..100.0,
+        thin in any::<bool>(),
+    ) {
+        let i = CapacityInputs {
+            total, free, provisioned, thin_support, max_over_subscription_ratio: mosr,
+            reserved_percentage: reserved, thin,
+        };
+        let f = calculate_capacity_factors(i);
+        prop_assert_eq!(available_and_virtual_free(i), (f.total_available_capacity, f.virtual_free_capacity));
+    }
+
     #[test]
     fn the_chosen_pool_passes_every_filter_and_weighs_most(
         pools in prop::collection::vec(a_pool(), 1..12),
