@@ -18,7 +18,7 @@ pub fn capacity_passes(pool: &PoolState, requested: f64, thin: bool) -> bool {
     if requested == 0.0 {
         return true;
     }
-    let reserved = pool.capabilities.reserved_percentage;
+    let reserved = pool.reserved_percentage;
     let free = match pool.free_capacity_gb {
         // Backends that cannot tell are assumed to have room; a retry copes if not.
         Capacity::Keyword(_) => return true,
@@ -32,7 +32,7 @@ pub fn capacity_passes(pool: &PoolState, requested: f64, thin: bool) -> bool {
     if total <= 0.0 {
         return false;
     }
-    let thin_support = pool.capabilities.thin_provisioning_support;
+    let thin_support = pool.thin_provisioning_support;
     let mosr = pool.max_over_subscription_ratio;
     let (total_available, virtual_free) = available_and_virtual_free(CapacityInputs {
         total,

@@ -40,14 +40,17 @@ impl ServiceStatus {
 pub struct PoolState {
     /// `host@backend#pool`.
     pub host: String,
-    /// The pool's report as received; placements never change it.
-    pub capabilities: PoolCapabilities,
+    /// The pool's report as received; placements never change it. Boxed so that the fields
+    /// the filters read for every pool sit close together.
+    pub capabilities: Box<PoolCapabilities>,
     pub total_capacity_gb: Capacity,
     pub free_capacity_gb: Capacity,
     pub allocated_capacity_gb: f64,
     pub provisioned_capacity_gb: f64,
     /// The ratio in force for this pool, computed when the report arrived (as Cinder does).
     pub max_over_subscription_ratio: f64,
+    pub reserved_percentage: f64,
+    pub thin_provisioning_support: bool,
     /// The report's timestamp, or the time of the last placement on this pool.
     pub updated_ms: i64,
     /// `capabilities.extra` in the form the CapabilitiesFilter reads.
@@ -79,8 +82,10 @@ impl PoolState {
             provisioned_capacity_gb: provisioned,
             max_over_subscription_ratio: mosr,
             updated_ms: timestamp_ms,
+            reserved_percentage: caps.reserved_percentage,
+            thin_provisioning_support: caps.thin_provisioning_support,
             extras: Extras::from_map(&caps.extra, interner),
-            capabilities: caps,
+            capabilities: Box::new(caps),
         }
     }
 

@@ -24,9 +24,9 @@ pub fn capacity_weight(pool: &PoolState, thin: bool, multiplier: f64) -> f64 {
         total,
         free,
         provisioned: pool.provisioned_capacity_gb,
-        thin_support: pool.capabilities.thin_provisioning_support,
+        thin_support: pool.thin_provisioning_support,
         max_over_subscription_ratio: pool.max_over_subscription_ratio,
-        reserved_percentage: pool.capabilities.reserved_percentage,
+        reserved_percentage: pool.reserved_percentage,
         thin,
     })
     .1
