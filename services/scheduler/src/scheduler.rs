@@ -54,7 +54,7 @@ pub struct Rejection {
 #[error("No valid backend was found. {reason}")]
 pub struct NoValidBackend {
     pub reason: String,
-    /// Pools of schedulable backends the filters looked at.
+    /// Every pool in the cache; the rejections add up to it.
     pub pools_considered: usize,
     /// Who turned pools away, in filter order; only non-zero counts.
     pub rejections: Vec<Rejection>,
@@ -203,6 +203,7 @@ impl FilterScheduler {
         self.candidates.clear();
         let down_ms = self.options.service_down_ms();
         for (bi, b) in backends.iter().enumerate() {
+            tally.considered += b.pools.len();
             if !b.schedulable(now_ms, down_ms) {
                 tally.down += b.pools.len();
                 continue;
@@ -210,7 +211,6 @@ impl FilterScheduler {
             // The zone belongs to the service, so it is checked once for all its pools.
             let az_ok = req.az.passes(b.availability_zone());
             for (pi, p) in b.pools.iter().enumerate() {
-                tally.considered += 1;
                 match self.rejection(b, p, req, az_ok) {
                     Some(Reject::Ignored) => tally.ignored += 1,
                     Some(Reject::NotResourceBackend) => tally.not_resource_backend += 1,
