@@ -1,1 +1,36 @@
 //! Cinder's filter scheduler: pick a backend pool with filters and weighers.
+//!
+//! Volume services report their pools ([`HostStateCache::update_capabilities`]); the
+//! services table says which are up ([`HostStateCache::update_service`]);
+//! [`FilterScheduler::schedule`] filters the pools (AvailabilityZone, Capacity,
+//! Capabilities, Retry), weighs the survivors (Capacity, AllocatedCapacity, Chance) with
+//! Cinder's normalisation, and takes the volume's size from the winner so that a burst of
+//! requests spreads out. [`SharedScheduler`] puts both behind one lock for concurrent use.
+
+pub mod capacity;
+pub mod extra_specs;
+pub mod extras;
+pub mod filters;
+pub mod options;
+pub mod request;
+pub mod scheduler;
+pub mod shared;
+pub mod state;
+pub mod weighers;
+
+pub use options::{FilterKind, SchedulerOptions, WeigherKind};
+pub use request::{RequestSpec, RetryInfo};
+pub use scheduler::{FilterScheduler, NoValidBackend, Placement, Rejection};
+pub use shared::SharedScheduler;
+pub use state::{BackendState, HostStateCache, PoolState, ServiceStatus};
+
+/// Errors of the scheduler crate.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    #[error("invalid scheduler options: {0}")]
+    InvalidOptions(String),
+    #[error(transparent)]
+    NoValidBackend(#[from] NoValidBackend),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
