@@ -11,8 +11,11 @@
 //! price of an fsync per commit; PostgreSQL follows its own `synchronous_commit`.
 //!
 //! Every write is fenced: it applies only while the flow's owner and claim epoch are the
-//! writer's, checked by the `UPDATE ... WHERE owner = .. AND claim_epoch = ..` that opens
-//! each flow's part of the transaction.
+//! writer's. The atoms of a step are written by one multi-row upsert guarded by
+//! `WHERE EXISTS (flow with this owner and epoch)`; the flow row itself is updated (with the
+//! same guard) only when its state or ownership changes, so a step costs one statement.
+//! `flows.updated_at` therefore moves with the flow's state, `flow_atoms.updated_at` with
+//! every step.
 
 use std::fmt::Display;
 
@@ -22,6 +25,8 @@ use ember_engine::{
     AtomRecord, ClaimRequest, EngineError, Failure, Fence, FlowDetail, FlowFilter, FlowRecord, FlowState,
     FlowStore, History, NewFlow, Ownership, Values, WriteBatch,
 };
+use sqlx::pool::PoolConnection;
+use sqlx::{Postgres, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{Db, with_pool};
@@ -143,9 +148,33 @@ impl SqlFlowStore {
     }
 }
 
+/// The writer's own connection, held across groups (re-opened after an error), so a group
+/// costs BEGIN, its statements and COMMIT, with no pool round trip.
+enum Conn {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+macro_rules! with_conn {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            Conn::Sqlite($c) => $body,
+            Conn::Postgres($c) => $body,
+        }
+    };
+}
+
+async fn connect(db: &Db) -> Result<Conn, sqlx::Error> {
+    Ok(match db {
+        Db::Sqlite(p) => Conn::Sqlite(p.acquire().await?),
+        Db::Postgres(p) => Conn::Postgres(p.acquire().await?),
+    })
+}
+
 /// Drains the queue into transactions until every sender is gone.
 async fn writer(db: Db, mut rx: mpsc::Receiver<Queued>) {
     let mut group: Vec<Queued> = Vec::with_capacity(MAX_GROUP);
+    let mut conn: Option<Conn> = None;
     while let Some(first) = rx.recv().await {
         group.push(first);
         while group.len() < MAX_GROUP {
@@ -154,8 +183,21 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Queued>) {
                 Err(_) => break,
             }
         }
-        let now = now_ms();
-        match commit(&db, &group, now).await {
+        let outcome = match conn.take() {
+            Some(c) => Ok(c),
+            None => connect(&db).await,
+        };
+        let outcome = match outcome {
+            Ok(mut c) => {
+                let r = commit(&mut c, &group, now_ms()).await;
+                if r.is_ok() {
+                    conn = Some(c);
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(results) => {
                 for (q, r) in group.drain(..).zip(results) {
                     let _ = q.reply.send(r);
@@ -179,19 +221,43 @@ fn ownership_sql(o: Ownership) -> &'static str {
     }
 }
 
+/// One statement that writes `n` atoms if, and only if, the fence holds: $1 flow id,
+/// $2 now, $3 owner, $4 epoch, then 9 values per atom.
+fn upsert_sql(n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO flow_atoms (flow_id, created_at, updated_at, name, kind, state, intention, result, failure, \
+         revert_failure, history, attempts) SELECT $1, $2, $2, v.* FROM (VALUES ",
+    );
+    for i in 0..n {
+        let b = 5 + i * 9;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for k in 0..9 {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", b + k));
+        }
+        sql.push(')');
+    }
+    sql.push_str(
+        ") AS v WHERE EXISTS (SELECT 1 FROM flows WHERE id = $1 AND owner = $3 AND claim_epoch = $4) \
+         ON CONFLICT (flow_id, name) DO UPDATE SET state = excluded.state, intention = excluded.intention, \
+         result = excluded.result, failure = excluded.failure, revert_failure = excluded.revert_failure, \
+         history = excluded.history, attempts = excluded.attempts, updated_at = excluded.updated_at",
+    );
+    sql
+}
+
 /// Applies a group of jobs in one transaction; a fenced-off write fails alone.
-async fn commit(db: &Db, group: &[Queued], now: i64) -> Result<Vec<EResult<bool>>, sqlx::Error> {
-    const UPSERT: &str = "INSERT INTO flow_atoms (flow_id, name, kind, state, intention, result, failure, \
-        revert_failure, history, attempts, created_at, updated_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
-        ON CONFLICT (flow_id, name) DO UPDATE SET state = excluded.state, intention = excluded.intention, \
-        result = excluded.result, failure = excluded.failure, revert_failure = excluded.revert_failure, \
-        history = excluded.history, attempts = excluded.attempts, updated_at = excluded.updated_at";
+async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResult<bool>>, sqlx::Error> {
     const CREATE: &str = "INSERT INTO flows (id, name, inputs, state, owner, lease_expires_at, claim_epoch, \
         topic, subject, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
         ON CONFLICT (id) DO NOTHING";
-    with_pool!(db, |pool| {
-        let mut tx = pool.begin().await?;
+    with_conn!(conn, |c| {
+        let mut tx = sqlx::Connection::begin(&mut **c).await?;
         let mut results = Vec::with_capacity(group.len());
         for q in group {
             match &q.job {
@@ -212,40 +278,49 @@ async fn commit(db: &Db, group: &[Queued], now: i64) -> Result<Vec<EResult<bool>
                     results.push(Ok(done.rows_affected() == 1));
                 }
                 Job::Write { fence, state, ownership, atoms } => {
-                    let sql = format!(
-                        "UPDATE flows SET updated_at = $1, state = COALESCE($2, state){} \
-                         WHERE id = $3 AND owner = $4 AND claim_epoch = $5",
-                        ownership_sql(*ownership)
-                    );
-                    let held = sqlx::query(&sql)
-                        .bind(now)
-                        .bind(*state)
-                        .bind(&*fence.flow_id)
-                        .bind(&*fence.owner)
-                        .bind(fence.epoch)
-                        .execute(&mut *tx)
-                        .await?;
-                    if held.rows_affected() == 0 {
-                        results.push(Err(EngineError::LeaseLost { flow_id: fence.flow_id.to_string() }));
-                        continue;
-                    }
-                    for a in atoms {
-                        sqlx::query(UPSERT)
-                            .bind(&*fence.flow_id)
-                            .bind(&a.name)
-                            .bind(a.kind)
-                            .bind(a.state)
-                            .bind(a.intention)
-                            .bind(&a.result)
-                            .bind(&a.failure)
-                            .bind(&a.revert_failure)
-                            .bind(&a.history)
-                            .bind(a.attempts)
+                    let mut held = true;
+                    if state.is_some() || *ownership != Ownership::Keep {
+                        let sql = format!(
+                            "UPDATE flows SET updated_at = $1, state = COALESCE($2, state){} \
+                             WHERE id = $3 AND owner = $4 AND claim_epoch = $5",
+                            ownership_sql(*ownership)
+                        );
+                        let done = sqlx::query(&sql)
                             .bind(now)
+                            .bind(*state)
+                            .bind(&*fence.flow_id)
+                            .bind(&*fence.owner)
+                            .bind(fence.epoch)
                             .execute(&mut *tx)
                             .await?;
+                        held = done.rows_affected() == 1;
                     }
-                    results.push(Ok(true));
+                    if held && !atoms.is_empty() {
+                        let sql = upsert_sql(atoms.len());
+                        let mut query = sqlx::query(&sql)
+                            .bind(&*fence.flow_id)
+                            .bind(now)
+                            .bind(&*fence.owner)
+                            .bind(fence.epoch);
+                        for a in atoms {
+                            query = query
+                                .bind(&a.name)
+                                .bind(a.kind)
+                                .bind(a.state)
+                                .bind(a.intention)
+                                .bind(&a.result)
+                                .bind(&a.failure)
+                                .bind(&a.revert_failure)
+                                .bind(&a.history)
+                                .bind(a.attempts);
+                        }
+                        held = query.execute(&mut *tx).await?.rows_affected() > 0;
+                    }
+                    results.push(if held {
+                        Ok(true)
+                    } else {
+                        Err(EngineError::LeaseLost { flow_id: fence.flow_id.to_string() })
+                    });
                 }
             }
         }
