@@ -7,6 +7,7 @@
 
 mod attachments;
 mod backups;
+pub mod flow_store;
 mod metadata;
 pub mod pool;
 mod quota_sync;

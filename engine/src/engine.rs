@@ -1,0 +1,177 @@
+//! The `Engine`: records flows in a store and runs them with bounded concurrency.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::compile::CompiledFlow;
+use crate::error::{EngineError, Result};
+use crate::listener::Listener;
+use crate::runner::{Env, Outcome, Run};
+use crate::store::{Fence, FlowRecord, FlowStore, NewFlow, now_ms};
+use crate::value::Values;
+
+/// How an engine runs flows.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The owner name written on the flows this engine runs (a worker's id).
+    pub owner: String,
+    /// At most this many atoms of one flow execute or revert at the same time.
+    pub max_concurrency: usize,
+    /// How long a flow stays owned without a renewal; the engine renews every third of it.
+    pub lease: Duration,
+    /// The topic of flows created by [`Engine::run`].
+    pub topic: String,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            owner: format!("engine-{}", uuid::Uuid::new_v4()),
+            max_concurrency: 16,
+            lease: Duration::from_secs(30),
+            topic: "local".to_owned(),
+        }
+    }
+}
+
+/// What to record for a new flow.
+#[derive(Debug, Clone, Default)]
+pub struct FlowSpec {
+    /// A deterministic id makes the hand-off idempotent; a random one is made otherwise.
+    pub id: Option<String>,
+    /// The topic whose workers may claim it (the engine's topic by default).
+    pub topic: Option<String>,
+    /// What the flow works on, for admin views.
+    pub subject: Option<String>,
+    pub inputs: Values,
+}
+
+/// Runs compiled flows, persisting every step in its store. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    store: Arc<dyn FlowStore>,
+    opts: Arc<EngineOptions>,
+    listeners: Arc<Vec<Arc<dyn Listener>>>,
+}
+
+impl Engine {
+    /// An engine on `store` with the default options.
+    pub fn new(store: Arc<dyn FlowStore>) -> Self {
+        Self::with_options(store, EngineOptions::default())
+    }
+
+    /// An engine on `store` with `opts`.
+    pub fn with_options(store: Arc<dyn FlowStore>, opts: EngineOptions) -> Self {
+        Self { store, opts: Arc::new(opts), listeners: Arc::new(Vec::new()) }
+    }
+
+    /// Adds a listener that sees every transition.
+    pub fn with_listener(mut self, listener: Arc<dyn Listener>) -> Self {
+        Arc::make_mut(&mut self.listeners).push(listener);
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn FlowStore> {
+        &self.store
+    }
+
+    /// The options.
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Records a new flow owned by this engine and runs it to the end. Returns the values
+    /// every atom provided, or [`EngineError::Failed`] with the original failure.
+    pub async fn run(&self, flow: &CompiledFlow, inputs: Values) -> Result<Values> {
+        let spec = FlowSpec { inputs, ..FlowSpec::default() };
+        match self.run_spec(flow, spec, &CancellationToken::new()).await? {
+            Outcome::Success(v) => Ok(v),
+            Outcome::Suspended => Err(EngineError::Store("the flow was suspended".into())),
+        }
+    }
+
+    /// Records a new flow owned by this engine and runs it until it ends or `cancel`
+    /// suspends it. An id that exists already is an error: hand-offs use [`Engine::submit`].
+    pub async fn run_spec(
+        &self,
+        flow: &CompiledFlow,
+        spec: FlowSpec,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome> {
+        flow.validate_inputs(&spec.inputs)?;
+        let id = spec.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let new = self.new_flow(flow.name(), id, spec, true);
+        let (record, created) = self.store.create_flow(&new).await?;
+        if !created {
+            return Err(EngineError::Store(format!("flow {} exists already", record.id)));
+        }
+        self.drive(flow, &record, &[], cancel).await
+    }
+
+    /// Records a flow as PENDING and unowned, for a worker of its topic to claim. Creating
+    /// an id that exists is a no-op; returns the stored flow and whether it was created.
+    pub async fn submit(&self, flow_name: &str, spec: FlowSpec) -> Result<(FlowRecord, bool)> {
+        let id = spec.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let new = self.new_flow(flow_name, id, spec, false);
+        self.store.create_flow(&new).await
+    }
+
+    /// Resumes a flow this engine holds (`record` comes from a claim by this engine's
+    /// owner): atoms in SUCCESS keep their results, atoms found RUNNING run again and a
+    /// flow that was reverting goes on reverting.
+    pub async fn resume(
+        &self,
+        flow: &CompiledFlow,
+        record: &FlowRecord,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome> {
+        let detail = self
+            .store
+            .get_flow(&record.id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound { flow_id: record.id.clone() })?;
+        let mut current = detail.flow;
+        // The claim is what we hold; the stored record may be older than our claim only if
+        // someone else claimed after us, which the fence will reveal at the first write.
+        current.claim_epoch = record.claim_epoch;
+        current.owner = record.owner.clone();
+        self.drive(flow, &current, &detail.atoms, cancel).await
+    }
+
+    fn new_flow(&self, name: &str, id: String, spec: FlowSpec, owned: bool) -> NewFlow {
+        let lease_until = now_ms() + self.opts.lease.as_millis() as i64;
+        NewFlow {
+            id,
+            name: name.to_owned(),
+            inputs: spec.inputs,
+            topic: spec.topic.unwrap_or_else(|| self.opts.topic.clone()),
+            subject: spec.subject,
+            owner: owned.then(|| (self.opts.owner.clone(), lease_until)),
+        }
+    }
+
+    async fn drive(
+        &self,
+        flow: &CompiledFlow,
+        record: &FlowRecord,
+        atoms: &[crate::store::AtomRecord],
+        cancel: &CancellationToken,
+    ) -> Result<Outcome> {
+        let owner = record.owner.clone().unwrap_or_else(|| self.opts.owner.clone());
+        let fence = Fence {
+            flow_id: Arc::from(record.id.as_str()),
+            owner: Arc::from(owner),
+            epoch: record.claim_epoch,
+        };
+        let env = Env {
+            store: &*self.store,
+            listeners: &self.listeners,
+            max_concurrency: self.opts.max_concurrency.max(1),
+            lease: self.opts.lease.max(Duration::from_millis(30)),
+        };
+        Run::new(env, &flow.inner, fence, record.inputs.clone(), record.state).drive(atoms, cancel).await
+    }
+}

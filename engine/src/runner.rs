@@ -1,0 +1,783 @@
+//! One run of a compiled flow: readiness by in-degree counters, bounded concurrency,
+//! failure handling (retry scopes, revert-all), and one store write per step.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::compile::{Inner, Work};
+use crate::error::{EngineError, Result};
+use crate::listener::{Event, Listener};
+use crate::retry::{Attempt, Decision, History};
+use crate::state::{AtomState, FlowState, Intention, Transitions, can_transition_atom};
+use crate::store::{AtomRecord, AtomWrite, Fence, FlowStore, Ownership, WriteBatch, now_ms};
+use crate::task::{Context, RevertContext};
+use crate::value::{Failure, Values};
+
+/// How a run ended when it did not fail.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Every atom succeeded; the values every atom provided.
+    Success(Values),
+    /// Stopped on request (shutdown); a worker resumes it later.
+    Suspended,
+}
+
+/// The runtime state of one atom.
+#[derive(Default)]
+struct Rt {
+    state: Option<AtomState>,
+    intention: Option<Intention>,
+    attempts: u32,
+    result: Option<Values>,
+    failure: Option<Failure>,
+    revert_failure: Option<Failure>,
+    history: Option<Arc<History>>,
+    /// Predecessors not yet in SUCCESS.
+    waiting: u32,
+    /// A future for it is in flight.
+    live: bool,
+    dirty: bool,
+    queued_revert: bool,
+    /// Retries: a RETRY decision is being carried out, with this many atoms left to revert.
+    active: bool,
+    outstanding: u32,
+}
+
+impl Rt {
+    fn state(&self) -> AtomState {
+        self.state.unwrap_or(AtomState::Pending)
+    }
+    fn intention(&self) -> Intention {
+        self.intention.unwrap_or(Intention::Execute)
+    }
+    fn ran(&self) -> bool {
+        use AtomState::*;
+        matches!(self.state(), Running | Success | Failure | Reverting)
+    }
+}
+
+enum Done {
+    Exec(u32, Result<Values, Failure>),
+    Revert(u32, Result<(), Failure>),
+    Timer(u32),
+}
+
+/// Shared parts of an engine that a run borrows.
+pub(crate) struct Env<'a> {
+    pub store: &'a dyn FlowStore,
+    pub listeners: &'a [Arc<dyn Listener>],
+    pub max_concurrency: usize,
+    pub lease: Duration,
+}
+
+pub(crate) struct Run<'a> {
+    env: Env<'a>,
+    flow: &'a Inner,
+    fence: Fence,
+    flow_name: Arc<str>,
+    inputs: Values,
+    atoms: Vec<Rt>,
+    dirty: Vec<u32>,
+    flow_state: FlowState,
+    flow_state_dirty: bool,
+    ready: VecDeque<u32>,
+    ready_revert: VecDeque<u32>,
+    timers: Vec<(u32, Duration)>,
+    in_flight: usize,
+    revert_all: bool,
+    stopping: bool,
+    first_failure: Option<u32>,
+    revert_failure: Option<u32>,
+    failures: Arc<BTreeMap<Arc<str>, Failure>>,
+}
+
+impl<'a> Run<'a> {
+    pub(crate) fn new(env: Env<'a>, flow: &'a Inner, fence: Fence, inputs: Values, state: FlowState) -> Self {
+        let n = flow.nodes.len();
+        let mut atoms: Vec<Rt> = (0..n).map(|_| Rt::default()).collect();
+        for (i, rt) in atoms.iter_mut().enumerate() {
+            rt.waiting = flow.pred[i].len() as u32;
+        }
+        Self {
+            env,
+            flow,
+            fence,
+            flow_name: Arc::from(flow.name.as_str()),
+            inputs,
+            atoms,
+            dirty: Vec::new(),
+            flow_state: state,
+            flow_state_dirty: false,
+            ready: VecDeque::new(),
+            ready_revert: VecDeque::new(),
+            timers: Vec::new(),
+            in_flight: 0,
+            revert_all: false,
+            stopping: false,
+            first_failure: None,
+            revert_failure: None,
+            failures: Arc::default(),
+        }
+    }
+
+    /// Runs to the end (or to a suspension).
+    pub(crate) async fn drive(
+        mut self,
+        records: &[AtomRecord],
+        cancel: &CancellationToken,
+    ) -> Result<Outcome> {
+        if self.flow_state.is_terminal() {
+            self.restore(records)?;
+            return self.outcome();
+        }
+        self.set_flow_state(FlowState::Running)?;
+        if records.is_empty() {
+            self.ready.extend((0..self.atoms.len() as u32).filter(|&i| self.atoms[i as usize].waiting == 0));
+        } else {
+            self.restore(records)?;
+            self.resume_queues();
+        }
+        let mut running: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
+        let period = self.env.lease / 3;
+        let renew = tokio::time::sleep(period);
+        tokio::pin!(renew);
+        let mut starts = Vec::new();
+        loop {
+            self.start_ready(&mut starts)?;
+            self.flush(Ownership::Keep).await?;
+            for s in starts.drain(..) {
+                running.push(s);
+            }
+            for (r, delay) in self.timers.drain(..) {
+                running.push(Box::pin(async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Done::Timer(r)
+                }));
+            }
+            if running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                done = running.next() => {
+                    if let Some(d) = done {
+                        self.on_done(d)?;
+                    }
+                    while let Some(Some(d)) = running.next().now_or_never() {
+                        self.on_done(d)?;
+                    }
+                }
+                () = &mut renew => {
+                    let until = now_ms() + self.env.lease.as_millis() as i64;
+                    if !self.env.store.renew(&self.fence, until).await? {
+                        return Err(EngineError::LeaseLost { flow_id: self.fence.flow_id.to_string() });
+                    }
+                    renew.as_mut().reset(tokio::time::Instant::now() + period);
+                }
+                () = cancel.cancelled(), if !self.stopping => self.stopping = true,
+            }
+        }
+        self.finish().await
+    }
+
+    /// Loads stored atoms into the runtime state.
+    fn restore(&mut self, records: &[AtomRecord]) -> Result<()> {
+        let by_name: std::collections::HashMap<&str, u32> =
+            self.flow.nodes.iter().enumerate().map(|(i, n)| (n.name.as_ref(), i as u32)).collect();
+        let failures = Arc::make_mut(&mut self.failures);
+        for rec in records {
+            let Some(&i) = by_name.get(rec.name.as_str()) else { continue };
+            let rt = &mut self.atoms[i as usize];
+            rt.state = Some(rec.state);
+            rt.intention = Some(rec.intention);
+            rt.attempts = rec.attempts;
+            rt.result = rec.result.clone();
+            rt.failure = rec.failure.clone();
+            rt.revert_failure = rec.revert_failure.clone();
+            rt.history = rec.history.clone().map(Arc::new);
+            if let Some(f) = &rec.failure {
+                failures.insert(self.flow.nodes[i as usize].name.clone(), f.clone());
+            }
+            if rec.state == AtomState::RevertFailure {
+                self.revert_failure = Some(i);
+            }
+        }
+        for i in 0..self.atoms.len() {
+            let done = self.flow.pred[i]
+                .iter()
+                .filter(|&&p| {
+                    matches!(self.atoms[p as usize].state(), AtomState::Success | AtomState::Ignore)
+                })
+                .count();
+            self.atoms[i].waiting = (self.flow.pred[i].len() - done) as u32;
+        }
+        self.first_failure = self.failures.keys().next().and_then(|n| by_name.get(n.as_ref()).copied());
+        Ok(())
+    }
+
+    /// After a restore: picks up RETRY decisions and revert-all, and queues what to run.
+    fn resume_queues(&mut self) {
+        for r in 0..self.atoms.len() as u32 {
+            let rt = &self.atoms[r as usize];
+            if rt.intention() == Intention::Retry && rt.state() == AtomState::Success {
+                let (a, b) = self.flow.nodes[r as usize].scope;
+                let outstanding = (a..b).filter(|&j| self.atoms[j as usize].ran()).count() as u32;
+                let rt = &mut self.atoms[r as usize];
+                rt.active = true;
+                rt.outstanding = outstanding;
+            }
+        }
+        self.revert_all = (0..self.atoms.len() as u32).any(|i| {
+            let rt = &self.atoms[i as usize];
+            rt.intention() == Intention::Revert
+                && rt.state() != AtomState::Pending
+                && self.active_retry_of(i).is_none()
+        });
+        for i in 0..self.atoms.len() as u32 {
+            let rt = &self.atoms[i as usize];
+            match (rt.state(), rt.intention()) {
+                (AtomState::Running, Intention::Execute) if !self.revert_all => self.ready.push_back(i),
+                (AtomState::Pending, Intention::Execute) if rt.waiting == 0 && !self.revert_all => {
+                    self.ready.push_back(i)
+                }
+                (AtomState::Retrying, _) => self.timers.push((i, Duration::ZERO)),
+                _ => self.try_revert_ready(i),
+            }
+        }
+        for r in 0..self.atoms.len() as u32 {
+            if self.atoms[r as usize].active && self.atoms[r as usize].outstanding == 0 {
+                let _ = self.complete_retry(r);
+            }
+        }
+    }
+
+    /// The innermost retry carrying out a RETRY decision whose subflow holds `i`.
+    fn active_retry_of(&self, i: u32) -> Option<u32> {
+        let mut r = self.flow.nodes[i as usize].retry;
+        while let Some(x) = r {
+            if self.atoms[x as usize].active {
+                return Some(x);
+            }
+            r = self.flow.nodes[x as usize].retry;
+        }
+        None
+    }
+
+    fn mark(&mut self, i: u32) {
+        let rt = &mut self.atoms[i as usize];
+        if !rt.dirty {
+            rt.dirty = true;
+            self.dirty.push(i);
+        }
+    }
+
+    fn set_state(&mut self, i: u32, to: AtomState) -> Result<()> {
+        let node = &self.flow.nodes[i as usize];
+        let rt = &mut self.atoms[i as usize];
+        let from = rt.state();
+        if !can_transition_atom(node.kind(), from, to) {
+            return Err(EngineError::IllegalAtomTransition {
+                flow: self.flow.name.clone(),
+                atom: node.name.to_string(),
+                from,
+                to,
+            });
+        }
+        rt.state = Some(to);
+        let (intention, attempt) = (rt.intention(), rt.attempts);
+        self.mark(i);
+        tracing::debug!(flow_id = %self.fence.flow_id, flow = %self.flow_name, atom = %node.name,
+            %from, %to, %intention, attempt, "atom transition");
+        if !self.env.listeners.is_empty() {
+            let ev = Event::Atom {
+                flow_id: self.fence.flow_id.clone(),
+                flow: self.flow_name.clone(),
+                atom: node.name.clone(),
+                kind: node.kind(),
+                from,
+                to,
+                intention,
+                attempt,
+            };
+            self.env.listeners.iter().for_each(|l| l.on_event(&ev));
+        }
+        Ok(())
+    }
+
+    fn set_intention(&mut self, i: u32, to: Intention) -> Result<()> {
+        let rt = &mut self.atoms[i as usize];
+        let from = rt.intention();
+        if from == to {
+            return Ok(());
+        }
+        if !from.can_transition(to) {
+            return Err(EngineError::IllegalIntention {
+                flow: self.flow.name.clone(),
+                atom: self.flow.nodes[i as usize].name.to_string(),
+                from,
+                to,
+            });
+        }
+        rt.intention = Some(to);
+        self.mark(i);
+        Ok(())
+    }
+
+    fn set_flow_state(&mut self, to: FlowState) -> Result<()> {
+        let from = self.flow_state;
+        if !from.can_transition(to) {
+            return Err(EngineError::IllegalFlowTransition { flow: self.flow.name.clone(), from, to });
+        }
+        if from == to {
+            return Ok(());
+        }
+        self.flow_state = to;
+        self.flow_state_dirty = true;
+        tracing::debug!(flow_id = %self.fence.flow_id, flow = %self.flow_name, %from, %to, "flow transition");
+        if !self.env.listeners.is_empty() {
+            let ev =
+                Event::Flow { flow_id: self.fence.flow_id.clone(), flow: self.flow_name.clone(), from, to };
+            self.env.listeners.iter().for_each(|l| l.on_event(&ev));
+        }
+        Ok(())
+    }
+
+    /// Writes everything changed since the last write in one batch.
+    async fn flush(&mut self, ownership: Ownership) -> Result<()> {
+        if self.dirty.is_empty() && !self.flow_state_dirty && ownership == Ownership::Keep {
+            return Ok(());
+        }
+        let mut atoms = Vec::with_capacity(self.dirty.len());
+        for i in self.dirty.drain(..) {
+            let rt = &mut self.atoms[i as usize];
+            rt.dirty = false;
+            let node = &self.flow.nodes[i as usize];
+            atoms.push(AtomWrite {
+                name: node.name.clone(),
+                kind: node.kind(),
+                state: rt.state(),
+                intention: rt.intention(),
+                attempts: rt.attempts,
+                result: rt.result.clone(),
+                failure: rt.failure.clone(),
+                revert_failure: rt.revert_failure.clone(),
+                history: rt.history.clone(),
+            });
+        }
+        let flow_state = self.flow_state_dirty.then_some(self.flow_state);
+        self.flow_state_dirty = false;
+        self.env.store.write(&self.fence, WriteBatch { flow_state, atoms, ownership }).await
+    }
+
+    /// Starts ready atoms up to the concurrency bound.
+    fn start_ready(&mut self, starts: &mut Vec<BoxFuture<'static, Done>>) -> Result<()> {
+        while self.in_flight < self.env.max_concurrency && !self.stopping && self.revert_failure.is_none() {
+            if let Some(i) = self.ready_revert.pop_front() {
+                starts.push(self.start_revert(i)?);
+                continue;
+            }
+            if self.revert_all {
+                break;
+            }
+            let Some(i) = self.ready.pop_front() else { break };
+            let rt = &self.atoms[i as usize];
+            let startable = matches!(rt.state(), AtomState::Pending | AtomState::Retrying)
+                || (rt.state() == AtomState::Running && !rt.live);
+            if !startable || rt.intention() != Intention::Execute {
+                continue;
+            }
+            match &self.flow.nodes[i as usize].work {
+                Work::Task(_) => starts.push(self.start_exec(i)?),
+                Work::Retry(_) => self.run_retry(i)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The arguments of atom `i`: injected, then flow inputs, then the producer's result.
+    fn args(&self, i: u32) -> Values {
+        let mut args = Values::new();
+        for arg in &self.flow.nodes[i as usize].args {
+            let slot = arg.inject.clone().or_else(|| self.inputs.slot(&arg.symbol).cloned()).or_else(|| {
+                let p = &self.atoms[arg.producer? as usize];
+                p.result.as_ref()?.slot(&arg.symbol).cloned()
+            });
+            if let Some(slot) = slot {
+                args.insert_slot(std::borrow::Cow::Borrowed(arg.param), slot);
+            }
+        }
+        args
+    }
+
+    fn context(&self, i: u32) -> Context {
+        Context {
+            flow_id: self.fence.flow_id.clone(),
+            atom: self.flow.nodes[i as usize].name.clone(),
+            attempt: self.atoms[i as usize].attempts,
+            args: self.args(i),
+        }
+    }
+
+    fn start_exec(&mut self, i: u32) -> Result<BoxFuture<'static, Done>> {
+        self.atoms[i as usize].attempts += 1;
+        self.set_state(i, AtomState::Running)?;
+        self.mark(i);
+        self.atoms[i as usize].live = true;
+        self.in_flight += 1;
+        let Work::Task(task) = &self.flow.nodes[i as usize].work else { unreachable!("tasks only") };
+        let task = task.clone();
+        let ctx = self.context(i);
+        Ok(Box::pin(async move {
+            let r = AssertUnwindSafe(task.execute(&ctx)).catch_unwind().await;
+            Done::Exec(i, r.unwrap_or_else(|p| Err(panic_failure(p))))
+        }))
+    }
+
+    fn start_revert(&mut self, i: u32) -> Result<BoxFuture<'static, Done>> {
+        self.atoms[i as usize].queued_revert = false;
+        self.set_state(i, AtomState::Reverting)?;
+        self.atoms[i as usize].live = true;
+        self.in_flight += 1;
+        let rt = &self.atoms[i as usize];
+        let task = match &self.flow.nodes[i as usize].work {
+            Work::Task(t) => Some(t.clone()),
+            Work::Retry(_) => None,
+        };
+        let ctx = RevertContext {
+            ctx: self.context(i),
+            result: rt.result.clone(),
+            failure: rt.failure.clone(),
+            flow_failures: self.failures.clone(),
+        };
+        Ok(Box::pin(async move {
+            let r = match task {
+                Some(t) => AssertUnwindSafe(t.revert(&ctx))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|p| Err(panic_failure(p))),
+                None => Ok(()),
+            };
+            Done::Revert(i, r)
+        }))
+    }
+
+    /// A retry controller's execute: it provides the value of the next attempt.
+    fn run_retry(&mut self, r: u32) -> Result<()> {
+        let Work::Retry(retry) = &self.flow.nodes[r as usize].work else { return Ok(()) };
+        let history = self.atoms[r as usize].history.clone().unwrap_or_default();
+        self.atoms[r as usize].attempts += 1;
+        self.set_state(r, AtomState::Running)?;
+        match retry.next_value(&history) {
+            Some((values, json)) => {
+                let mut h = (*history).clone();
+                h.push(Attempt { value: Some(json), failures: BTreeMap::new() });
+                let rt = &mut self.atoms[r as usize];
+                rt.history = Some(Arc::new(h));
+                rt.result = Some(values);
+                self.on_success(r)
+            }
+            None => {
+                let f = Failure::new("RetryExhausted", format!("retry {:?} has no value left", retry.name()));
+                self.on_failure(r, f)
+            }
+        }
+    }
+
+    fn on_done(&mut self, done: Done) -> Result<()> {
+        match done {
+            Done::Exec(i, res) => {
+                self.in_flight -= 1;
+                self.atoms[i as usize].live = false;
+                match res {
+                    Ok(values) => {
+                        self.atoms[i as usize].result = Some(values);
+                        self.on_success(i)
+                    }
+                    Err(f) => self.on_failure(i, f),
+                }
+            }
+            Done::Revert(i, res) => {
+                self.in_flight -= 1;
+                self.atoms[i as usize].live = false;
+                match res {
+                    Ok(()) => self.on_reverted(i),
+                    Err(f) => {
+                        self.atoms[i as usize].revert_failure = Some(f);
+                        self.set_state(i, AtomState::RevertFailure)?;
+                        self.revert_failure.get_or_insert(i);
+                        Ok(())
+                    }
+                }
+            }
+            Done::Timer(r) => {
+                self.ready.push_front(r);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_success(&mut self, i: u32) -> Result<()> {
+        self.set_state(i, AtomState::Success)?;
+        if self.atoms[i as usize].intention() != Intention::Execute {
+            self.try_revert_ready(i);
+            return Ok(());
+        }
+        for &s in &self.flow.succ[i as usize] {
+            let rt = &mut self.atoms[s as usize];
+            rt.waiting = rt.waiting.saturating_sub(1);
+            if rt.waiting == 0 && rt.state() == AtomState::Pending {
+                self.ready.push_back(s);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_failure(&mut self, i: u32, f: Failure) -> Result<()> {
+        let name = self.flow.nodes[i as usize].name.clone();
+        tracing::info!(flow_id = %self.fence.flow_id, flow = %self.flow_name, atom = %name, failure = %f, "atom failed");
+        Arc::make_mut(&mut self.failures).insert(name.clone(), f.clone());
+        self.atoms[i as usize].failure = Some(f.clone());
+        self.set_state(i, AtomState::Failure)?;
+        if self.revert_all || self.atoms[i as usize].intention() == Intention::Revert {
+            self.set_intention(i, Intention::Revert)?;
+            self.record_in_history(i, &name, &f);
+            self.try_revert_ready(i);
+            return Ok(());
+        }
+        let mut r = self.flow.nodes[i as usize].retry;
+        while let Some(x) = r {
+            let Work::Retry(retry) = &self.flow.nodes[x as usize].work else { break };
+            let history = self.add_failure(x, &name, &f);
+            match retry.on_failure(&history) {
+                Decision::Retry => return self.activate_retry(x),
+                Decision::Revert => r = self.flow.nodes[x as usize].retry,
+                Decision::RevertAll => break,
+            }
+        }
+        self.first_failure.get_or_insert(i);
+        self.start_revert_all()
+    }
+
+    /// Adds a failure to a retry's current attempt; returns the history.
+    fn add_failure(&mut self, r: u32, atom: &Arc<str>, f: &Failure) -> Arc<History> {
+        let rt = &mut self.atoms[r as usize];
+        let h = Arc::make_mut(rt.history.get_or_insert_with(Default::default));
+        if h.is_empty() {
+            h.push(Attempt::default());
+        }
+        if let Some(last) = h.last_mut() {
+            last.failures.insert(atom.to_string(), f.clone());
+        }
+        let h = rt.history.clone().unwrap_or_default();
+        self.mark(r);
+        h
+    }
+
+    fn record_in_history(&mut self, i: u32, name: &Arc<str>, f: &Failure) {
+        if let Some(r) = self.active_retry_of(i) {
+            self.add_failure(r, name, f);
+        }
+    }
+
+    /// Carries out a RETRY decision: revert the retry's subflow, then run it again.
+    fn activate_retry(&mut self, r: u32) -> Result<()> {
+        self.set_intention(r, Intention::Retry)?;
+        let (a, b) = self.flow.nodes[r as usize].scope;
+        let mut outstanding = 0;
+        for j in a..b {
+            let rt = &mut self.atoms[j as usize];
+            rt.active = false;
+            if rt.ran() {
+                outstanding += 1;
+                self.set_intention(j, Intention::Revert)?;
+            }
+        }
+        let rt = &mut self.atoms[r as usize];
+        rt.active = true;
+        rt.outstanding = outstanding;
+        for j in a..b {
+            self.try_revert_ready(j);
+        }
+        if outstanding == 0 { self.complete_retry(r) } else { Ok(()) }
+    }
+
+    /// The subflow of a retrying controller is reverted: reset it and schedule the retry.
+    fn complete_retry(&mut self, r: u32) -> Result<()> {
+        let (a, b) = self.flow.nodes[r as usize].scope;
+        let failures = Arc::make_mut(&mut self.failures);
+        for j in a..b {
+            failures.remove(&self.flow.nodes[j as usize].name);
+        }
+        for j in a..b {
+            if self.atoms[j as usize].state() == AtomState::Reverted {
+                self.set_state(j, AtomState::Pending)?;
+            }
+            let rt = &mut self.atoms[j as usize];
+            rt.result = None;
+            rt.failure = None;
+            rt.history = None;
+            self.set_intention(j, Intention::Execute)?;
+        }
+        let rt = &mut self.atoms[r as usize];
+        rt.active = false;
+        self.set_intention(r, Intention::Execute)?;
+        self.set_state(r, AtomState::Retrying)?;
+        for j in (a - 1)..b {
+            self.recount(j);
+            for &s in &self.flow.succ[j as usize] {
+                self.recount(s);
+            }
+        }
+        let Work::Retry(retry) = &self.flow.nodes[r as usize].work else { return Ok(()) };
+        let tries = self.atoms[r as usize].history.as_ref().map_or(0, |h| h.len()) as u32;
+        self.timers.push((r, retry.backoff.delay(tries)));
+        Ok(())
+    }
+
+    fn recount(&mut self, j: u32) {
+        let done = self.flow.pred[j as usize]
+            .iter()
+            .filter(|&&p| matches!(self.atoms[p as usize].state(), AtomState::Success | AtomState::Ignore))
+            .count();
+        self.atoms[j as usize].waiting = (self.flow.pred[j as usize].len() - done) as u32;
+    }
+
+    fn start_revert_all(&mut self) -> Result<()> {
+        self.revert_all = true;
+        for j in 0..self.atoms.len() as u32 {
+            self.atoms[j as usize].active = false;
+            if self.atoms[j as usize].ran() {
+                self.set_intention(j, Intention::Revert)?;
+            }
+        }
+        for j in 0..self.atoms.len() as u32 {
+            self.try_revert_ready(j);
+        }
+        Ok(())
+    }
+
+    /// Queues `i` for revert when it is due and no successor still needs reverting.
+    fn try_revert_ready(&mut self, i: u32) {
+        let rt = &self.atoms[i as usize];
+        let revertable = matches!(
+            rt.state(),
+            AtomState::Success | AtomState::Failure | AtomState::Running | AtomState::Reverting
+        );
+        if rt.intention() != Intention::Revert || !revertable || rt.live || rt.queued_revert {
+            return;
+        }
+        let blocked = self.flow.succ[i as usize].iter().any(|&s| {
+            let s = &self.atoms[s as usize];
+            match s.state() {
+                AtomState::Running | AtomState::Reverting | AtomState::RevertFailure => true,
+                AtomState::Success | AtomState::Failure => s.intention() != Intention::Execute,
+                _ => false,
+            }
+        });
+        if !blocked {
+            self.atoms[i as usize].queued_revert = true;
+            self.ready_revert.push_back(i);
+        }
+    }
+
+    fn on_reverted(&mut self, i: u32) -> Result<()> {
+        self.set_state(i, AtomState::Reverted)?;
+        if matches!(self.flow.nodes[i as usize].work, Work::Retry(_)) {
+            self.atoms[i as usize].history = None;
+        }
+        for k in 0..self.flow.pred[i as usize].len() {
+            let p = self.flow.pred[i as usize][k];
+            self.try_revert_ready(p);
+        }
+        if let Some(r) = self.active_retry_of(i) {
+            let rt = &mut self.atoms[r as usize];
+            rt.outstanding = rt.outstanding.saturating_sub(1);
+            if rt.outstanding == 0 {
+                return self.complete_retry(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// The end: the final state, written with the last atom changes in one batch.
+    async fn finish(mut self) -> Result<Outcome> {
+        let all_done = self.atoms.iter().all(|a| matches!(a.state(), AtomState::Success | AtomState::Ignore));
+        let to = if self.revert_failure.is_some() {
+            FlowState::Failure
+        } else if all_done {
+            FlowState::Success
+        } else if self.stopping {
+            FlowState::Suspended
+        } else if self.revert_all {
+            FlowState::Reverted
+        } else {
+            FlowState::Failure
+        };
+        self.set_flow_state(to)?;
+        let ownership = if to == FlowState::Suspended { Ownership::Release } else { Ownership::Finish };
+        self.flush(ownership).await?;
+        self.outcome()
+    }
+
+    fn outcome(&self) -> Result<Outcome> {
+        match self.flow_state {
+            FlowState::Success => {
+                let mut out = Values::new();
+                for a in &self.atoms {
+                    if let Some(r) = &a.result {
+                        out.extend_from(r);
+                    }
+                }
+                Ok(Outcome::Success(out))
+            }
+            FlowState::Failure | FlowState::Reverted => Err(self.failed_error()),
+            _ => Ok(Outcome::Suspended),
+        }
+    }
+
+    fn failed_error(&self) -> EngineError {
+        let name = |i: u32| self.flow.nodes[i as usize].name.to_string();
+        let first = self.first_failure.or(self.revert_failure);
+        let (atom, failure) = match first {
+            Some(i) => {
+                let f = self.atoms[i as usize].failure.clone();
+                (name(i), f.unwrap_or_else(|| Failure::new("Unknown", "the failure was not recorded")))
+            }
+            None => (String::new(), Failure::new("Unknown", "the flow ended without a recorded failure")),
+        };
+        EngineError::Failed(Box::new(crate::error::FlowFailed {
+            flow_id: self.fence.flow_id.to_string(),
+            flow: self.flow.name.clone(),
+            state: self.flow_state,
+            atom,
+            failure,
+            revert_failure: self.revert_failure.map(|i| {
+                (
+                    name(i),
+                    self.atoms[i as usize]
+                        .revert_failure
+                        .clone()
+                        .unwrap_or_else(|| Failure::new("Unknown", "")),
+                )
+            }),
+        }))
+    }
+}
+
+fn panic_failure(p: Box<dyn std::any::Any + Send>) -> Failure {
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a task panicked".to_owned());
+    Failure::new("Panic", msg)
+}

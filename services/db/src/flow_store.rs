@@ -1,0 +1,549 @@
+//! The flow engine's SQL store on SQLite and PostgreSQL, written once with [`with_pool!`].
+//!
+//! Writes go through one writer task that group-commits: it takes every write waiting in
+//! its queue (from all the flows running in this process), applies them in one
+//! transaction and answers each caller only after the commit. A step of a flow is thus
+//! durable when its `write` returns, while concurrent flows share commits.
+//!
+//! Durability follows the database settings ([`crate::DbOptions`]): SQLite in WAL mode
+//! with `synchronous=NORMAL` (the default) survives a crash of the process but may lose
+//! the last commits on power loss; `sqlite_synchronous_full` survives power loss at the
+//! price of an fsync per commit; PostgreSQL follows its own `synchronous_commit`.
+//!
+//! Every write is fenced: it applies only while the flow's owner and claim epoch are the
+//! writer's. The atoms of a step are written by one multi-row upsert guarded by
+//! `WHERE EXISTS (flow with this owner and epoch)`; the flow row itself is updated (with the
+//! same guard) only when its state or ownership changes, so a step costs one statement.
+//! `flows.updated_at` therefore moves with the flow's state, `flow_atoms.updated_at` with
+//! every step.
+
+use std::fmt::Display;
+
+use async_trait::async_trait;
+use ember_engine::store::now_ms;
+use ember_engine::{
+    AtomRecord, ClaimRequest, EngineError, Failure, Fence, FlowDetail, FlowFilter, FlowRecord, FlowState,
+    FlowStore, History, NewFlow, Ownership, Values, WriteBatch,
+};
+use sqlx::pool::PoolConnection;
+use sqlx::{Postgres, Sqlite};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Db, with_pool};
+
+type EResult<T> = Result<T, EngineError>;
+
+/// At most this many queued writes share one transaction.
+const MAX_GROUP: usize = 256;
+
+const TERMINAL: &str = "('SUCCESS', 'FAILURE', 'REVERTED')";
+
+const FLOW_COLUMNS: &str =
+    "id, name, inputs, state, owner, lease_expires_at, claim_epoch, topic, subject, created_at, updated_at";
+
+/// A flow row as stored.
+#[derive(sqlx::FromRow)]
+struct FlowRow {
+    id: String,
+    name: String,
+    inputs: String,
+    state: String,
+    owner: Option<String>,
+    lease_expires_at: Option<i64>,
+    claim_epoch: i64,
+    topic: String,
+    subject: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// An atom row as stored.
+#[derive(sqlx::FromRow)]
+struct AtomRow {
+    name: String,
+    kind: String,
+    state: String,
+    intention: String,
+    result: Option<String>,
+    failure: Option<String>,
+    revert_failure: Option<String>,
+    history: Option<String>,
+    attempts: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// An atom write, serialized by the caller so the writer task only runs SQL.
+struct AtomSql {
+    name: String,
+    kind: &'static str,
+    state: &'static str,
+    intention: &'static str,
+    result: Option<String>,
+    failure: Option<String>,
+    revert_failure: Option<String>,
+    history: Option<String>,
+    attempts: i64,
+}
+
+enum Job {
+    Write { fence: Fence, state: Option<&'static str>, ownership: Ownership, atoms: Vec<AtomSql> },
+    Create(Box<FlowRow>),
+}
+
+struct Queued {
+    job: Job,
+    reply: oneshot::Sender<EResult<bool>>,
+}
+
+/// The SQL flow store. Cheap to clone; the writer task ends when the last clone is dropped.
+#[derive(Clone)]
+pub struct SqlFlowStore {
+    db: Db,
+    queue: mpsc::Sender<Queued>,
+}
+
+fn store_err(e: impl Display) -> EngineError {
+    EngineError::Store(e.to_string())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> EResult<String> {
+    serde_json::to_string(v).map_err(store_err)
+}
+
+fn values_json(v: &Values) -> EResult<String> {
+    to_json(&v.to_json().map_err(store_err)?)
+}
+
+impl SqlFlowStore {
+    /// A store on `db` (migrated), with its writer task spawned on the current runtime.
+    pub fn new(db: Db) -> Self {
+        let (queue, rx) = mpsc::channel(4096);
+        tokio::spawn(writer(db.clone(), rx));
+        Self { db, queue }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    async fn submit(&self, job: Job) -> EResult<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.queue
+            .send(Queued { job, reply })
+            .await
+            .map_err(|_| store_err("the flow store writer has stopped"))?;
+        rx.await.map_err(|_| store_err("the flow store writer has stopped"))?
+    }
+
+    async fn fetch_flow(&self, id: &str) -> EResult<Option<FlowRecord>> {
+        let sql = format!("SELECT {FLOW_COLUMNS} FROM flows WHERE id = $1");
+        let row: Option<FlowRow> = with_pool!(&self.db, |pool| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(store_err)?);
+        row.map(flow_record).transpose()
+    }
+}
+
+/// The writer's own connection, held across groups (re-opened after an error), so a group
+/// costs BEGIN, its statements and COMMIT, with no pool round trip.
+enum Conn {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+macro_rules! with_conn {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            Conn::Sqlite($c) => $body,
+            Conn::Postgres($c) => $body,
+        }
+    };
+}
+
+async fn connect(db: &Db) -> Result<Conn, sqlx::Error> {
+    Ok(match db {
+        Db::Sqlite(p) => Conn::Sqlite(p.acquire().await?),
+        Db::Postgres(p) => Conn::Postgres(p.acquire().await?),
+    })
+}
+
+/// Drains the queue into transactions until every sender is gone.
+async fn writer(db: Db, mut rx: mpsc::Receiver<Queued>) {
+    let mut group: Vec<Queued> = Vec::with_capacity(MAX_GROUP);
+    let mut conn: Option<Conn> = None;
+    while let Some(first) = rx.recv().await {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(q) => group.push(q),
+                Err(_) => break,
+            }
+        }
+        let outcome = match conn.take() {
+            Some(c) => Ok(c),
+            None => connect(&db).await,
+        };
+        let outcome = match outcome {
+            Ok(mut c) => {
+                let r = commit(&mut c, &group, now_ms()).await;
+                if r.is_ok() {
+                    conn = Some(c);
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(results) => {
+                for (q, r) in group.drain(..).zip(results) {
+                    let _ = q.reply.send(r);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for q in group.drain(..) {
+                    let _ = q.reply.send(Err(EngineError::Store(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+fn ownership_sql(o: Ownership) -> &'static str {
+    match o {
+        Ownership::Keep => "",
+        Ownership::Finish => ", lease_expires_at = NULL",
+        Ownership::Release => ", owner = NULL, lease_expires_at = NULL",
+    }
+}
+
+/// One statement that writes `n` atoms if, and only if, the fence holds: $1 flow id,
+/// $2 now, $3 owner, $4 epoch, then 9 values per atom.
+fn upsert_sql(n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO flow_atoms (flow_id, created_at, updated_at, name, kind, state, intention, result, failure, \
+         revert_failure, history, attempts) SELECT $1, $2, $2, v.* FROM (VALUES ",
+    );
+    for i in 0..n {
+        let b = 5 + i * 9;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for k in 0..9 {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", b + k));
+        }
+        sql.push(')');
+    }
+    sql.push_str(
+        ") AS v WHERE EXISTS (SELECT 1 FROM flows WHERE id = $1 AND owner = $3 AND claim_epoch = $4) \
+         ON CONFLICT (flow_id, name) DO UPDATE SET state = excluded.state, intention = excluded.intention, \
+         result = excluded.result, failure = excluded.failure, revert_failure = excluded.revert_failure, \
+         history = excluded.history, attempts = excluded.attempts, updated_at = excluded.updated_at",
+    );
+    sql
+}
+
+/// Applies a group of jobs in one transaction; a fenced-off write fails alone.
+async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResult<bool>>, sqlx::Error> {
+    const CREATE: &str = "INSERT INTO flows (id, name, inputs, state, owner, lease_expires_at, claim_epoch, \
+        topic, subject, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+        ON CONFLICT (id) DO NOTHING";
+    with_conn!(conn, |c| {
+        let mut tx = sqlx::Connection::begin(&mut **c).await?;
+        let mut results = Vec::with_capacity(group.len());
+        for q in group {
+            match &q.job {
+                Job::Create(f) => {
+                    let done = sqlx::query(CREATE)
+                        .bind(&f.id)
+                        .bind(&f.name)
+                        .bind(&f.inputs)
+                        .bind(&f.state)
+                        .bind(&f.owner)
+                        .bind(f.lease_expires_at)
+                        .bind(f.claim_epoch)
+                        .bind(&f.topic)
+                        .bind(&f.subject)
+                        .bind(f.created_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    results.push(Ok(done.rows_affected() == 1));
+                }
+                Job::Write { fence, state, ownership, atoms } => {
+                    let mut held = true;
+                    if state.is_some() || *ownership != Ownership::Keep {
+                        let sql = format!(
+                            "UPDATE flows SET updated_at = $1, state = COALESCE($2, state){} \
+                             WHERE id = $3 AND owner = $4 AND claim_epoch = $5",
+                            ownership_sql(*ownership)
+                        );
+                        let done = sqlx::query(&sql)
+                            .bind(now)
+                            .bind(*state)
+                            .bind(&*fence.flow_id)
+                            .bind(&*fence.owner)
+                            .bind(fence.epoch)
+                            .execute(&mut *tx)
+                            .await?;
+                        held = done.rows_affected() == 1;
+                    }
+                    if held && !atoms.is_empty() {
+                        let sql = upsert_sql(atoms.len());
+                        let mut query = sqlx::query(&sql)
+                            .bind(&*fence.flow_id)
+                            .bind(now)
+                            .bind(&*fence.owner)
+                            .bind(fence.epoch);
+                        for a in atoms {
+                            query = query
+                                .bind(&a.name)
+                                .bind(a.kind)
+                                .bind(a.state)
+                                .bind(a.intention)
+                                .bind(&a.result)
+                                .bind(&a.failure)
+                                .bind(&a.revert_failure)
+                                .bind(&a.history)
+                                .bind(a.attempts);
+                        }
+                        held = query.execute(&mut *tx).await?.rows_affected() > 0;
+                    }
+                    results.push(if held {
+                        Ok(true)
+                    } else {
+                        Err(EngineError::LeaseLost { flow_id: fence.flow_id.to_string() })
+                    });
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
+    })
+}
+
+fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> EResult<T> {
+    s.parse().map_err(store_err)
+}
+
+fn json_opt<T: serde::de::DeserializeOwned>(s: &Option<String>) -> EResult<Option<T>> {
+    s.as_deref().map(|s| serde_json::from_str(s).map_err(store_err)).transpose()
+}
+
+fn values_from(s: &str) -> EResult<Values> {
+    let json: serde_json::Value = serde_json::from_str(s).map_err(store_err)?;
+    Values::from_json(json).map_err(store_err)
+}
+
+fn flow_record(r: FlowRow) -> EResult<FlowRecord> {
+    Ok(FlowRecord {
+        inputs: values_from(&r.inputs)?,
+        state: parse(&r.state)?,
+        id: r.id,
+        name: r.name,
+        owner: r.owner,
+        lease_expires_at: r.lease_expires_at,
+        claim_epoch: r.claim_epoch,
+        topic: r.topic,
+        subject: r.subject,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    })
+}
+
+fn atom_record(r: AtomRow) -> EResult<AtomRecord> {
+    Ok(AtomRecord {
+        kind: parse(&r.kind)?,
+        state: parse(&r.state)?,
+        intention: parse(&r.intention)?,
+        result: r.result.as_deref().map(values_from).transpose()?,
+        failure: json_opt::<Failure>(&r.failure)?,
+        revert_failure: json_opt::<Failure>(&r.revert_failure)?,
+        history: json_opt::<History>(&r.history)?,
+        attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        name: r.name,
+    })
+}
+
+fn atom_sql(w: &ember_engine::AtomWrite) -> EResult<AtomSql> {
+    Ok(AtomSql {
+        name: w.name.to_string(),
+        kind: w.kind.as_str(),
+        state: w.state.as_str(),
+        intention: w.intention.as_str(),
+        result: w.result.as_ref().map(values_json).transpose()?,
+        failure: w.failure.as_ref().map(to_json).transpose()?,
+        revert_failure: w.revert_failure.as_ref().map(to_json).transpose()?,
+        history: w.history.as_ref().map(|h| to_json(&**h)).transpose()?,
+        attempts: i64::from(w.attempts),
+    })
+}
+
+#[async_trait]
+impl FlowStore for SqlFlowStore {
+    async fn create_flow(&self, new: &NewFlow) -> EResult<(FlowRecord, bool)> {
+        let now = now_ms();
+        let row = FlowRow {
+            id: new.id.clone(),
+            name: new.name.clone(),
+            inputs: values_json(&new.inputs)?,
+            state: FlowState::Pending.as_str().to_owned(),
+            owner: new.owner.as_ref().map(|(o, _)| o.clone()),
+            lease_expires_at: new.owner.as_ref().map(|(_, l)| *l),
+            claim_epoch: i64::from(new.owner.is_some()),
+            topic: new.topic.clone(),
+            subject: new.subject.clone(),
+            created_at: now,
+            updated_at: now,
+        };
+        if self.submit(Job::Create(Box::new(row))).await? {
+            let record = FlowRecord {
+                id: new.id.clone(),
+                name: new.name.clone(),
+                inputs: new.inputs.clone(),
+                state: FlowState::Pending,
+                owner: new.owner.as_ref().map(|(o, _)| o.clone()),
+                lease_expires_at: new.owner.as_ref().map(|(_, l)| *l),
+                claim_epoch: i64::from(new.owner.is_some()),
+                topic: new.topic.clone(),
+                subject: new.subject.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            return Ok((record, true));
+        }
+        let existing = self.fetch_flow(&new.id).await?;
+        Ok((existing.ok_or_else(|| EngineError::NotFound { flow_id: new.id.clone() })?, false))
+    }
+
+    async fn write(&self, fence: &Fence, batch: WriteBatch) -> EResult<()> {
+        let atoms = batch.atoms.iter().map(atom_sql).collect::<EResult<Vec<_>>>()?;
+        let state = batch.flow_state.map(FlowState::as_str);
+        self.submit(Job::Write { fence: fence.clone(), state, ownership: batch.ownership, atoms }).await?;
+        Ok(())
+    }
+
+    async fn claim(&self, req: &ClaimRequest) -> EResult<Vec<FlowRecord>> {
+        if req.topics.is_empty() && req.names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let candidates = claim_candidates(&self.db, req).await?;
+        let mut claimed = Vec::new();
+        for (id, epoch) in candidates {
+            let sql = format!(
+                "UPDATE flows SET owner = $1, lease_expires_at = $2, claim_epoch = claim_epoch + 1, updated_at = $3 \
+                 WHERE id = $4 AND claim_epoch = $5 AND (owner IS NULL OR lease_expires_at < $6) \
+                 AND state NOT IN {TERMINAL} RETURNING {FLOW_COLUMNS}"
+            );
+            let row: Option<FlowRow> = with_pool!(&self.db, |pool| sqlx::query_as(&sql)
+                .bind(&req.owner)
+                .bind(req.lease_until)
+                .bind(req.now)
+                .bind(&id)
+                .bind(epoch)
+                .bind(req.now)
+                .fetch_optional(pool)
+                .await
+                .map_err(store_err)?);
+            if let Some(row) = row {
+                claimed.push(flow_record(row)?);
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn renew(&self, fence: &Fence, lease_until: i64) -> EResult<bool> {
+        const SQL: &str =
+            "UPDATE flows SET lease_expires_at = $1 WHERE id = $2 AND owner = $3 AND claim_epoch = $4";
+        let done = with_pool!(&self.db, |pool| sqlx::query(SQL)
+            .bind(lease_until)
+            .bind(&*fence.flow_id)
+            .bind(&*fence.owner)
+            .bind(fence.epoch)
+            .execute(pool)
+            .await
+            .map_err(store_err)?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
+    async fn get_flow(&self, id: &str) -> EResult<Option<FlowDetail>> {
+        let Some(flow) = self.fetch_flow(id).await? else { return Ok(None) };
+        const SQL: &str = "SELECT name, kind, state, intention, result, failure, revert_failure, history, attempts, \
+            created_at, updated_at FROM flow_atoms WHERE flow_id = $1 ORDER BY created_at, name";
+        let rows: Vec<AtomRow> = with_pool!(&self.db, |pool| sqlx::query_as(SQL)
+            .bind(id)
+            .fetch_all(pool)
+            .await
+            .map_err(store_err)?);
+        let atoms = rows.into_iter().map(atom_record).collect::<EResult<Vec<_>>>()?;
+        Ok(Some(FlowDetail { flow, atoms }))
+    }
+
+    async fn list_flows(&self, filter: &FlowFilter) -> EResult<Vec<FlowRecord>> {
+        let rows: Vec<FlowRow> = with_pool!(&self.db, |pool| {
+            let mut q = sqlx::QueryBuilder::new(format!("SELECT {FLOW_COLUMNS} FROM flows WHERE 1 = 1"));
+            if let Some(s) = filter.state {
+                q.push(" AND state = ").push_bind(s.as_str());
+            }
+            if let Some(n) = &filter.name {
+                q.push(" AND name = ").push_bind(n.clone());
+            }
+            if let Some(s) = &filter.subject {
+                q.push(" AND subject = ").push_bind(s.clone());
+            }
+            if let Some(o) = &filter.owner {
+                q.push(" AND owner = ").push_bind(o.clone());
+            }
+            if let Some(t) = filter.created_after {
+                q.push(" AND created_at >= ").push_bind(t);
+            }
+            if let Some(t) = filter.created_before {
+                q.push(" AND created_at < ").push_bind(t);
+            }
+            let limit = filter.limit.map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
+            q.push(" ORDER BY created_at DESC, id LIMIT ").push_bind(limit);
+            q.push(" OFFSET ").push_bind(i64::try_from(filter.offset).unwrap_or(i64::MAX));
+            q.build_query_as().fetch_all(pool).await.map_err(store_err)?
+        });
+        rows.into_iter().map(flow_record).collect()
+    }
+}
+
+/// Flows a claim may take: unowned or with a lapsed lease, oldest first.
+async fn claim_candidates(db: &Db, req: &ClaimRequest) -> EResult<Vec<(String, i64)>> {
+    let rows: Vec<(String, i64)> = with_pool!(db, |pool| {
+        let mut q = sqlx::QueryBuilder::new(format!(
+            "SELECT id, claim_epoch FROM flows WHERE state NOT IN {TERMINAL} AND (owner IS NULL OR lease_expires_at < "
+        ));
+        q.push_bind(req.now).push(") AND (");
+        let mut any = false;
+        for (column, list) in [("topic", &req.topics), ("name", &req.names)] {
+            if list.is_empty() {
+                continue;
+            }
+            if any {
+                q.push(" OR ");
+            }
+            any = true;
+            q.push(column).push(" IN (");
+            let mut sep = q.separated(", ");
+            for v in list {
+                sep.push_bind(v.clone());
+            }
+            q.push(")");
+        }
+        q.push(") ORDER BY created_at, id LIMIT ").push_bind(i64::try_from(req.limit).unwrap_or(i64::MAX));
+        q.build_query_as().fetch_all(pool).await.map_err(store_err)?
+    });
+    Ok(rows)
+}

@@ -1,0 +1,209 @@
+//! Crash and takeover: a persisted flow survives SIGKILL inside any of its tasks, and a
+//! worker takes over a flow whose owner died.
+//!
+//! The crash test re-executes this test binary as the child process (`--exact
+//! crash_child`), with `EMBER_CRASH_CHILD` telling it to act as the child.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ember_db::flow_store::SqlFlowStore;
+use ember_db::testing::TestDb;
+use ember_db::{Db, DbOptions};
+use ember_engine::{
+    Context, EngineOptions, Failure, Flow, FlowSpec, FlowState, FlowStore, Key, Registry, Task, Values,
+    Worker, WorkerOptions, async_trait,
+};
+use tokio_util::sync::CancellationToken;
+
+const DIR: Key<String> = Key::new("dir");
+const TASKS: usize = 10;
+const CHILD_ENV: &str = "EMBER_CRASH_CHILD";
+const TOPIC: &str = "crash";
+
+/// Appends a line to `<dir>/<name>.count` on every execute; blocks forever inside task
+/// `block` after writing `<dir>/inside`, when this process is the crash child.
+struct Counted {
+    name: String,
+    index: usize,
+    block: Option<usize>,
+}
+
+#[async_trait]
+impl Task for Counted {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn requires(&self) -> &[&'static str] {
+        const R: &[&str] = &[DIR.name()];
+        R
+    }
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let dir = PathBuf::from(ctx.get(&DIR)?);
+        let path = dir.join(format!("{}.count", self.name));
+        let mut old = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+        old.push_str(&format!("attempt {}\n", ctx.attempt()));
+        tokio::fs::write(&path, old).await?;
+        if self.block == Some(self.index) {
+            tokio::fs::write(dir.join("inside"), self.name.as_bytes()).await?;
+            std::future::pending::<()>().await;
+        }
+        Ok(Values::new())
+    }
+}
+
+fn registry(block: Option<usize>) -> Registry {
+    let mut r = Registry::new();
+    r.register("ten", move |_inputs: &Values| {
+        let mut f = Flow::linear("ten");
+        for i in 1..=TASKS {
+            f.push(Counted { name: format!("t{i}"), index: i, block });
+        }
+        Ok(f)
+    });
+    r
+}
+
+fn worker(store: Arc<dyn FlowStore>, owner: &str, block: Option<usize>, lease_ms: u64) -> Worker {
+    let opts = WorkerOptions {
+        engine: EngineOptions {
+            owner: owner.to_owned(),
+            lease: Duration::from_millis(lease_ms),
+            ..EngineOptions::default()
+        },
+        topics: vec![TOPIC.to_owned()],
+        sweep_interval: Duration::from_millis(50),
+        max_flows: 4,
+    };
+    Worker::new(store, registry(block), opts)
+}
+
+fn counts(dir: &Path) -> Vec<usize> {
+    (1..=TASKS)
+        .map(|i| std::fs::read_to_string(dir.join(format!("t{i}.count"))).map_or(0, |s| s.lines().count()))
+        .collect()
+}
+
+async fn wait_for_state(store: &dyn FlowStore, id: &str, want: FlowState, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let state = store.get_flow(id).await.unwrap().map(|d| d.flow.state);
+        if state == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "flow {id} is {state:?}, not {want} after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The child: submits the flow and runs a worker until it is killed inside task k.
+#[tokio::test]
+async fn crash_child() {
+    let (Ok(k), Ok(dir), Ok(url)) =
+        (std::env::var(CHILD_ENV), std::env::var("EMBER_CRASH_DIR"), std::env::var("EMBER_CRASH_URL"))
+    else {
+        // Run directly, this is the entry point of the crash test's child and does nothing.
+        return;
+    };
+    let k: usize = k.parse().unwrap();
+    let db = Db::connect(&DbOptions::new(&url)).await.unwrap();
+    let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(db));
+    let w = worker(store.clone(), "child", Some(k), 300);
+    let spec = FlowSpec {
+        id: Some("crash-flow".into()),
+        topic: Some(TOPIC.into()),
+        inputs: Values::new().with(&DIR, dir),
+        ..Default::default()
+    };
+    w.engine().submit("ten", spec).await.unwrap();
+    w.handle().wake();
+    w.run(CancellationToken::new()).await.unwrap();
+    panic!("the crash child must be killed inside task {k}");
+}
+
+#[tokio::test]
+async fn sigkill_inside_any_task_resumes_with_each_finished_task_run_once() {
+    for k in 1..=TASKS {
+        let tdb = TestDb::sqlite().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, k.to_string())
+            .env("EMBER_CRASH_DIR", dir.path())
+            .env("EMBER_CRASH_URL", &tdb.url)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !dir.path().join("inside").exists() {
+            assert!(Instant::now() < deadline, "the child never reached task {k}");
+            assert!(child.try_wait().unwrap().is_none(), "the child exited before task {k}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(tdb.db.clone()));
+        let stored = store.get_flow("crash-flow").await.unwrap().unwrap();
+        let running: Vec<_> =
+            stored.atoms.iter().filter(|a| a.state == ember_engine::AtomState::Running).collect();
+        assert_eq!(running.len(), 1, "k={k}: exactly the killed task is RUNNING");
+        assert_eq!(running[0].name, format!("t{k}"));
+
+        let shutdown = CancellationToken::new();
+        let w = worker(store.clone(), "resumer", None, 300);
+        let task = tokio::spawn(w.run(shutdown.clone()));
+        wait_for_state(&*store, "crash-flow", FlowState::Success, Duration::from_secs(30)).await;
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+
+        let c = counts(dir.path());
+        for (i, n) in c.iter().enumerate() {
+            let want = if i + 1 == k { 2 } else { 1 };
+            assert_eq!(*n, want, "k={k}: task t{} ran {n} times; all counts {c:?}", i + 1);
+        }
+        let detail = store.get_flow("crash-flow").await.unwrap().unwrap();
+        let attempts = detail.atoms.iter().find(|a| a.name == format!("t{k}")).unwrap().attempts;
+        assert_eq!(attempts, 2, "the re-executed task sees attempt 2");
+        tdb.cleanup().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_peer_takes_over_a_flow_whose_owner_died() {
+    for tdb in TestDb::all().await.unwrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(tdb.db.clone()));
+        let a = worker(store.clone(), "worker-a", Some(3), 300);
+        let spec = FlowSpec {
+            id: Some("takeover".into()),
+            topic: Some(TOPIC.into()),
+            subject: Some("vol-1".into()),
+            inputs: Values::new().with(&DIR, dir.path().display().to_string()),
+        };
+        a.engine().submit("ten", spec).await.unwrap();
+        let a_task = tokio::spawn(a.run(CancellationToken::new()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !dir.path().join("inside").exists() {
+            assert!(Instant::now() < deadline, "worker a never reached t3");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Worker a dies holding the flow: no release, no more renewals.
+        a_task.abort();
+        let _ = a_task.await;
+        let held = store.get_flow("takeover").await.unwrap().unwrap().flow;
+        assert_eq!(held.owner.as_deref(), Some("worker-a"));
+
+        let shutdown = CancellationToken::new();
+        let b = worker(store.clone(), "worker-b", None, 300);
+        let b_task = tokio::spawn(b.run(shutdown.clone()));
+        wait_for_state(&*store, "takeover", FlowState::Success, Duration::from_secs(30)).await;
+        shutdown.cancel();
+        b_task.await.unwrap().unwrap();
+        let done = store.get_flow("takeover").await.unwrap().unwrap().flow;
+        assert_eq!((done.owner.as_deref(), done.claim_epoch), (Some("worker-b"), 2));
+        assert_eq!(counts(dir.path()), [1, 1, 2, 1, 1, 1, 1, 1, 1, 1]);
+        tdb.cleanup().await.unwrap();
+    }
+}
