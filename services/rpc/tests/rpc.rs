@@ -77,6 +77,7 @@ async fn call_case(bus: &Bus) {
     let cases = [
         (client.clone(), "fail", "VolumeNotFound"),
         (client.clone(), "no_such_method", RemoteError::UNKNOWN_METHOD),
+        (client.clone(), "panic", RemoteError::INTERNAL),
         (client.at_version("3.3"), "echo", RemoteError::UNSUPPORTED_VERSION),
         (client.at_version("4.0"), "echo", RemoteError::UNSUPPORTED_VERSION),
         (client.at_version("three"), "echo", RemoteError::UNSUPPORTED_VERSION),
@@ -102,6 +103,38 @@ async fn call_without_a_server_times_out() {
         let result = client.call(&ctx(), &target, "echo", json!({}), Duration::from_millis(300)).await;
         assert!(matches!(result, Err(Error::Timeout { .. })), "{}: {result:?}", bus.name());
         assert!(started.elapsed() < Duration::from_secs(5), "{}: took {:?}", bus.name(), started.elapsed());
+        bus.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_to_a_hung_server_times_out() {
+    for bus in buses("hung") {
+        let target = Target::topic(topic("hung"));
+        let server = serve(&bus.transport().await, &target, Recorder::new("a", &Seen::default())).await;
+        let client = RpcClient::new(bus.transport().await, "3.0");
+        let result = client.call(&ctx(), &target, "hang", json!({"n": 1}), Duration::from_millis(300)).await;
+        assert!(matches!(result, Err(Error::Timeout { .. })), "{}: {result:?}", bus.name());
+        server.kill().await;
+        bus.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_message_is_dropped_and_the_server_goes_on() {
+    for bus in buses("garbage") {
+        let topic = topic("garbage");
+        let target = Target::topic(&topic);
+        let seen = Seen::default();
+        let server = serve(&bus.transport().await, &target, Recorder::new("a", &seen)).await;
+        let client = RpcClient::new(bus.transport().await, "3.0");
+        if bus.publish_raw(&topic, b"{not json").await {
+            client.cast(&ctx(), &target, "record", json!({"n": 1})).await.unwrap();
+            assert!(eventually(WAIT, || seen.len() == 1).await, "{}: the server stopped", bus.name());
+        }
+        let whoami = client.call(&ctx(), &target, "whoami", json!({}), WAIT).await.unwrap();
+        assert_eq!(whoami, json!("a"), "{}", bus.name());
+        server.stop().await;
         bus.cleanup().await;
     }
 }

@@ -61,6 +61,23 @@ impl Bus {
         }
     }
 
+    /// Publishes raw bytes to a routing key of the topic exchange, bypassing the client (to
+    /// test what servers do with garbage). In-process there is no wire, so this does nothing.
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8]) -> bool {
+        let Bus::Amqp { options, .. } = self else { return false };
+        let connection = lapin::Connection::connect(&options.url, lapin::ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+        let channel = connection.create_channel().await.expect("open a channel");
+        let exchange = format!("{}{}", options.prefix, options.exchange);
+        let publish = lapin::options::BasicPublishOptions::default();
+        let properties = lapin::BasicProperties::default();
+        let confirm = channel.basic_publish(exchange.into(), routing_key.into(), publish, body, properties);
+        confirm.await.expect("publish").await.expect("published");
+        let _ = connection.close(200, "done".into()).await;
+        true
+    }
+
     /// Deletes what the test declared on the broker and closes its connections.
     pub async fn cleanup(self) {
         if let Bus::Amqp { opened, .. } = self {
@@ -106,7 +123,7 @@ impl Seen {
     }
 }
 
-/// A test endpoint: `record` notes its argument, `echo` returns it, `fail` fails, `whoami`
+/// A test endpoint: `record` notes its argument, `echo` returns it, `fail` fails, `panic` panics, `whoami`
 /// names the server and `hang` tells the test it started and never finishes.
 pub struct Recorder {
     pub name: String,
@@ -136,6 +153,7 @@ impl Endpoint for Recorder {
             "echo" => Ok(json!({"args": args, "user": ctx.user_id})),
             "whoami" => Ok(json!(self.name)),
             "fail" => Err(RemoteError::new("VolumeNotFound", "volume v1 could not be found")),
+            "panic" => panic!("the handler of panic panics, as a buggy manager would"),
             "hang" => {
                 if let Some(started) = &self.started {
                     let _ = started.send(args["n"].to_string());
