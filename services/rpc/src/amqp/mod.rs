@@ -10,13 +10,13 @@
 //!
 //! Casts are persistent and published with publisher confirms; a cast that is not confirmed
 //! (the connection dropped) is published again, so delivery is at least once. Consumers
-//! acknowledge after the handler returned. lapin's own recovery reconnects with backoff and
-//! replays the declared topology, QoS, confirm mode and consumers; this module waits for it
-//! and resumes.
+//! acknowledge after the handler returned. A dead connection is replaced with backoff
+//! (`session.rs`), and senders and servers declare their topology again on the new one.
 
 mod publish;
 mod replies;
 mod server;
+mod session;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,10 +24,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, ExchangeKind};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::envelope::{Envelope, Outcome};
@@ -35,8 +34,8 @@ use crate::error::{Error, Result};
 use crate::target::Target;
 use crate::transport::{Dispatcher, ListenOptions, ServerHandle, Transport};
 
-use publish::Publisher;
 use replies::Replies;
+use session::{Live, Session};
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
 const PERSISTENT: u8 = 2;
@@ -80,12 +79,19 @@ pub struct Amqp {
 
 struct Inner {
     options: AmqpOptions,
-    connection: Connection,
-    publisher: Publisher,
-    /// Durable queues and exchanges already declared, so each is declared once per process;
-    /// also what [`Amqp::delete_declared`] removes.
-    declared: Mutex<HashSet<Declared>>,
-    replies: OnceCell<Replies>,
+    session: Session,
+    /// What was declared on the current connection, so each queue and exchange is declared
+    /// once per connection.
+    declared: Mutex<DeclaredOn>,
+    /// Everything this process declared, which [`Amqp::delete_declared`] removes.
+    all_declared: Mutex<HashSet<Declared>>,
+    replies: Replies,
+}
+
+#[derive(Default)]
+struct DeclaredOn {
+    generation: u64,
+    names: HashSet<Declared>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -101,49 +107,33 @@ impl std::fmt::Debug for Amqp {
 }
 
 impl Amqp {
-    /// Connects and declares the topic exchange.
-    ///
-    /// The first attempt is made without recovery so that a wrong URL or password fails at
-    /// once; the connection kept uses lapin's recovery with a backoff capped at 5 s and no limit
-    /// on attempts, so a broker restart of any length is ridden out.
+    /// Connects and declares the topic exchange. An unreachable broker fails here; once
+    /// connected, a lost connection is replaced for as long as the transport lives.
     pub async fn connect(options: AmqpOptions) -> Result<Self> {
-        let probe = Connection::connect(&options.url, ConnectionProperties::default()).await?;
-        let _ = probe.close(200, "probe".into()).await;
-        let properties = ConnectionProperties::default()
-            .with_connection_name(options.connection_name.as_str().into())
-            .enable_auto_recover()
-            .configure_backoff(|backoff| {
-                backoff
-                    .with_min_delay(Duration::from_millis(100))
-                    .with_max_delay(Duration::from_secs(5))
-                    .without_max_times()
-            });
-        let connection = Connection::connect(&options.url, properties).await?;
-        let publisher = Publisher::open(&connection).await?;
+        let session = Session::connect(&options.url, &options.connection_name).await?;
         let amqp = Self {
             inner: Arc::new(Inner {
                 options,
-                connection,
-                publisher,
-                declared: Mutex::new(HashSet::new()),
-                replies: OnceCell::new(),
+                session,
+                declared: Mutex::new(DeclaredOn::default()),
+                all_declared: Mutex::new(HashSet::new()),
+                replies: Replies::default(),
             }),
         };
-        let exchange = amqp.exchange_name();
-        amqp.ensure_exchange(&exchange, ExchangeKind::Topic).await?;
+        amqp.ensure_exchange(&amqp.exchange_name(), ExchangeKind::Topic).await?;
         Ok(amqp)
     }
 
-    /// Closes the connection; servers on it stop and their unacknowledged messages go back to
-    /// their queues.
+    /// Closes the connection and stops reconnecting; servers on it stop and their
+    /// unacknowledged messages go back to their queues.
     pub async fn close(&self) -> Result<()> {
-        Ok(self.inner.connection.close(200, "closing".into()).await?)
+        self.inner.session.close().await
     }
 
     /// Deletes the durable queues and exchanges this process declared (tests clean up with it).
     pub async fn delete_declared(&self) -> Result<()> {
-        let declared: Vec<Declared> = self.inner.declared.lock().drain().collect();
-        let channel = self.inner.connection.create_channel().await?;
+        let declared: Vec<Declared> = self.inner.all_declared.lock().drain().collect();
+        let channel = self.inner.session.live().await?.connection.create_channel().await?;
         for item in declared {
             match item {
                 Declared::Queue(name) => {
@@ -174,32 +164,49 @@ impl Amqp {
         Instant::now() + Duration::from_millis(self.inner.options.publish_timeout_ms)
     }
 
-    /// Declares the durable queue of `routing_key` and binds it, once per process.
+    /// Declares the durable queue of `routing_key` and binds it, once per connection.
     async fn ensure_queue(&self, routing_key: &str) -> Result<String> {
         let name = self.queue_name(routing_key);
-        if !self.inner.declared.lock().contains(&Declared::Queue(name.clone())) {
-            let channel = self.inner.publisher.channel(&self.inner.connection).await?;
+        let item = Declared::Queue(name.clone());
+        if let Some(channel) = self.to_declare(&item).await? {
             publish::declare_queue(&channel, &name, &self.exchange_name(), routing_key).await?;
-            self.inner.declared.lock().insert(Declared::Queue(name.clone()));
+            self.mark_declared(item);
         }
         Ok(name)
     }
 
-    /// Declares a durable exchange, once per process.
+    /// Declares a durable exchange, once per connection.
     async fn ensure_exchange(&self, name: &str, kind: ExchangeKind) -> Result<()> {
-        if !self.inner.declared.lock().contains(&Declared::Exchange(name.to_owned())) {
-            let channel = self.inner.publisher.channel(&self.inner.connection).await?;
+        let item = Declared::Exchange(name.to_owned());
+        if let Some(channel) = self.to_declare(&item).await? {
             publish::declare_exchange(&channel, name, kind).await?;
-            self.inner.declared.lock().insert(Declared::Exchange(name.to_owned()));
+            self.mark_declared(item);
         }
         Ok(())
     }
 
-    async fn replies(&self) -> Result<&Replies> {
-        self.inner
-            .replies
-            .get_or_try_init(|| Replies::start(&self.inner.connection, &self.inner.options.prefix))
-            .await
+    /// The channel to declare `item` on, or `None` if it was declared on this connection.
+    async fn to_declare(&self, item: &Declared) -> Result<Option<lapin::Channel>> {
+        let live = self.inner.session.live().await?;
+        if self.is_declared(&live, item) {
+            return Ok(None);
+        }
+        Ok(Some(live.publisher().await?))
+    }
+
+    fn mark_declared(&self, item: Declared) {
+        self.inner.declared.lock().names.insert(item.clone());
+        self.inner.all_declared.lock().insert(item);
+    }
+
+    fn is_declared(&self, live: &Live, item: &Declared) -> bool {
+        let mut declared = self.inner.declared.lock();
+        if declared.generation != live.generation {
+            // A new connection: the broker may have lost what was declared (a new node), so
+            // declare again, which costs one round trip per queue.
+            *declared = DeclaredOn { generation: live.generation, names: HashSet::new() };
+        }
+        declared.names.contains(item)
     }
 }
 
@@ -221,9 +228,7 @@ impl Transport for Amqp {
         let props = properties(&envelope).with_delivery_mode(PERSISTENT);
         let body = encode(&envelope)?;
         let deadline = self.publish_deadline();
-        self.inner
-            .publisher
-            .publish(&self.inner.connection, &self.exchange_name(), &routing_key, &body, props, deadline)
+        publish::publish(&self.inner.session, &self.exchange_name(), &routing_key, &body, props, deadline)
             .await
     }
 
@@ -235,8 +240,7 @@ impl Transport for Amqp {
             || Error::Timeout { method: method.clone(), routing_key: routing_key.clone(), after: timeout };
         let work = async {
             self.ensure_queue(&routing_key).await?;
-            let replies = self.replies().await?;
-            replies.call(self, &routing_key, envelope, timeout, deadline).await
+            self.inner.replies.call(self, &routing_key, envelope, timeout, deadline).await
         };
         match tokio::time::timeout_at(deadline, work).await {
             Ok(Err(Error::Unavailable(_))) | Err(_) => Err(timed_out()),
@@ -249,10 +253,7 @@ impl Transport for Amqp {
         self.ensure_exchange(&exchange, ExchangeKind::Fanout).await?;
         let body = encode(&envelope)?;
         let deadline = self.publish_deadline();
-        self.inner
-            .publisher
-            .publish(&self.inner.connection, &exchange, "", &body, properties(&envelope), deadline)
-            .await
+        publish::publish(&self.inner.session, &exchange, "", &body, properties(&envelope), deadline).await
     }
 
     async fn listen(
