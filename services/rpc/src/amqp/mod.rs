@@ -224,10 +224,10 @@ fn properties(envelope: &Envelope) -> BasicProperties {
 impl Transport for Amqp {
     async fn cast(&self, target: &Target, envelope: Envelope) -> Result<()> {
         let routing_key = target.routing_key();
-        self.ensure_queue(&routing_key).await?;
+        let deadline = self.publish_deadline();
+        publish::retry_until(deadline, &routing_key, || self.ensure_queue(&routing_key)).await?;
         let props = properties(&envelope).with_delivery_mode(PERSISTENT);
         let body = encode(&envelope)?;
-        let deadline = self.publish_deadline();
         publish::publish(&self.inner.session, &self.exchange_name(), &routing_key, &body, props, deadline)
             .await
     }
@@ -239,7 +239,7 @@ impl Transport for Amqp {
         let timed_out =
             || Error::Timeout { method: method.clone(), routing_key: routing_key.clone(), after: timeout };
         let work = async {
-            self.ensure_queue(&routing_key).await?;
+            publish::retry_until(deadline, &routing_key, || self.ensure_queue(&routing_key)).await?;
             self.inner.replies.call(self, &routing_key, envelope, timeout, deadline).await
         };
         match tokio::time::timeout_at(deadline, work).await {
@@ -250,9 +250,10 @@ impl Transport for Amqp {
 
     async fn fanout_cast(&self, topic: &str, envelope: Envelope) -> Result<()> {
         let exchange = self.fanout_exchange_name(topic);
-        self.ensure_exchange(&exchange, ExchangeKind::Fanout).await?;
-        let body = encode(&envelope)?;
         let deadline = self.publish_deadline();
+        publish::retry_until(deadline, &exchange, || self.ensure_exchange(&exchange, ExchangeKind::Fanout))
+            .await?;
+        let body = encode(&envelope)?;
         publish::publish(&self.inner.session, &exchange, "", &body, properties(&envelope), deadline).await
     }
 

@@ -20,35 +20,49 @@ pub(super) async fn publish(
     properties: BasicProperties,
     deadline: Instant,
 ) -> Result<()> {
+    retry_until(deadline, routing_key, || async {
+        let channel = session.live().await?.publisher().await?;
+        let options = BasicPublishOptions::default();
+        let confirm = channel
+            .basic_publish(exchange.into(), routing_key.into(), options, body, properties.clone())
+            .await?;
+        match confirm.await? {
+            Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Nack(_) => Err(Error::Unavailable("the broker refused the message".to_owned())),
+        }
+    })
+    .await
+}
+
+/// Runs `op` until it succeeds, again after each transient failure (a lost connection, a
+/// refused publish), pausing with backoff, until `deadline`; then fails with
+/// [`Error::Unavailable`]. AMQP channel errors (the broker refused the request itself) and a
+/// closed transport fail at once.
+pub(super) async fn retry_until<T, F, Fut>(deadline: Instant, what: &str, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
     let mut pause = MIN_PAUSE;
     loop {
-        let attempt = async {
-            let channel = session.live().await?.publisher().await?;
-            let options = BasicPublishOptions::default();
-            let confirm = channel
-                .basic_publish(exchange.into(), routing_key.into(), options, body, properties.clone())
-                .await?;
-            Ok::<_, Error>(confirm.await?)
-        };
-        let failure = match tokio::time::timeout_at(deadline, attempt).await {
-            Err(_) => return Err(unavailable(routing_key, "no confirmation before the deadline")),
-            Ok(Ok(Confirmation::Ack(_) | Confirmation::NotRequested)) => return Ok(()),
-            Ok(Ok(Confirmation::Nack(_))) => "the broker refused the message".to_owned(),
+        let failure = match tokio::time::timeout_at(deadline, op()).await {
+            Err(_) => return Err(unavailable(what, "the deadline passed")),
+            Ok(Ok(value)) => return Ok(value),
             Ok(Err(Error::Amqp(err))) if err.is_amqp_soft_error() => return Err(Error::Amqp(err)),
             Ok(Err(Error::Closed)) => return Err(Error::Closed),
-            Ok(Err(err)) => err.to_string(),
+            Ok(Err(err)) => err,
         };
-        tracing::debug!(routing_key, failure, "publish failed; retrying");
+        tracing::debug!(what, %failure, "AMQP operation failed; retrying");
         if Instant::now() + pause >= deadline {
-            return Err(unavailable(routing_key, &failure));
+            return Err(unavailable(what, &failure.to_string()));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_PAUSE);
     }
 }
 
-fn unavailable(routing_key: &str, why: &str) -> Error {
-    Error::Unavailable(format!("could not publish to {routing_key}: {why}"))
+fn unavailable(what: &str, why: &str) -> Error {
+    Error::Unavailable(format!("{what}: {why}"))
 }
 
 /// Declares a durable queue and binds it to `exchange` under `routing_key`.

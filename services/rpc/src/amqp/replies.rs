@@ -69,8 +69,11 @@ impl Replies {
         deadline: Instant,
     ) -> Result<Outcome> {
         let inner = &amqp.inner;
-        let live = inner.session.live().await?;
-        let reply_to = self.queue(&live, &inner.options.prefix).await?;
+        let reply_to = publish::retry_until(deadline, "reply queue", || async {
+            let live = inner.session.live().await?;
+            self.queue(&live, &inner.options.prefix).await
+        })
+        .await?;
         let msg_id = Uuid::new_v4().simple().to_string();
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         envelope.call = Some(CallInfo { msg_id: msg_id.clone(), reply_to: reply_to.clone(), timeout_ms });

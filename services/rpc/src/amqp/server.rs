@@ -56,7 +56,8 @@ pub(super) async fn listen(
     let workers = Workers::new(options.prefetch);
     let server =
         Server { amqp: amqp.clone(), target: target.clone(), options, workers: workers.clone(), dispatcher };
-    let attached = server.attach().await?;
+    let what = target.routing_key();
+    let attached = publish::retry_until(amqp.publish_deadline(), &what, || server.attach()).await?;
     workers.spawn_loop(server.supervise(attached));
     Ok(ServerHandle { workers })
 }
