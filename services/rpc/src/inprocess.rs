@@ -190,3 +190,23 @@ impl Drop for Unacked {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::envelope::Context;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_nobody_serves_times_out_after_its_timeout() {
+        let bus = InProcess::new();
+        let envelope = Envelope::new(Context::internal(), "get_pools", json!({}), "3.0");
+        let started = tokio::time::Instant::now();
+        let result = bus.call(&Target::topic("ember-scheduler"), envelope, Duration::from_secs(60)).await;
+        assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+    }
+}
