@@ -1,4 +1,5 @@
-//! RabbitMQ closing the connections mid-load loses nothing (needs EMBER_TEST_AMQP_URL and rabbitmqctl).
+//! AMQP connection handling: RabbitMQ closing the connections mid-load loses nothing (needs
+//! EMBER_TEST_AMQP_URL and rabbitmqctl), and a broker that cannot be reached fails at start.
 
 mod common;
 
@@ -7,10 +8,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{Bus, Recorder, Seen, buses, eventually, topic};
-use ember_rpc::{Context, ListenOptions, RpcClient, RpcServer, Target};
+use ember_rpc::{Amqp, AmqpOptions, Context, ListenOptions, RpcClient, RpcServer, Target};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::process::Command;
+
+#[tokio::test]
+async fn connecting_to_no_broker_fails_at_once() {
+    // Port 1 on loopback refuses connections, so this needs no broker.
+    let options = AmqpOptions { url: "amqp://guest:guest@127.0.0.1:1/%2f".into(), ..AmqpOptions::default() };
+    let result = tokio::time::timeout(Duration::from_secs(10), Amqp::connect(options)).await;
+    assert!(matches!(result, Ok(Err(ember_rpc::Error::Amqp(_)))), "{result:?}");
+}
 
 /// Runs rabbitmqctl; `None` where it is not installed or may not talk to the broker.
 async fn rabbitmqctl(args: &[&str]) -> Option<String> {
