@@ -17,9 +17,13 @@ pub enum Error {
     /// The broker refused a message or could not be reached within the publish deadline.
     #[error("message broker unavailable: {0}")]
     Unavailable(String),
-    /// The AMQP client library reported an error that is not a transient connection loss.
+    /// The broker refused a request (an AMQP channel error: a missing exchange, a queue
+    /// declared with other arguments, no permission); retrying would not help.
+    #[error("refused by the message broker: {0}")]
+    Refused(String),
+    /// Talking to the broker failed (connection refused or lost, protocol error).
     #[error("AMQP error: {0}")]
-    Amqp(#[from] lapin::Error),
+    Amqp(String),
     /// A message could not be encoded or decoded as JSON.
     #[error("invalid message: {0}")]
     Codec(#[from] serde_json::Error),

@@ -210,6 +210,12 @@ impl Amqp {
     }
 }
 
+impl From<lapin::Error> for Error {
+    fn from(err: lapin::Error) -> Self {
+        if err.is_amqp_soft_error() { Error::Refused(err.to_string()) } else { Error::Amqp(err.to_string()) }
+    }
+}
+
 fn encode(envelope: &Envelope) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(envelope)?)
 }

@@ -48,8 +48,7 @@ where
         let failure = match tokio::time::timeout_at(deadline, op()).await {
             Err(_) => return Err(unavailable(what, "the deadline passed")),
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(Error::Amqp(err))) if err.is_amqp_soft_error() => return Err(Error::Amqp(err)),
-            Ok(Err(Error::Closed)) => return Err(Error::Closed),
+            Ok(Err(err @ (Error::Refused(_) | Error::Closed))) => return Err(err),
             Ok(Err(err)) => err,
         };
         tracing::debug!(what, %failure, "AMQP operation failed; retrying");
