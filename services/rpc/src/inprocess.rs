@@ -68,8 +68,21 @@ impl InProcess {
     }
 
     fn send(&self, target: &Target, delivery: Delivery) {
-        // The queue holds its own receiver, so a send cannot fail.
-        let _ = self.queue(&target.routing_key()).tx.send(delivery);
+        let mut queues = self.bus.queues.lock();
+        // Most messages go to a whole topic, whose key needs no formatting.
+        let key = match &target.server {
+            None => std::borrow::Cow::Borrowed(target.topic.as_str()),
+            Some(_) => std::borrow::Cow::Owned(target.routing_key()),
+        };
+        let queue = match queues.get(key.as_ref()) {
+            Some(queue) => queue,
+            None => {
+                let (tx, rx) = flume::unbounded();
+                queues.entry(key.into_owned()).or_insert(Queue { tx, rx })
+            }
+        };
+        // The queue holds its own receiver, so a send cannot fail; an unbounded send never waits.
+        let _ = queue.tx.send(delivery);
     }
 
     fn subscribe_fanout(&self, topic: &str) -> flume::Receiver<Delivery> {
