@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod host;
 pub mod model;
+pub mod ops;
 pub mod repo;
 
 pub use error::{Error, ErrorKind, ResourceKind, Result, ServiceError};
