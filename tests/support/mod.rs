@@ -53,10 +53,9 @@ impl TestCluster {
         let client = reqwest::Client::new();
         loop {
             let url = format!("{}/healthcheck", self.base_url);
-            if let Ok(r) = client.get(&url).timeout(Duration::from_secs(2)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            let answer = client.get(&url).timeout(Duration::from_secs(2)).send().await;
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                return;
             }
             assert!(Instant::now() < deadline, "ember did not become healthy at {url} in {timeout:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
