@@ -33,6 +33,9 @@ use crate::{Db, with_pool};
 
 type EResult<T> = Result<T, EngineError>;
 
+/// How long the writer keeps its connection while no write is queued.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// At most this many queued writes share one transaction.
 const MAX_GROUP: usize = 256;
 
@@ -148,8 +151,9 @@ impl SqlFlowStore {
     }
 }
 
-/// The writer's own connection, held across groups (re-opened after an error), so a group
-/// costs BEGIN, its statements and COMMIT, with no pool round trip.
+/// The writer's own connection, held across groups while writes keep coming (and re-opened
+/// after an error), so a group costs BEGIN, its statements and COMMIT, with no pool round
+/// trip.
 enum Conn {
     Sqlite(PoolConnection<Sqlite>),
     Postgres(PoolConnection<Postgres>),
@@ -175,7 +179,20 @@ async fn connect(db: &Db) -> Result<Conn, sqlx::Error> {
 async fn writer(db: Db, mut rx: mpsc::Receiver<Queued>) {
     let mut group: Vec<Queued> = Vec::with_capacity(MAX_GROUP);
     let mut conn: Option<Conn> = None;
-    while let Some(first) = rx.recv().await {
+    loop {
+        // The connection goes back to the pool once the queue has been idle for a moment,
+        // so `Db::close` (which waits for every connection) is not held up by the writer.
+        let first = match tokio::time::timeout(IDLE_RELEASE, rx.recv()).await {
+            Ok(Some(q)) => q,
+            Ok(None) => break,
+            Err(_) => {
+                conn = None;
+                match rx.recv().await {
+                    Some(q) => q,
+                    None => break,
+                }
+            }
+        };
         group.push(first);
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
