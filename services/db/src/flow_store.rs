@@ -268,15 +268,28 @@ fn upsert_sql(n: usize) -> String {
     sql
 }
 
-/// Applies a group of jobs in one transaction; a fenced-off write fails alone.
-async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResult<bool>>, sqlx::Error> {
-    const CREATE: &str = "INSERT INTO flows (id, name, inputs, state, owner, lease_expires_at, claim_epoch, \
-        topic, subject, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
-        ON CONFLICT (id) DO NOTHING";
-    with_conn!(conn, |c| {
-        let mut tx = sqlx::Connection::begin(&mut **c).await?;
-        let mut results = Vec::with_capacity(group.len());
-        for q in group {
+const CREATE: &str = "INSERT INTO flows (id, name, inputs, state, owner, lease_expires_at, claim_epoch, \
+    topic, subject, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+    ON CONFLICT (id) DO NOTHING";
+
+/// How many statements a group takes.
+fn statements(group: &[Queued]) -> usize {
+    group
+        .iter()
+        .map(|q| match &q.job {
+            Job::Create(_) => 1,
+            Job::Write { state, ownership, atoms, .. } => {
+                usize::from(state.is_some() || *ownership != Ownership::Keep) + usize::from(!atoms.is_empty())
+            }
+        })
+        .sum()
+}
+
+/// Runs a group's statements on `$ex` (a `&mut` connection); evaluates to the results.
+macro_rules! apply_group {
+    ($ex:ident, $group:expr, $now:expr) => {{
+        let mut results = Vec::with_capacity($group.len());
+        for q in $group {
             match &q.job {
                 Job::Create(f) => {
                     let done = sqlx::query(CREATE)
@@ -290,7 +303,7 @@ async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResu
                         .bind(&f.topic)
                         .bind(&f.subject)
                         .bind(f.created_at)
-                        .execute(&mut *tx)
+                        .execute(&mut *$ex)
                         .await?;
                     results.push(Ok(done.rows_affected() == 1));
                 }
@@ -303,12 +316,12 @@ async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResu
                             ownership_sql(*ownership)
                         );
                         let done = sqlx::query(&sql)
-                            .bind(now)
+                            .bind($now)
                             .bind(*state)
                             .bind(&*fence.flow_id)
                             .bind(&*fence.owner)
                             .bind(fence.epoch)
-                            .execute(&mut *tx)
+                            .execute(&mut *$ex)
                             .await?;
                         held = done.rows_affected() == 1;
                     }
@@ -316,7 +329,7 @@ async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResu
                         let sql = upsert_sql(atoms.len());
                         let mut query = sqlx::query(&sql)
                             .bind(&*fence.flow_id)
-                            .bind(now)
+                            .bind($now)
                             .bind(&*fence.owner)
                             .bind(fence.epoch);
                         for a in atoms {
@@ -331,7 +344,7 @@ async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResu
                                 .bind(&a.history)
                                 .bind(a.attempts);
                         }
-                        held = query.execute(&mut *tx).await?.rows_affected() > 0;
+                        held = query.execute(&mut *$ex).await?.rows_affected() > 0;
                     }
                     results.push(if held {
                         Ok(true)
@@ -341,8 +354,28 @@ async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResu
                 }
             }
         }
-        tx.commit().await?;
-        Ok(results)
+        results
+    }};
+}
+
+/// Applies a group of jobs atomically; a fenced-off write fails alone. A group of one
+/// statement (a flow's step while no other flow writes) runs without BEGIN and COMMIT:
+/// one statement is atomic on its own, and this saves two round trips.
+async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResult<bool>>, sqlx::Error> {
+    let single = statements(group) <= 1;
+    with_conn!(conn, |c| {
+        if single {
+            let ex = &mut **c;
+            Ok(apply_group!(ex, group, now))
+        } else {
+            let mut tx = sqlx::Connection::begin(&mut **c).await?;
+            let results = {
+                let ex = &mut *tx;
+                apply_group!(ex, group, now)
+            };
+            tx.commit().await?;
+            Ok(results)
+        }
     })
 }
 
