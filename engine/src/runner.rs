@@ -90,6 +90,8 @@ pub(crate) struct Run<'a> {
     ready: VecDeque<u32>,
     ready_revert: VecDeque<u32>,
     timers: Vec<(u32, Duration)>,
+    /// Retry delays in flight: a suspension does not wait for them.
+    pending_timers: usize,
     in_flight: usize,
     revert_all: bool,
     stopping: bool,
@@ -118,6 +120,7 @@ impl<'a> Run<'a> {
             ready: VecDeque::new(),
             ready_revert: VecDeque::new(),
             timers: Vec::new(),
+            pending_timers: 0,
             in_flight: 0,
             revert_all: false,
             stopping: false,
@@ -156,6 +159,7 @@ impl<'a> Run<'a> {
                 running.push(s);
             }
             for (r, delay) in self.timers.drain(..) {
+                self.pending_timers += 1;
                 running.push(Box::pin(async move {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
@@ -163,7 +167,7 @@ impl<'a> Run<'a> {
                     Done::Timer(r)
                 }));
             }
-            if running.is_empty() {
+            if running.is_empty() || (self.stopping && running.len() == self.pending_timers) {
                 break;
             }
             tokio::select! {
@@ -179,6 +183,8 @@ impl<'a> Run<'a> {
                 () = &mut renew => {
                     let until = now_ms() + self.env.lease.as_millis() as i64;
                     if !self.env.store.renew(&self.fence, until).await? {
+                        tracing::warn!(flow_id = %self.fence.flow_id, flow = %self.flow_name,
+                            "lease lost to another worker; abandoning the run");
                         return Err(EngineError::LeaseLost { flow_id: self.fence.flow_id.to_string() });
                     }
                     renew.as_mut().reset(tokio::time::Instant::now() + period);
@@ -519,6 +525,7 @@ impl<'a> Run<'a> {
                 }
             }
             Done::Timer(r) => {
+                self.pending_timers -= 1;
                 self.ready.push_front(r);
                 Ok(())
             }
