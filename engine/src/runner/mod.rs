@@ -1,6 +1,9 @@
 //! One run of a compiled flow: readiness by in-degree counters, bounded concurrency,
 //! failure handling (retry scopes, revert-all), and one store write per step.
 
+mod resume;
+mod revert;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::compile::{Inner, Work};
 use crate::error::{EngineError, Result};
 use crate::listener::{Event, Listener};
-use crate::retry::{Attempt, Decision, History};
+use crate::retry::{Attempt, History};
 use crate::state::{AtomState, FlowState, Intention, Transitions, can_transition_atom};
 use crate::store::{AtomRecord, AtomWrite, Fence, FlowStore, Ownership, WriteBatch, now_ms};
 use crate::task::{Context, RevertContext};
@@ -193,89 +196,6 @@ impl<'a> Run<'a> {
             }
         }
         self.finish().await
-    }
-
-    /// Loads stored atoms into the runtime state.
-    fn restore(&mut self, records: &[AtomRecord]) -> Result<()> {
-        let by_name: std::collections::HashMap<&str, u32> =
-            self.flow.nodes.iter().enumerate().map(|(i, n)| (n.name.as_ref(), i as u32)).collect();
-        let failures = Arc::make_mut(&mut self.failures);
-        for rec in records {
-            let Some(&i) = by_name.get(rec.name.as_str()) else { continue };
-            let rt = &mut self.atoms[i as usize];
-            rt.state = Some(rec.state);
-            rt.intention = Some(rec.intention);
-            rt.attempts = rec.attempts;
-            rt.result = rec.result.clone();
-            rt.failure = rec.failure.clone();
-            rt.revert_failure = rec.revert_failure.clone();
-            rt.history = rec.history.clone().map(Arc::new);
-            if let Some(f) = &rec.failure {
-                failures.insert(self.flow.nodes[i as usize].name.clone(), f.clone());
-            }
-            if rec.state == AtomState::RevertFailure {
-                self.revert_failure = Some(i);
-            }
-        }
-        for i in 0..self.atoms.len() {
-            let done = self.flow.pred[i]
-                .iter()
-                .filter(|&&p| {
-                    matches!(self.atoms[p as usize].state(), AtomState::Success | AtomState::Ignore)
-                })
-                .count();
-            self.atoms[i].waiting = (self.flow.pred[i].len() - done) as u32;
-        }
-        self.first_failure = self.failures.keys().next().and_then(|n| by_name.get(n.as_ref()).copied());
-        Ok(())
-    }
-
-    /// After a restore: picks up RETRY decisions and revert-all, and queues what to run.
-    fn resume_queues(&mut self) {
-        for r in 0..self.atoms.len() as u32 {
-            let rt = &self.atoms[r as usize];
-            if rt.intention() == Intention::Retry && rt.state() == AtomState::Success {
-                let (a, b) = self.flow.nodes[r as usize].scope;
-                let outstanding = (a..b).filter(|&j| self.atoms[j as usize].ran()).count() as u32;
-                let rt = &mut self.atoms[r as usize];
-                rt.active = true;
-                rt.outstanding = outstanding;
-            }
-        }
-        self.revert_all = (0..self.atoms.len() as u32).any(|i| {
-            let rt = &self.atoms[i as usize];
-            rt.intention() == Intention::Revert
-                && rt.state() != AtomState::Pending
-                && self.active_retry_of(i).is_none()
-        });
-        for i in 0..self.atoms.len() as u32 {
-            let rt = &self.atoms[i as usize];
-            match (rt.state(), rt.intention()) {
-                (AtomState::Running, Intention::Execute) if !self.revert_all => self.ready.push_back(i),
-                (AtomState::Pending, Intention::Execute) if rt.waiting == 0 && !self.revert_all => {
-                    self.ready.push_back(i)
-                }
-                (AtomState::Retrying, _) => self.timers.push((i, Duration::ZERO)),
-                _ => self.try_revert_ready(i),
-            }
-        }
-        for r in 0..self.atoms.len() as u32 {
-            if self.atoms[r as usize].active && self.atoms[r as usize].outstanding == 0 {
-                let _ = self.complete_retry(r);
-            }
-        }
-    }
-
-    /// The innermost retry carrying out a RETRY decision whose subflow holds `i`.
-    fn active_retry_of(&self, i: u32) -> Option<u32> {
-        let mut r = self.flow.nodes[i as usize].retry;
-        while let Some(x) = r {
-            if self.atoms[x as usize].active {
-                return Some(x);
-            }
-            r = self.flow.nodes[x as usize].retry;
-        }
-        None
     }
 
     fn mark(&mut self, i: u32) {
@@ -543,173 +463,6 @@ impl<'a> Run<'a> {
             rt.waiting = rt.waiting.saturating_sub(1);
             if rt.waiting == 0 && rt.state() == AtomState::Pending {
                 self.ready.push_back(s);
-            }
-        }
-        Ok(())
-    }
-
-    fn on_failure(&mut self, i: u32, f: Failure) -> Result<()> {
-        let name = self.flow.nodes[i as usize].name.clone();
-        tracing::info!(flow_id = %self.fence.flow_id, flow = %self.flow_name, atom = %name, failure = %f, "atom failed");
-        Arc::make_mut(&mut self.failures).insert(name.clone(), f.clone());
-        self.atoms[i as usize].failure = Some(f.clone());
-        self.set_state(i, AtomState::Failure)?;
-        if self.revert_all || self.atoms[i as usize].intention() == Intention::Revert {
-            self.set_intention(i, Intention::Revert)?;
-            self.record_in_history(i, &name, &f);
-            self.try_revert_ready(i);
-            return Ok(());
-        }
-        let mut r = self.flow.nodes[i as usize].retry;
-        while let Some(x) = r {
-            let Work::Retry(retry) = &self.flow.nodes[x as usize].work else { break };
-            let history = self.add_failure(x, &name, &f);
-            match retry.on_failure(&history) {
-                Decision::Retry => return self.activate_retry(x),
-                Decision::Revert => r = self.flow.nodes[x as usize].retry,
-                Decision::RevertAll => break,
-            }
-        }
-        self.first_failure.get_or_insert(i);
-        self.start_revert_all()
-    }
-
-    /// Adds a failure to a retry's current attempt; returns the history.
-    fn add_failure(&mut self, r: u32, atom: &Arc<str>, f: &Failure) -> Arc<History> {
-        let rt = &mut self.atoms[r as usize];
-        let h = Arc::make_mut(rt.history.get_or_insert_with(Default::default));
-        if h.is_empty() {
-            h.push(Attempt::default());
-        }
-        if let Some(last) = h.last_mut() {
-            last.failures.insert(atom.to_string(), f.clone());
-        }
-        let h = rt.history.clone().unwrap_or_default();
-        self.mark(r);
-        h
-    }
-
-    fn record_in_history(&mut self, i: u32, name: &Arc<str>, f: &Failure) {
-        if let Some(r) = self.active_retry_of(i) {
-            self.add_failure(r, name, f);
-        }
-    }
-
-    /// Carries out a RETRY decision: revert the retry's subflow, then run it again.
-    fn activate_retry(&mut self, r: u32) -> Result<()> {
-        self.set_intention(r, Intention::Retry)?;
-        let (a, b) = self.flow.nodes[r as usize].scope;
-        let mut outstanding = 0;
-        for j in a..b {
-            let rt = &mut self.atoms[j as usize];
-            rt.active = false;
-            if rt.ran() {
-                outstanding += 1;
-                self.set_intention(j, Intention::Revert)?;
-            }
-        }
-        let rt = &mut self.atoms[r as usize];
-        rt.active = true;
-        rt.outstanding = outstanding;
-        for j in a..b {
-            self.try_revert_ready(j);
-        }
-        if outstanding == 0 { self.complete_retry(r) } else { Ok(()) }
-    }
-
-    /// The subflow of a retrying controller is reverted: reset it and schedule the retry.
-    fn complete_retry(&mut self, r: u32) -> Result<()> {
-        let (a, b) = self.flow.nodes[r as usize].scope;
-        let failures = Arc::make_mut(&mut self.failures);
-        for j in a..b {
-            failures.remove(&self.flow.nodes[j as usize].name);
-        }
-        for j in a..b {
-            if self.atoms[j as usize].state() == AtomState::Reverted {
-                self.set_state(j, AtomState::Pending)?;
-            }
-            let rt = &mut self.atoms[j as usize];
-            rt.result = None;
-            rt.failure = None;
-            rt.history = None;
-            self.set_intention(j, Intention::Execute)?;
-        }
-        let rt = &mut self.atoms[r as usize];
-        rt.active = false;
-        self.set_intention(r, Intention::Execute)?;
-        self.set_state(r, AtomState::Retrying)?;
-        for j in (a - 1)..b {
-            self.recount(j);
-            for &s in &self.flow.succ[j as usize] {
-                self.recount(s);
-            }
-        }
-        let Work::Retry(retry) = &self.flow.nodes[r as usize].work else { return Ok(()) };
-        let tries = self.atoms[r as usize].history.as_ref().map_or(0, |h| h.len()) as u32;
-        self.timers.push((r, retry.backoff.delay(tries)));
-        Ok(())
-    }
-
-    fn recount(&mut self, j: u32) {
-        let done = self.flow.pred[j as usize]
-            .iter()
-            .filter(|&&p| matches!(self.atoms[p as usize].state(), AtomState::Success | AtomState::Ignore))
-            .count();
-        self.atoms[j as usize].waiting = (self.flow.pred[j as usize].len() - done) as u32;
-    }
-
-    fn start_revert_all(&mut self) -> Result<()> {
-        self.revert_all = true;
-        for j in 0..self.atoms.len() as u32 {
-            self.atoms[j as usize].active = false;
-            if self.atoms[j as usize].ran() {
-                self.set_intention(j, Intention::Revert)?;
-            }
-        }
-        for j in 0..self.atoms.len() as u32 {
-            self.try_revert_ready(j);
-        }
-        Ok(())
-    }
-
-    /// Queues `i` for revert when it is due and no successor still needs reverting.
-    fn try_revert_ready(&mut self, i: u32) {
-        let rt = &self.atoms[i as usize];
-        let revertable = matches!(
-            rt.state(),
-            AtomState::Success | AtomState::Failure | AtomState::Running | AtomState::Reverting
-        );
-        if rt.intention() != Intention::Revert || !revertable || rt.live || rt.queued_revert {
-            return;
-        }
-        let blocked = self.flow.succ[i as usize].iter().any(|&s| {
-            let s = &self.atoms[s as usize];
-            match s.state() {
-                AtomState::Running | AtomState::Reverting | AtomState::RevertFailure => true,
-                AtomState::Success | AtomState::Failure => s.intention() != Intention::Execute,
-                _ => false,
-            }
-        });
-        if !blocked {
-            self.atoms[i as usize].queued_revert = true;
-            self.ready_revert.push_back(i);
-        }
-    }
-
-    fn on_reverted(&mut self, i: u32) -> Result<()> {
-        self.set_state(i, AtomState::Reverted)?;
-        if matches!(self.flow.nodes[i as usize].work, Work::Retry(_)) {
-            self.atoms[i as usize].history = None;
-        }
-        for k in 0..self.flow.pred[i as usize].len() {
-            let p = self.flow.pred[i as usize][k];
-            self.try_revert_ready(p);
-        }
-        if let Some(r) = self.active_retry_of(i) {
-            let rt = &mut self.atoms[r as usize];
-            rt.outstanding = rt.outstanding.saturating_sub(1);
-            if rt.outstanding == 0 {
-                return self.complete_retry(r);
             }
         }
         Ok(())
