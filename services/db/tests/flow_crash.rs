@@ -103,6 +103,7 @@ fn worker(store: Arc<dyn FlowStore>, owner: &str, block: Option<usize>, lease_ms
         topics: vec![TOPIC.to_owned()],
         sweep_interval: Duration::from_millis(50),
         max_flows: 4,
+        ..WorkerOptions::default()
     };
     Worker::new(store, registry(block), opts)
 }
