@@ -20,7 +20,7 @@ use crate::listener::{Event, Listener};
 use crate::retry::{Attempt, History};
 use crate::state::{AtomState, FlowState, Intention, Transitions, can_transition_atom};
 use crate::store::{AtomRecord, AtomWrite, Fence, FlowStore, Ownership, WriteBatch, now_ms};
-use crate::task::{Context, RevertContext};
+use crate::task::{Context, RevertContext, Task};
 use crate::value::{Failure, Values};
 
 /// How a run ended when it did not fail.
@@ -321,8 +321,9 @@ impl<'a> Run<'a> {
             if !startable || rt.intention() != Intention::Execute {
                 continue;
             }
-            match &self.flow.nodes[i as usize].work {
-                Work::Task(_) => starts.push(self.start_exec(i)?),
+            let flow = self.flow;
+            match &flow.nodes[i as usize].work {
+                Work::Task(task) => starts.push(self.start_exec(i, task.clone())?),
                 Work::Retry(_) => self.run_retry(i)?,
             }
         }
@@ -353,14 +354,12 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn start_exec(&mut self, i: u32) -> Result<BoxFuture<'static, Done>> {
+    fn start_exec(&mut self, i: u32, task: Arc<dyn Task>) -> Result<BoxFuture<'static, Done>> {
         self.atoms[i as usize].attempts += 1;
         self.set_state(i, AtomState::Running)?;
         self.mark(i);
         self.atoms[i as usize].live = true;
         self.in_flight += 1;
-        let Work::Task(task) = &self.flow.nodes[i as usize].work else { unreachable!("tasks only") };
-        let task = task.clone();
         let ctx = self.context(i);
         Ok(Box::pin(async move {
             let r = AssertUnwindSafe(task.execute(&ctx)).catch_unwind().await;
