@@ -396,3 +396,20 @@ async fn suspension_does_not_wait_out_a_retry_backoff() {
     let r = detail.atoms.iter().find(|a| a.name == "r").unwrap();
     assert_eq!((r.state, r.history.as_ref().map(Vec::len)), (AtomState::Retrying, Some(1)));
 }
+
+#[tokio::test]
+async fn links_between_subflows_join_every_sink_to_every_source() {
+    let log = new_log();
+    let left = Flow::unordered("left").add(Probe::new("l1", &log)).add(Probe::new("l2", &log));
+    let right = Flow::unordered("right").add(Probe::new("r1", &log)).add(Probe::new("r2", &log));
+    let flow = Flow::graph("g").add(right).add(left).link("left", "right");
+    let compiled = flow.compile().unwrap();
+    let mut edges: Vec<_> = compiled.edges().map(|(u, v)| format!("{u}->{v}")).collect();
+    edges.sort();
+    assert_eq!(edges, ["l1->r1", "l1->r2", "l2->r1", "l2->r2"]);
+    let engine = Engine::new(Arc::new(MemoryStore::new()));
+    engine.run(&compiled, Values::new()).await.unwrap();
+    let calls = log.lock().clone();
+    let pos = |s: &str| calls.iter().position(|c| c == s).unwrap();
+    assert!(pos("l1.execute").max(pos("l2.execute")) < pos("r1.execute").min(pos("r2.execute")), "{calls:?}");
+}

@@ -540,3 +540,39 @@ fn panic_failure(p: Box<dyn std::any::Any + Send>) -> Failure {
         .unwrap_or_else(|| "a task panicked".to_owned());
     Failure::new("Panic", msg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::Flow;
+    use crate::store::MemoryStore;
+
+    struct Nop;
+
+    #[async_trait::async_trait]
+    impl Task for Nop {
+        fn name(&self) -> &str {
+            "nop"
+        }
+        async fn execute(&self, _ctx: &Context) -> Result<Values, Failure> {
+            Ok(Values::new())
+        }
+    }
+
+    #[test]
+    fn the_runner_refuses_an_illegal_transition() {
+        let flow = Flow::linear("f").add(Nop).compile().unwrap();
+        let store = MemoryStore::new();
+        let env = Env { store: &store, listeners: &[], max_concurrency: 1, lease: Duration::from_secs(1) };
+        let fence = Fence { flow_id: Arc::from("x"), owner: Arc::from("o"), epoch: 1 };
+        let mut run = Run::new(env, &flow.inner, fence, Values::new(), FlowState::Pending);
+        let err = run.set_state(0, AtomState::Reverted).unwrap_err();
+        assert!(matches!(err, EngineError::IllegalAtomTransition { from: AtomState::Pending, .. }), "{err}");
+        assert!(run.set_intention(0, Intention::Revert).is_ok());
+        assert!(matches!(run.set_intention(0, Intention::Retry), Err(EngineError::IllegalIntention { .. })));
+        assert!(matches!(
+            run.set_flow_state(FlowState::Success),
+            Err(EngineError::IllegalFlowTransition { .. })
+        ));
+    }
+}
