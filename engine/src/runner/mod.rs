@@ -316,9 +316,12 @@ impl<'a> Run<'a> {
             }
             let Some(i) = self.ready.pop_front() else { break };
             let rt = &self.atoms[i as usize];
-            let startable = matches!(rt.state(), AtomState::Pending | AtomState::Retrying)
+            // Entries can be stale: the atom may have been started, or a retry may have
+            // decided to revert its subflow (and reset it) since the atom was queued.
+            let startable = (matches!(rt.state(), AtomState::Pending | AtomState::Retrying)
+                && rt.waiting == 0)
                 || (rt.state() == AtomState::Running && !rt.live);
-            if !startable || rt.intention() != Intention::Execute {
+            if !startable || rt.intention() != Intention::Execute || self.active_retry_of(i).is_some() {
                 continue;
             }
             let flow = self.flow;
