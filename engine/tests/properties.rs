@@ -140,6 +140,23 @@ proptest! {
     }
 
     #[test]
+    fn nested_retries_multiply_their_attempts(outer in 1u32..4, inner in 1u32..4, failures in 0u32..12) {
+        let log = Log::default();
+        let sub = Flow::linear("in").retry(Retry::times("r_in", inner)).add(Probe::new("y", &log).failing(failures));
+        let flow = Flow::linear("out").retry(Retry::times("r_out", outer)).add(Probe::new("x", &log)).add(sub);
+        let listener = CaptureListener::new();
+        let engine = Engine::new(Arc::new(MemoryStore::new())).with_listener(listener.clone());
+        let result = runtime().block_on(engine.run(&flow.compile().unwrap(), Values::new()));
+        assert_legal(&listener);
+        let runs = (failures + 1).min(outer * inner);
+        let count = |s: &str| log.lock().iter().filter(|c| *c == s).count() as u32;
+        prop_assert_eq!(result.is_ok(), failures < outer * inner);
+        prop_assert_eq!(count("y.execute"), runs);
+        prop_assert_eq!(count("x.execute"), runs.div_ceil(inner));
+        prop_assert_eq!(count("x.revert") + u32::from(result.is_ok()), count("x.execute"));
+    }
+
+    #[test]
     fn random_state_sequences_follow_the_table(steps in proptest::collection::vec(0usize..9, 1..30)) {
         // Drive random events through the table: a legal path never reaches a state from
         // which the table allows nothing but an illegal move.

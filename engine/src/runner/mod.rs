@@ -482,6 +482,9 @@ impl<'a> Run<'a> {
         } else if self.revert_all {
             FlowState::Reverted
         } else {
+            // Nothing runs and nothing is ready, yet atoms are unfinished: a bug of the
+            // engine. End the flow visibly rather than hang.
+            tracing::error!(flow_id = %self.fence.flow_id, flow = %self.flow_name, "flow stalled with unfinished atoms");
             FlowState::Failure
         };
         self.set_flow_state(to)?;
