@@ -12,7 +12,7 @@ use common::{Log, Probe, assert_legal};
 use ember_engine::store::now_ms;
 use ember_engine::{
     AtomState, CaptureListener, ClaimRequest, Engine, EngineError, EngineOptions, Fence, Flow, FlowDetail,
-    FlowFilter, FlowRecord, FlowState, FlowStore, Intention, MemoryStore, NewFlow, Retry, Values, WriteBatch,
+    FlowFilter, FlowRecord, FlowState, FlowStore, Intention, MemoryStore, NewFlow, Retry, WriteBatch,
     async_trait,
 };
 use proptest::prelude::*;
@@ -63,7 +63,10 @@ fn build(n: usize, edges: &[(usize, usize)], fail: Option<usize>, retry: bool, l
     flow
 }
 
-fn scenario() -> impl Strategy<Value = (usize, Vec<(usize, usize)>, Option<usize>, usize, bool, usize)> {
+/// (atoms, edges, failing atom, writes before the crash, under a retry, concurrency).
+type Scenario = (usize, Vec<(usize, usize)>, Option<usize>, usize, bool, usize);
+
+fn scenario() -> impl Strategy<Value = Scenario> {
     (2usize..9).prop_flat_map(|n| {
         let pairs: Vec<(usize, usize)> = (0..n).flat_map(|i| (i + 1..n).map(move |j| (i, j))).collect();
         let edges = proptest::sample::subsequence(pairs.clone(), 0..=pairs.len());
