@@ -89,7 +89,8 @@ impl Engine {
         let spec = FlowSpec { inputs, ..FlowSpec::default() };
         match self.run_spec(flow, spec, &CancellationToken::new()).await? {
             Outcome::Success(v) => Ok(v),
-            Outcome::Suspended => Err(EngineError::Store("the flow was suspended".into())),
+            // Nothing cancels this run, so it cannot be suspended; say so rather than panic.
+            Outcome::Suspended => Err(EngineError::Suspended { flow_id: flow.name().to_owned() }),
         }
     }
 
@@ -106,7 +107,7 @@ impl Engine {
         let new = self.new_flow(flow.name(), id, spec, true);
         let (record, created) = self.store.create_flow(&new).await?;
         if !created {
-            return Err(EngineError::Store(format!("flow {} exists already", record.id)));
+            return Err(EngineError::AlreadyExists { flow_id: record.id });
         }
         self.drive(flow, &record, &[], cancel).await
     }

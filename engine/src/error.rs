@@ -25,6 +25,10 @@ pub enum EngineError {
     IllegalFlowTransition { flow: String, from: FlowState, to: FlowState },
     #[error("flow {flow_id}: this worker no longer holds its lease (another one claimed it)")]
     LeaseLost { flow_id: String },
+    #[error("flow {flow_id} exists already (hand-offs use Engine::submit)")]
+    AlreadyExists { flow_id: String },
+    #[error("flow {flow_id} was suspended")]
+    Suspended { flow_id: String },
     #[error("flow {flow_id} was not found")]
     NotFound { flow_id: String },
     #[error("no factory is registered for flow name {0:?}")]

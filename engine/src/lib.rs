@@ -16,6 +16,43 @@
 //! ([`AtomSpec::inject`]) wins, then the flow's inputs, then the nearest upstream atom
 //! that provides the symbol (after [`AtomSpec::rebind`]).
 //!
+//! ```
+//! use std::sync::Arc;
+//! use ember_engine::{async_trait, Context, Engine, Failure, Flow, Key, MemoryStore, Task, Values};
+//!
+//! const SIZE: Key<u64> = Key::new("size");
+//! const RESERVATION: Key<u64> = Key::new("reservation");
+//!
+//! /// Reserves quota for the volume. Revert: releases the reservation.
+//! struct QuotaReserve;
+//!
+//! #[async_trait]
+//! impl Task for QuotaReserve {
+//!     fn name(&self) -> &str {
+//!         "quota_reserve"
+//!     }
+//!     fn requires(&self) -> &[&'static str] {
+//!         const R: &[&str] = &[SIZE.name()];
+//!         R
+//!     }
+//!     fn provides(&self) -> &[&'static str] {
+//!         const P: &[&str] = &[RESERVATION.name()];
+//!         P
+//!     }
+//!     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+//!         Ok(Values::new().with(&RESERVATION, ctx.get(&SIZE)? * 1024))
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let flow = Flow::linear("create_volume").add(QuotaReserve).inputs(&[SIZE.name()]).compile()?;
+//! let engine = Engine::new(Arc::new(MemoryStore::new()));
+//! let out = engine.run(&flow, Values::new().with(&SIZE, 2)).await?;
+//! assert_eq!(out.get(&RESERVATION).unwrap(), Some(2048));
+//! # Ok::<(), ember_engine::EngineError>(())
+//! # }).unwrap();
+//! ```
+//!
 //! # Running
 //!
 //! An [`Engine`] runs a compiled flow: atoms whose predecessors all succeeded run

@@ -62,8 +62,10 @@ impl Registry {
 pub struct WorkerOptions {
     /// The engine options; `owner` is this worker's id and `lease` the claim lease.
     pub engine: EngineOptions,
-    /// Claim flows of these topics.
+    /// Claim flows of these topics...
     pub topics: Vec<String>,
+    /// ...and flows of these names, whatever their topic.
+    pub flow_names: Vec<String>,
     /// How often to look for claimable flows without being woken.
     pub sweep_interval: Duration,
     /// At most this many flows at once.
@@ -75,6 +77,7 @@ impl Default for WorkerOptions {
         Self {
             engine: EngineOptions::default(),
             topics: vec!["local".to_owned()],
+            flow_names: Vec::new(),
             sweep_interval: Duration::from_secs(5),
             max_flows: 64,
         }
@@ -162,7 +165,7 @@ impl Worker {
         let req = ClaimRequest {
             owner: self.opts.engine.owner.clone(),
             topics: self.opts.topics.clone(),
-            names: Vec::new(),
+            names: self.opts.flow_names.clone(),
             lease_until: now + self.opts.engine.lease.as_millis() as i64,
             now,
             limit,

@@ -363,3 +363,53 @@ async fn listeners_see_flow_and_atom_transitions() {
         .collect();
     assert_eq!(flows, [FlowState::Running, FlowState::Success]);
 }
+
+/// Cancels a token when a retry starts waiting out its backoff.
+struct CancelOnRetrying(tokio_util::sync::CancellationToken);
+
+impl ember_engine::Listener for CancelOnRetrying {
+    fn on_event(&self, event: &ember_engine::Event) {
+        if let ember_engine::Event::Atom { to: AtomState::Retrying, .. } = event {
+            self.0.cancel();
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn suspension_does_not_wait_out_a_retry_backoff() {
+    let log = new_log();
+    let flow = Flow::linear("f").add(
+        Flow::linear("sub")
+            .retry(Retry::times("r", 3).backoff(Backoff::Fixed(Duration::from_secs(3600))))
+            .add(Probe::new("b", &log).failing(1)),
+    );
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(store.clone()).with_listener(Arc::new(CancelOnRetrying(cancel.clone())));
+    let start = tokio::time::Instant::now();
+    let spec = ember_engine::FlowSpec { id: Some("s".into()), ..Default::default() };
+    let out = engine.run_spec(&flow.compile().unwrap(), spec, &cancel).await.unwrap();
+    assert!(matches!(out, ember_engine::Outcome::Suspended));
+    assert!(start.elapsed() < Duration::from_secs(3600));
+    let detail = store.get_flow("s").await.unwrap().unwrap();
+    assert_eq!(detail.flow.state, FlowState::Suspended);
+    let r = detail.atoms.iter().find(|a| a.name == "r").unwrap();
+    assert_eq!((r.state, r.history.as_ref().map(Vec::len)), (AtomState::Retrying, Some(1)));
+}
+
+#[tokio::test]
+async fn links_between_subflows_join_every_sink_to_every_source() {
+    let log = new_log();
+    let left = Flow::unordered("left").add(Probe::new("l1", &log)).add(Probe::new("l2", &log));
+    let right = Flow::unordered("right").add(Probe::new("r1", &log)).add(Probe::new("r2", &log));
+    let flow = Flow::graph("g").add(right).add(left).link("left", "right");
+    let compiled = flow.compile().unwrap();
+    let mut edges: Vec<_> = compiled.edges().map(|(u, v)| format!("{u}->{v}")).collect();
+    edges.sort();
+    assert_eq!(edges, ["l1->r1", "l1->r2", "l2->r1", "l2->r2"]);
+    let engine = Engine::new(Arc::new(MemoryStore::new()));
+    engine.run(&compiled, Values::new()).await.unwrap();
+    let calls = log.lock().clone();
+    let pos = |s: &str| calls.iter().position(|c| c == s).unwrap();
+    assert!(pos("l1.execute").max(pos("l2.execute")) < pos("r1.execute").min(pos("r2.execute")), "{calls:?}");
+}

@@ -107,6 +107,56 @@ proptest! {
     }
 
     #[test]
+    fn retried_random_dags_undo_every_failed_attempt(
+        (n, edges, fail, conc) in dag(),
+        attempts in 1u32..4,
+        failures in 0u32..4,
+    ) {
+        let log = Log::default();
+        let mut flow = Flow::graph("g").retry(Retry::times("r", attempts));
+        let failing = fail.unwrap_or(0);
+        for i in 0..n {
+            let p = Probe::new(&format!("a{i}"), &log);
+            flow = flow.add(if i == failing { p.failing(failures) } else { p });
+        }
+        for (u, v) in &edges {
+            flow = flow.link(format!("a{u}"), format!("a{v}"));
+        }
+        let listener = CaptureListener::new();
+        let opts = EngineOptions { max_concurrency: conc, ..Default::default() };
+        let engine = Engine::with_options(Arc::new(MemoryStore::new()), opts).with_listener(listener.clone());
+        let result = runtime().block_on(engine.run(&flow.compile().unwrap(), Values::new()));
+        assert_legal(&listener);
+        prop_assert_eq!(result.is_ok(), failures < attempts);
+        let calls = log.lock().clone();
+        let count = |s: String| calls.iter().filter(|c| **c == s).count();
+        prop_assert_eq!(count(format!("a{failing}.execute")) as u32, (failures + 1).min(attempts));
+        for i in 0..n {
+            let (ex, rv) = (count(format!("a{i}.execute")), count(format!("a{i}.revert")));
+            let left = if result.is_ok() { 1 } else { 0 };
+            prop_assert_eq!(ex - rv.min(ex), left, "a{}: {} executes, {} reverts", i, ex, rv);
+            prop_assert!(rv <= ex);
+        }
+    }
+
+    #[test]
+    fn nested_retries_multiply_their_attempts(outer in 1u32..4, inner in 1u32..4, failures in 0u32..12) {
+        let log = Log::default();
+        let sub = Flow::linear("in").retry(Retry::times("r_in", inner)).add(Probe::new("y", &log).failing(failures));
+        let flow = Flow::linear("out").retry(Retry::times("r_out", outer)).add(Probe::new("x", &log)).add(sub);
+        let listener = CaptureListener::new();
+        let engine = Engine::new(Arc::new(MemoryStore::new())).with_listener(listener.clone());
+        let result = runtime().block_on(engine.run(&flow.compile().unwrap(), Values::new()));
+        assert_legal(&listener);
+        let runs = (failures + 1).min(outer * inner);
+        let count = |s: &str| log.lock().iter().filter(|c| *c == s).count() as u32;
+        prop_assert_eq!(result.is_ok(), failures < outer * inner);
+        prop_assert_eq!(count("y.execute"), runs);
+        prop_assert_eq!(count("x.execute"), runs.div_ceil(inner));
+        prop_assert_eq!(count("x.revert") + u32::from(result.is_ok()), count("x.execute"));
+    }
+
+    #[test]
     fn random_state_sequences_follow_the_table(steps in proptest::collection::vec(0usize..9, 1..30)) {
         // Drive random events through the table: a legal path never reaches a state from
         // which the table allows nothing but an illegal move.

@@ -144,7 +144,13 @@ async fn shutdown_suspends_and_releases_then_a_worker_finishes() {
     let rec = store.get_flow("s").await.unwrap().unwrap().flow;
     assert_eq!((rec.state, rec.owner), (FlowState::Suspended, None));
 
-    let opts = WorkerOptions { sweep_interval: Duration::from_millis(20), ..Default::default() };
+    // This worker claims by flow name, not by topic.
+    let opts = WorkerOptions {
+        topics: vec![],
+        flow_names: vec!["lin".into()],
+        sweep_interval: Duration::from_millis(20),
+        ..Default::default()
+    };
     let worker = Worker::new(store.clone(), registry, opts);
     worker.handle().wake();
     let shutdown = CancellationToken::new();

@@ -33,6 +33,9 @@ use crate::{Db, with_pool};
 
 type EResult<T> = Result<T, EngineError>;
 
+/// How long the writer keeps its connection while no write is queued.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// At most this many queued writes share one transaction.
 const MAX_GROUP: usize = 256;
 
@@ -148,8 +151,9 @@ impl SqlFlowStore {
     }
 }
 
-/// The writer's own connection, held across groups (re-opened after an error), so a group
-/// costs BEGIN, its statements and COMMIT, with no pool round trip.
+/// The writer's own connection, held across groups while writes keep coming (and re-opened
+/// after an error), so a group costs BEGIN, its statements and COMMIT, with no pool round
+/// trip.
 enum Conn {
     Sqlite(PoolConnection<Sqlite>),
     Postgres(PoolConnection<Postgres>),
@@ -175,7 +179,20 @@ async fn connect(db: &Db) -> Result<Conn, sqlx::Error> {
 async fn writer(db: Db, mut rx: mpsc::Receiver<Queued>) {
     let mut group: Vec<Queued> = Vec::with_capacity(MAX_GROUP);
     let mut conn: Option<Conn> = None;
-    while let Some(first) = rx.recv().await {
+    loop {
+        // The connection goes back to the pool once the queue has been idle for a moment,
+        // so `Db::close` (which waits for every connection) is not held up by the writer.
+        let first = match tokio::time::timeout(IDLE_RELEASE, rx.recv()).await {
+            Ok(Some(q)) => q,
+            Ok(None) => break,
+            Err(_) => {
+                conn = None;
+                match rx.recv().await {
+                    Some(q) => q,
+                    None => break,
+                }
+            }
+        };
         group.push(first);
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -251,15 +268,28 @@ fn upsert_sql(n: usize) -> String {
     sql
 }
 
-/// Applies a group of jobs in one transaction; a fenced-off write fails alone.
-async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResult<bool>>, sqlx::Error> {
-    const CREATE: &str = "INSERT INTO flows (id, name, inputs, state, owner, lease_expires_at, claim_epoch, \
-        topic, subject, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
-        ON CONFLICT (id) DO NOTHING";
-    with_conn!(conn, |c| {
-        let mut tx = sqlx::Connection::begin(&mut **c).await?;
-        let mut results = Vec::with_capacity(group.len());
-        for q in group {
+const CREATE: &str = "INSERT INTO flows (id, name, inputs, state, owner, lease_expires_at, claim_epoch, \
+    topic, subject, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+    ON CONFLICT (id) DO NOTHING";
+
+/// How many statements a group takes.
+fn statements(group: &[Queued]) -> usize {
+    group
+        .iter()
+        .map(|q| match &q.job {
+            Job::Create(_) => 1,
+            Job::Write { state, ownership, atoms, .. } => {
+                usize::from(state.is_some() || *ownership != Ownership::Keep) + usize::from(!atoms.is_empty())
+            }
+        })
+        .sum()
+}
+
+/// Runs a group's statements on `$ex` (a `&mut` connection); evaluates to the results.
+macro_rules! apply_group {
+    ($ex:ident, $group:expr, $now:expr) => {{
+        let mut results = Vec::with_capacity($group.len());
+        for q in $group {
             match &q.job {
                 Job::Create(f) => {
                     let done = sqlx::query(CREATE)
@@ -273,7 +303,7 @@ async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResu
                         .bind(&f.topic)
                         .bind(&f.subject)
                         .bind(f.created_at)
-                        .execute(&mut *tx)
+                        .execute(&mut *$ex)
                         .await?;
                     results.push(Ok(done.rows_affected() == 1));
                 }
@@ -286,12 +316,12 @@ async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResu
                             ownership_sql(*ownership)
                         );
                         let done = sqlx::query(&sql)
-                            .bind(now)
+                            .bind($now)
                             .bind(*state)
                             .bind(&*fence.flow_id)
                             .bind(&*fence.owner)
                             .bind(fence.epoch)
-                            .execute(&mut *tx)
+                            .execute(&mut *$ex)
                             .await?;
                         held = done.rows_affected() == 1;
                     }
@@ -299,7 +329,7 @@ async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResu
                         let sql = upsert_sql(atoms.len());
                         let mut query = sqlx::query(&sql)
                             .bind(&*fence.flow_id)
-                            .bind(now)
+                            .bind($now)
                             .bind(&*fence.owner)
                             .bind(fence.epoch);
                         for a in atoms {
@@ -314,7 +344,7 @@ async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResu
                                 .bind(&a.history)
                                 .bind(a.attempts);
                         }
-                        held = query.execute(&mut *tx).await?.rows_affected() > 0;
+                        held = query.execute(&mut *$ex).await?.rows_affected() > 0;
                     }
                     results.push(if held {
                         Ok(true)
@@ -324,8 +354,28 @@ async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResu
                 }
             }
         }
-        tx.commit().await?;
-        Ok(results)
+        results
+    }};
+}
+
+/// Applies a group of jobs atomically; a fenced-off write fails alone. A group of one
+/// statement (a flow's step while no other flow writes) runs without BEGIN and COMMIT:
+/// one statement is atomic on its own, and this saves two round trips.
+async fn commit(conn: &mut Conn, group: &[Queued], now: i64) -> Result<Vec<EResult<bool>>, sqlx::Error> {
+    let single = statements(group) <= 1;
+    with_conn!(conn, |c| {
+        if single {
+            let ex = &mut **c;
+            Ok(apply_group!(ex, group, now))
+        } else {
+            let mut tx = sqlx::Connection::begin(&mut **c).await?;
+            let results = {
+                let ex = &mut *tx;
+                apply_group!(ex, group, now)
+            };
+            tx.commit().await?;
+            Ok(results)
+        }
     })
 }
 

@@ -12,22 +12,41 @@ use ember_db::flow_store::SqlFlowStore;
 use ember_db::testing::TestDb;
 use ember_db::{Db, DbOptions};
 use ember_engine::{
-    Context, EngineOptions, Failure, Flow, FlowSpec, FlowState, FlowStore, Key, Registry, Task, Values,
-    Worker, WorkerOptions, async_trait,
+    AtomState, Context, EngineOptions, Failure, Flow, FlowSpec, FlowState, FlowStore, Key, Registry,
+    RevertContext, Task, Values, Worker, WorkerOptions, async_trait,
 };
 use tokio_util::sync::CancellationToken;
 
 const DIR: Key<String> = Key::new("dir");
+/// "execute": the child dies inside task k's execute; "revert": t10 fails and the child
+/// dies inside task k's revert.
+const MODE: Key<String> = Key::new("mode");
 const TASKS: usize = 10;
 const CHILD_ENV: &str = "EMBER_CRASH_CHILD";
 const TOPIC: &str = "crash";
 
-/// Appends a line to `<dir>/<name>.count` on every execute; blocks forever inside task
-/// `block` after writing `<dir>/inside`, when this process is the crash child.
+/// Appends a line to `<dir>/<name>.count` on every execute (`.revert` on every revert);
+/// blocks forever inside task `block` after writing `<dir>/inside`, when this process is
+/// the crash child.
 struct Counted {
     name: String,
     index: usize,
     block: Option<usize>,
+    in_revert: bool,
+}
+
+async fn count(dir: &Path, file: &str, attempt: u32) -> Result<(), Failure> {
+    let path = dir.join(file);
+    let mut old = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+    old.push_str(&format!("attempt {attempt}\n"));
+    tokio::fs::write(&path, old).await?;
+    Ok(())
+}
+
+async fn block_here(dir: &Path, name: &str) -> Result<(), Failure> {
+    tokio::fs::write(dir.join("inside"), name.as_bytes()).await?;
+    std::future::pending::<()>().await;
+    Ok(())
 }
 
 #[async_trait]
@@ -41,24 +60,33 @@ impl Task for Counted {
     }
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
         let dir = PathBuf::from(ctx.get(&DIR)?);
-        let path = dir.join(format!("{}.count", self.name));
-        let mut old = tokio::fs::read_to_string(&path).await.unwrap_or_default();
-        old.push_str(&format!("attempt {}\n", ctx.attempt()));
-        tokio::fs::write(&path, old).await?;
-        if self.block == Some(self.index) {
-            tokio::fs::write(dir.join("inside"), self.name.as_bytes()).await?;
-            std::future::pending::<()>().await;
+        count(&dir, &format!("{}.count", self.name), ctx.attempt()).await?;
+        if self.in_revert && self.index == TASKS {
+            return Err(Failure::new("Planned", "the last task fails so that the flow reverts"));
+        }
+        if !self.in_revert && self.block == Some(self.index) {
+            block_here(&dir, &self.name).await?;
         }
         Ok(Values::new())
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        let dir = PathBuf::from(ctx.get(&DIR)?);
+        count(&dir, &format!("{}.revert", self.name), ctx.attempt()).await?;
+        if self.in_revert && self.block == Some(self.index) {
+            block_here(&dir, &self.name).await?;
+        }
+        Ok(())
     }
 }
 
 fn registry(block: Option<usize>) -> Registry {
     let mut r = Registry::new();
-    r.register("ten", move |_inputs: &Values| {
+    r.register("ten", move |inputs: &Values| {
+        let in_revert = inputs.get(&MODE).ok().flatten().as_deref() == Some("revert");
         let mut f = Flow::linear("ten");
         for i in 1..=TASKS {
-            f.push(Counted { name: format!("t{i}"), index: i, block });
+            f.push(Counted { name: format!("t{i}"), index: i, block, in_revert });
         }
         Ok(f)
     });
@@ -75,13 +103,18 @@ fn worker(store: Arc<dyn FlowStore>, owner: &str, block: Option<usize>, lease_ms
         topics: vec![TOPIC.to_owned()],
         sweep_interval: Duration::from_millis(50),
         max_flows: 4,
+        ..WorkerOptions::default()
     };
     Worker::new(store, registry(block), opts)
 }
 
 fn counts(dir: &Path) -> Vec<usize> {
+    calls(dir, "count")
+}
+
+fn calls(dir: &Path, ext: &str) -> Vec<usize> {
     (1..=TASKS)
-        .map(|i| std::fs::read_to_string(dir.join(format!("t{i}.count"))).map_or(0, |s| s.lines().count()))
+        .map(|i| std::fs::read_to_string(dir.join(format!("t{i}.{ext}"))).map_or(0, |s| s.lines().count()))
         .collect()
 }
 
@@ -107,13 +140,14 @@ async fn crash_child() {
         return;
     };
     let k: usize = k.parse().unwrap();
+    let mode = std::env::var("EMBER_CRASH_MODE").unwrap_or_else(|_| "execute".into());
     let db = Db::connect(&DbOptions::new(&url)).await.unwrap();
     let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(db));
     let w = worker(store.clone(), "child", Some(k), 300);
     let spec = FlowSpec {
         id: Some("crash-flow".into()),
         topic: Some(TOPIC.into()),
-        inputs: Values::new().with(&DIR, dir),
+        inputs: Values::new().with(&DIR, dir).with(&MODE, mode),
         ..Default::default()
     };
     w.engine().submit("ten", spec).await.unwrap();
@@ -122,42 +156,52 @@ async fn crash_child() {
     panic!("the crash child must be killed inside task {k}");
 }
 
+/// Runs the child until it is inside task k (in `mode`), kills it with SIGKILL, checks
+/// the stored state, resumes the flow with a worker of this process and waits for `end`.
+async fn crash_and_resume(
+    k: usize,
+    mode: &str,
+    end: FlowState,
+) -> (tempfile::TempDir, Arc<dyn FlowStore>, TestDb) {
+    let tdb = TestDb::sqlite().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, k.to_string())
+        .env("EMBER_CRASH_MODE", mode)
+        .env("EMBER_CRASH_DIR", dir.path())
+        .env("EMBER_CRASH_URL", &tdb.url)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.path().join("inside").exists() {
+        assert!(Instant::now() < deadline, "the child never reached task {k}");
+        assert!(child.try_wait().unwrap().is_none(), "the child exited before task {k}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(tdb.db.clone()));
+    let stored = store.get_flow("crash-flow").await.unwrap().unwrap();
+    let caught = if mode == "execute" { AtomState::Running } else { AtomState::Reverting };
+    let busy: Vec<_> = stored.atoms.iter().filter(|a| a.state == caught).map(|a| a.name.clone()).collect();
+    assert_eq!(busy, [format!("t{k}")], "k={k}: exactly the killed task is {caught}");
+
+    let shutdown = CancellationToken::new();
+    let w = worker(store.clone(), "resumer", None, 300);
+    let task = tokio::spawn(w.run(shutdown.clone()));
+    wait_for_state(&*store, "crash-flow", end, Duration::from_secs(30)).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    (dir, store, tdb)
+}
+
 #[tokio::test]
 async fn sigkill_inside_any_task_resumes_with_each_finished_task_run_once() {
     for k in 1..=TASKS {
-        let tdb = TestDb::sqlite().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, k.to_string())
-            .env("EMBER_CRASH_DIR", dir.path())
-            .env("EMBER_CRASH_URL", &tdb.url)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !dir.path().join("inside").exists() {
-            assert!(Instant::now() < deadline, "the child never reached task {k}");
-            assert!(child.try_wait().unwrap().is_none(), "the child exited before task {k}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-
-        let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(tdb.db.clone()));
-        let stored = store.get_flow("crash-flow").await.unwrap().unwrap();
-        let running: Vec<_> =
-            stored.atoms.iter().filter(|a| a.state == ember_engine::AtomState::Running).collect();
-        assert_eq!(running.len(), 1, "k={k}: exactly the killed task is RUNNING");
-        assert_eq!(running[0].name, format!("t{k}"));
-
-        let shutdown = CancellationToken::new();
-        let w = worker(store.clone(), "resumer", None, 300);
-        let task = tokio::spawn(w.run(shutdown.clone()));
-        wait_for_state(&*store, "crash-flow", FlowState::Success, Duration::from_secs(30)).await;
-        shutdown.cancel();
-        task.await.unwrap().unwrap();
-
+        let (dir, store, tdb) = crash_and_resume(k, "execute", FlowState::Success).await;
         let c = counts(dir.path());
         for (i, n) in c.iter().enumerate() {
             let want = if i + 1 == k { 2 } else { 1 };
@@ -166,6 +210,20 @@ async fn sigkill_inside_any_task_resumes_with_each_finished_task_run_once() {
         let detail = store.get_flow("crash-flow").await.unwrap().unwrap();
         let attempts = detail.atoms.iter().find(|a| a.name == format!("t{k}")).unwrap().attempts;
         assert_eq!(attempts, 2, "the re-executed task sees attempt 2");
+        tdb.cleanup().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn sigkill_inside_any_revert_goes_on_reverting() {
+    for k in 1..TASKS {
+        let (dir, _store, tdb) = crash_and_resume(k, "revert", FlowState::Reverted).await;
+        assert_eq!(counts(dir.path()), [1; TASKS], "k={k}: no execute runs again");
+        let r = calls(dir.path(), "revert");
+        for (i, n) in r.iter().enumerate() {
+            let want = if i + 1 == k { 2 } else { 1 };
+            assert_eq!(*n, want, "k={k}: t{} reverted {n} times; all {r:?}", i + 1);
+        }
         tdb.cleanup().await.unwrap();
     }
 }

@@ -1,6 +1,9 @@
 //! One run of a compiled flow: readiness by in-degree counters, bounded concurrency,
 //! failure handling (retry scopes, revert-all), and one store write per step.
 
+mod resume;
+mod revert;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -14,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::compile::{Inner, Work};
 use crate::error::{EngineError, Result};
 use crate::listener::{Event, Listener};
-use crate::retry::{Attempt, Decision, History};
+use crate::retry::{Attempt, History};
 use crate::state::{AtomState, FlowState, Intention, Transitions, can_transition_atom};
 use crate::store::{AtomRecord, AtomWrite, Fence, FlowStore, Ownership, WriteBatch, now_ms};
-use crate::task::{Context, RevertContext};
+use crate::task::{Context, RevertContext, Task};
 use crate::value::{Failure, Values};
 
 /// How a run ended when it did not fail.
@@ -90,6 +93,8 @@ pub(crate) struct Run<'a> {
     ready: VecDeque<u32>,
     ready_revert: VecDeque<u32>,
     timers: Vec<(u32, Duration)>,
+    /// Retry delays in flight: a suspension does not wait for them.
+    pending_timers: usize,
     in_flight: usize,
     revert_all: bool,
     stopping: bool,
@@ -118,6 +123,7 @@ impl<'a> Run<'a> {
             ready: VecDeque::new(),
             ready_revert: VecDeque::new(),
             timers: Vec::new(),
+            pending_timers: 0,
             in_flight: 0,
             revert_all: false,
             stopping: false,
@@ -156,6 +162,7 @@ impl<'a> Run<'a> {
                 running.push(s);
             }
             for (r, delay) in self.timers.drain(..) {
+                self.pending_timers += 1;
                 running.push(Box::pin(async move {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
@@ -163,7 +170,7 @@ impl<'a> Run<'a> {
                     Done::Timer(r)
                 }));
             }
-            if running.is_empty() {
+            if running.is_empty() || (self.stopping && running.len() == self.pending_timers) {
                 break;
             }
             tokio::select! {
@@ -179,6 +186,8 @@ impl<'a> Run<'a> {
                 () = &mut renew => {
                     let until = now_ms() + self.env.lease.as_millis() as i64;
                     if !self.env.store.renew(&self.fence, until).await? {
+                        tracing::warn!(flow_id = %self.fence.flow_id, flow = %self.flow_name,
+                            "lease lost to another worker; abandoning the run");
                         return Err(EngineError::LeaseLost { flow_id: self.fence.flow_id.to_string() });
                     }
                     renew.as_mut().reset(tokio::time::Instant::now() + period);
@@ -187,89 +196,6 @@ impl<'a> Run<'a> {
             }
         }
         self.finish().await
-    }
-
-    /// Loads stored atoms into the runtime state.
-    fn restore(&mut self, records: &[AtomRecord]) -> Result<()> {
-        let by_name: std::collections::HashMap<&str, u32> =
-            self.flow.nodes.iter().enumerate().map(|(i, n)| (n.name.as_ref(), i as u32)).collect();
-        let failures = Arc::make_mut(&mut self.failures);
-        for rec in records {
-            let Some(&i) = by_name.get(rec.name.as_str()) else { continue };
-            let rt = &mut self.atoms[i as usize];
-            rt.state = Some(rec.state);
-            rt.intention = Some(rec.intention);
-            rt.attempts = rec.attempts;
-            rt.result = rec.result.clone();
-            rt.failure = rec.failure.clone();
-            rt.revert_failure = rec.revert_failure.clone();
-            rt.history = rec.history.clone().map(Arc::new);
-            if let Some(f) = &rec.failure {
-                failures.insert(self.flow.nodes[i as usize].name.clone(), f.clone());
-            }
-            if rec.state == AtomState::RevertFailure {
-                self.revert_failure = Some(i);
-            }
-        }
-        for i in 0..self.atoms.len() {
-            let done = self.flow.pred[i]
-                .iter()
-                .filter(|&&p| {
-                    matches!(self.atoms[p as usize].state(), AtomState::Success | AtomState::Ignore)
-                })
-                .count();
-            self.atoms[i].waiting = (self.flow.pred[i].len() - done) as u32;
-        }
-        self.first_failure = self.failures.keys().next().and_then(|n| by_name.get(n.as_ref()).copied());
-        Ok(())
-    }
-
-    /// After a restore: picks up RETRY decisions and revert-all, and queues what to run.
-    fn resume_queues(&mut self) {
-        for r in 0..self.atoms.len() as u32 {
-            let rt = &self.atoms[r as usize];
-            if rt.intention() == Intention::Retry && rt.state() == AtomState::Success {
-                let (a, b) = self.flow.nodes[r as usize].scope;
-                let outstanding = (a..b).filter(|&j| self.atoms[j as usize].ran()).count() as u32;
-                let rt = &mut self.atoms[r as usize];
-                rt.active = true;
-                rt.outstanding = outstanding;
-            }
-        }
-        self.revert_all = (0..self.atoms.len() as u32).any(|i| {
-            let rt = &self.atoms[i as usize];
-            rt.intention() == Intention::Revert
-                && rt.state() != AtomState::Pending
-                && self.active_retry_of(i).is_none()
-        });
-        for i in 0..self.atoms.len() as u32 {
-            let rt = &self.atoms[i as usize];
-            match (rt.state(), rt.intention()) {
-                (AtomState::Running, Intention::Execute) if !self.revert_all => self.ready.push_back(i),
-                (AtomState::Pending, Intention::Execute) if rt.waiting == 0 && !self.revert_all => {
-                    self.ready.push_back(i)
-                }
-                (AtomState::Retrying, _) => self.timers.push((i, Duration::ZERO)),
-                _ => self.try_revert_ready(i),
-            }
-        }
-        for r in 0..self.atoms.len() as u32 {
-            if self.atoms[r as usize].active && self.atoms[r as usize].outstanding == 0 {
-                let _ = self.complete_retry(r);
-            }
-        }
-    }
-
-    /// The innermost retry carrying out a RETRY decision whose subflow holds `i`.
-    fn active_retry_of(&self, i: u32) -> Option<u32> {
-        let mut r = self.flow.nodes[i as usize].retry;
-        while let Some(x) = r {
-            if self.atoms[x as usize].active {
-                return Some(x);
-            }
-            r = self.flow.nodes[x as usize].retry;
-        }
-        None
     }
 
     fn mark(&mut self, i: u32) {
@@ -390,13 +316,17 @@ impl<'a> Run<'a> {
             }
             let Some(i) = self.ready.pop_front() else { break };
             let rt = &self.atoms[i as usize];
-            let startable = matches!(rt.state(), AtomState::Pending | AtomState::Retrying)
+            // Entries can be stale: the atom may have been started, or a retry may have
+            // decided to revert its subflow (and reset it) since the atom was queued.
+            let startable = (matches!(rt.state(), AtomState::Pending | AtomState::Retrying)
+                && rt.waiting == 0)
                 || (rt.state() == AtomState::Running && !rt.live);
-            if !startable || rt.intention() != Intention::Execute {
+            if !startable || rt.intention() != Intention::Execute || self.active_retry_of(i).is_some() {
                 continue;
             }
-            match &self.flow.nodes[i as usize].work {
-                Work::Task(_) => starts.push(self.start_exec(i)?),
+            let flow = self.flow;
+            match &flow.nodes[i as usize].work {
+                Work::Task(task) => starts.push(self.start_exec(i, task.clone())?),
                 Work::Retry(_) => self.run_retry(i)?,
             }
         }
@@ -427,14 +357,12 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn start_exec(&mut self, i: u32) -> Result<BoxFuture<'static, Done>> {
+    fn start_exec(&mut self, i: u32, task: Arc<dyn Task>) -> Result<BoxFuture<'static, Done>> {
         self.atoms[i as usize].attempts += 1;
         self.set_state(i, AtomState::Running)?;
         self.mark(i);
         self.atoms[i as usize].live = true;
         self.in_flight += 1;
-        let Work::Task(task) = &self.flow.nodes[i as usize].work else { unreachable!("tasks only") };
-        let task = task.clone();
         let ctx = self.context(i);
         Ok(Box::pin(async move {
             let r = AssertUnwindSafe(task.execute(&ctx)).catch_unwind().await;
@@ -519,6 +447,7 @@ impl<'a> Run<'a> {
                 }
             }
             Done::Timer(r) => {
+                self.pending_timers -= 1;
                 self.ready.push_front(r);
                 Ok(())
             }
@@ -541,173 +470,6 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    fn on_failure(&mut self, i: u32, f: Failure) -> Result<()> {
-        let name = self.flow.nodes[i as usize].name.clone();
-        tracing::info!(flow_id = %self.fence.flow_id, flow = %self.flow_name, atom = %name, failure = %f, "atom failed");
-        Arc::make_mut(&mut self.failures).insert(name.clone(), f.clone());
-        self.atoms[i as usize].failure = Some(f.clone());
-        self.set_state(i, AtomState::Failure)?;
-        if self.revert_all || self.atoms[i as usize].intention() == Intention::Revert {
-            self.set_intention(i, Intention::Revert)?;
-            self.record_in_history(i, &name, &f);
-            self.try_revert_ready(i);
-            return Ok(());
-        }
-        let mut r = self.flow.nodes[i as usize].retry;
-        while let Some(x) = r {
-            let Work::Retry(retry) = &self.flow.nodes[x as usize].work else { break };
-            let history = self.add_failure(x, &name, &f);
-            match retry.on_failure(&history) {
-                Decision::Retry => return self.activate_retry(x),
-                Decision::Revert => r = self.flow.nodes[x as usize].retry,
-                Decision::RevertAll => break,
-            }
-        }
-        self.first_failure.get_or_insert(i);
-        self.start_revert_all()
-    }
-
-    /// Adds a failure to a retry's current attempt; returns the history.
-    fn add_failure(&mut self, r: u32, atom: &Arc<str>, f: &Failure) -> Arc<History> {
-        let rt = &mut self.atoms[r as usize];
-        let h = Arc::make_mut(rt.history.get_or_insert_with(Default::default));
-        if h.is_empty() {
-            h.push(Attempt::default());
-        }
-        if let Some(last) = h.last_mut() {
-            last.failures.insert(atom.to_string(), f.clone());
-        }
-        let h = rt.history.clone().unwrap_or_default();
-        self.mark(r);
-        h
-    }
-
-    fn record_in_history(&mut self, i: u32, name: &Arc<str>, f: &Failure) {
-        if let Some(r) = self.active_retry_of(i) {
-            self.add_failure(r, name, f);
-        }
-    }
-
-    /// Carries out a RETRY decision: revert the retry's subflow, then run it again.
-    fn activate_retry(&mut self, r: u32) -> Result<()> {
-        self.set_intention(r, Intention::Retry)?;
-        let (a, b) = self.flow.nodes[r as usize].scope;
-        let mut outstanding = 0;
-        for j in a..b {
-            let rt = &mut self.atoms[j as usize];
-            rt.active = false;
-            if rt.ran() {
-                outstanding += 1;
-                self.set_intention(j, Intention::Revert)?;
-            }
-        }
-        let rt = &mut self.atoms[r as usize];
-        rt.active = true;
-        rt.outstanding = outstanding;
-        for j in a..b {
-            self.try_revert_ready(j);
-        }
-        if outstanding == 0 { self.complete_retry(r) } else { Ok(()) }
-    }
-
-    /// The subflow of a retrying controller is reverted: reset it and schedule the retry.
-    fn complete_retry(&mut self, r: u32) -> Result<()> {
-        let (a, b) = self.flow.nodes[r as usize].scope;
-        let failures = Arc::make_mut(&mut self.failures);
-        for j in a..b {
-            failures.remove(&self.flow.nodes[j as usize].name);
-        }
-        for j in a..b {
-            if self.atoms[j as usize].state() == AtomState::Reverted {
-                self.set_state(j, AtomState::Pending)?;
-            }
-            let rt = &mut self.atoms[j as usize];
-            rt.result = None;
-            rt.failure = None;
-            rt.history = None;
-            self.set_intention(j, Intention::Execute)?;
-        }
-        let rt = &mut self.atoms[r as usize];
-        rt.active = false;
-        self.set_intention(r, Intention::Execute)?;
-        self.set_state(r, AtomState::Retrying)?;
-        for j in (a - 1)..b {
-            self.recount(j);
-            for &s in &self.flow.succ[j as usize] {
-                self.recount(s);
-            }
-        }
-        let Work::Retry(retry) = &self.flow.nodes[r as usize].work else { return Ok(()) };
-        let tries = self.atoms[r as usize].history.as_ref().map_or(0, |h| h.len()) as u32;
-        self.timers.push((r, retry.backoff.delay(tries)));
-        Ok(())
-    }
-
-    fn recount(&mut self, j: u32) {
-        let done = self.flow.pred[j as usize]
-            .iter()
-            .filter(|&&p| matches!(self.atoms[p as usize].state(), AtomState::Success | AtomState::Ignore))
-            .count();
-        self.atoms[j as usize].waiting = (self.flow.pred[j as usize].len() - done) as u32;
-    }
-
-    fn start_revert_all(&mut self) -> Result<()> {
-        self.revert_all = true;
-        for j in 0..self.atoms.len() as u32 {
-            self.atoms[j as usize].active = false;
-            if self.atoms[j as usize].ran() {
-                self.set_intention(j, Intention::Revert)?;
-            }
-        }
-        for j in 0..self.atoms.len() as u32 {
-            self.try_revert_ready(j);
-        }
-        Ok(())
-    }
-
-    /// Queues `i` for revert when it is due and no successor still needs reverting.
-    fn try_revert_ready(&mut self, i: u32) {
-        let rt = &self.atoms[i as usize];
-        let revertable = matches!(
-            rt.state(),
-            AtomState::Success | AtomState::Failure | AtomState::Running | AtomState::Reverting
-        );
-        if rt.intention() != Intention::Revert || !revertable || rt.live || rt.queued_revert {
-            return;
-        }
-        let blocked = self.flow.succ[i as usize].iter().any(|&s| {
-            let s = &self.atoms[s as usize];
-            match s.state() {
-                AtomState::Running | AtomState::Reverting | AtomState::RevertFailure => true,
-                AtomState::Success | AtomState::Failure => s.intention() != Intention::Execute,
-                _ => false,
-            }
-        });
-        if !blocked {
-            self.atoms[i as usize].queued_revert = true;
-            self.ready_revert.push_back(i);
-        }
-    }
-
-    fn on_reverted(&mut self, i: u32) -> Result<()> {
-        self.set_state(i, AtomState::Reverted)?;
-        if matches!(self.flow.nodes[i as usize].work, Work::Retry(_)) {
-            self.atoms[i as usize].history = None;
-        }
-        for k in 0..self.flow.pred[i as usize].len() {
-            let p = self.flow.pred[i as usize][k];
-            self.try_revert_ready(p);
-        }
-        if let Some(r) = self.active_retry_of(i) {
-            let rt = &mut self.atoms[r as usize];
-            rt.outstanding = rt.outstanding.saturating_sub(1);
-            if rt.outstanding == 0 {
-                return self.complete_retry(r);
-            }
-        }
-        Ok(())
-    }
-
     /// The end: the final state, written with the last atom changes in one batch.
     async fn finish(mut self) -> Result<Outcome> {
         let all_done = self.atoms.iter().all(|a| matches!(a.state(), AtomState::Success | AtomState::Ignore));
@@ -720,6 +482,9 @@ impl<'a> Run<'a> {
         } else if self.revert_all {
             FlowState::Reverted
         } else {
+            // Nothing runs and nothing is ready, yet atoms are unfinished: a bug of the
+            // engine. End the flow visibly rather than hang.
+            tracing::error!(flow_id = %self.fence.flow_id, flow = %self.flow_name, "flow stalled with unfinished atoms");
             FlowState::Failure
         };
         self.set_flow_state(to)?;
@@ -780,4 +545,40 @@ fn panic_failure(p: Box<dyn std::any::Any + Send>) -> Failure {
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a task panicked".to_owned());
     Failure::new("Panic", msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::Flow;
+    use crate::store::MemoryStore;
+
+    struct Nop;
+
+    #[async_trait::async_trait]
+    impl Task for Nop {
+        fn name(&self) -> &str {
+            "nop"
+        }
+        async fn execute(&self, _ctx: &Context) -> Result<Values, Failure> {
+            Ok(Values::new())
+        }
+    }
+
+    #[test]
+    fn the_runner_refuses_an_illegal_transition() {
+        let flow = Flow::linear("f").add(Nop).compile().unwrap();
+        let store = MemoryStore::new();
+        let env = Env { store: &store, listeners: &[], max_concurrency: 1, lease: Duration::from_secs(1) };
+        let fence = Fence { flow_id: Arc::from("x"), owner: Arc::from("o"), epoch: 1 };
+        let mut run = Run::new(env, &flow.inner, fence, Values::new(), FlowState::Pending);
+        let err = run.set_state(0, AtomState::Reverted).unwrap_err();
+        assert!(matches!(err, EngineError::IllegalAtomTransition { from: AtomState::Pending, .. }), "{err}");
+        assert!(run.set_intention(0, Intention::Revert).is_ok());
+        assert!(matches!(run.set_intention(0, Intention::Retry), Err(EngineError::IllegalIntention { .. })));
+        assert!(matches!(
+            run.set_flow_state(FlowState::Success),
+            Err(EngineError::IllegalFlowTransition { .. })
+        ));
+    }
 }
