@@ -1,0 +1,4 @@
+//! The flows the API process runs synchronously inside a request (Cinder's
+//! `cinder/volume/flows/api` and the API-side halves of delete, extend and snapshots).
+
+pub mod create_volume;
