@@ -61,6 +61,7 @@ pub mod ops;
 pub mod quota;
 pub mod register;
 pub mod scheduler;
+mod tasks;
 
 pub use deps::{Deps, DriverLookup, FlowConfig, LocalWake, Wake};
 pub use error::{Error, Result};

@@ -19,6 +19,11 @@ pub fn volume_deltas(count: i64, size: i64, type_name: &str) -> Vec<(String, i64
     ]
 }
 
+/// The deltas of growing a volume of type `type_name` by `delta` GiB.
+pub fn extend_deltas(delta: i64, type_name: &str) -> Vec<(String, i64)> {
+    vec![(GIGABYTES.to_owned(), delta), (per_type(GIGABYTES, type_name), delta)]
+}
+
 /// The deltas of `count` snapshots of `size` GiB of type `type_name`.
 pub fn snapshot_deltas(count: i64, size: i64, type_name: &str) -> Vec<(String, i64)> {
     vec![

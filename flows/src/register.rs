@@ -17,6 +17,10 @@ fn add(registry: &mut Registry, name: &'static str, deps: &Arc<Deps>, build: fn(
 /// The api role's flows, so a peer API resumes the flows of one that died.
 pub fn register_api(registry: &mut Registry, deps: &Arc<Deps>) {
     add(registry, api::create_volume::FLOW, deps, api::create_volume::get_flow);
+    add(registry, api::delete_volume::FLOW, deps, api::delete_volume::get_flow);
+    add(registry, api::extend_volume::FLOW, deps, api::extend_volume::get_flow);
+    add(registry, api::create_snapshot::FLOW, deps, api::create_snapshot::get_flow);
+    add(registry, api::delete_snapshot::FLOW, deps, api::delete_snapshot::get_flow);
 }
 
 /// The scheduler role's flows; `deps` must hold a scheduler.
@@ -35,5 +39,9 @@ pub fn register_volume(registry: &mut Registry, deps: &Arc<Deps>) -> Result<()> 
         return Err(Error::MissingDependency("drivers for the volume role"));
     }
     add(registry, manager::create_volume::FLOW, deps, manager::create_volume::get_flow);
+    add(registry, manager::delete_volume::FLOW, deps, manager::delete_volume::get_flow);
+    add(registry, manager::extend_volume::FLOW, deps, manager::extend_volume::get_flow);
+    add(registry, manager::create_snapshot::FLOW, deps, manager::create_snapshot::get_flow);
+    add(registry, manager::delete_snapshot::FLOW, deps, manager::delete_snapshot::get_flow);
     Ok(())
 }

@@ -260,3 +260,48 @@ pub fn two_fakes() -> (Vec<Arc<FakeDriver>>, Vec<(&'static str, SharedDriver)>) 
     let shared = BACKENDS.iter().zip(&fakes).map(|(b, f)| (*b, f.clone() as SharedDriver)).collect();
     (fakes, shared)
 }
+
+/// Waits until snapshot `id` satisfies `done`.
+pub async fn wait_snapshot(
+    c: &Cluster,
+    id: &str,
+    done: impl Fn(&ember_common::model::Snapshot) -> bool,
+) -> ember_common::model::Snapshot {
+    use ember_common::repo::SnapshotRepo;
+    let repo = c.repo.clone();
+    let id2 = id.to_owned();
+    poll(
+        Duration::from_secs(30),
+        &format!("snapshot {id}"),
+        move || {
+            let repo = repo.clone();
+            let id = id2.clone();
+            async move { repo.get_snapshot(&id).await.ok() }
+        },
+        done,
+    )
+    .await
+}
+
+/// Waits until volume `id` is gone (soft-deleted).
+pub async fn wait_gone(c: &Cluster, id: &str) {
+    let repo = c.repo.clone();
+    let id2 = id.to_owned();
+    poll(
+        Duration::from_secs(30),
+        &format!("volume {id} to be deleted"),
+        move || {
+            let repo = repo.clone();
+            let id = id2.clone();
+            async move {
+                match repo.get_volume(&id).await {
+                    Err(ember_common::Error::NotFound { .. }) => Some(None),
+                    Ok(v) => Some(Some(v.status)),
+                    Err(_) => None,
+                }
+            }
+        },
+        |s: &Option<VolumeStatus>| s.is_none(),
+    )
+    .await;
+}
