@@ -1,0 +1,158 @@
+//! `volume_delete_api`: the API side of Cinder's `volume.api.API.delete`.
+//!
+//! Steps:
+//!
+//! 1. `VolumeDeleteEntryTask`: compare-and-swap of the volume to `deleting` under Cinder's
+//!    conditions (status, not attached, not migrating, no group, no snapshots).
+//! 2. `QuotaReleaseReserveTask` and 3. `EntryDestroyTask`: for a volume that was never
+//!    scheduled (no host), the API deletes the row and hands its usage back itself, as
+//!    Cinder does; they do nothing for a scheduled volume.
+//! 4. `VolumeDeleteCastTask`: hands a scheduled volume to its backend's
+//!    `volume_delete_manager` flow.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use ember_common::ErrorKind;
+use ember_common::model::{AttachStatus, VolumeChanges, VolumeExpect, VolumeStatus};
+use ember_common::ops::{DeleteVolume, RequestContext};
+use ember_engine::{Context, Failure, Flow, Task, Values, async_trait};
+
+use crate::deps::Deps;
+use crate::error::{domain, fail};
+use crate::handoff::{Handoff, flow_id, hand_off, volume_topic};
+use crate::keys::*;
+use crate::manager::delete_volume::FLOW as MANAGER_FLOW;
+use crate::tasks::{EntryDestroy, QuotaReleaseReserve, Released, backend, own_volume};
+
+/// The flow's name.
+pub const FLOW: &str = "volume_delete_api";
+
+/// The inputs the caller supplies.
+pub const INPUTS: &[&str] = &[CONTEXT.name(), VOLUME_ID.name(), DELETE_OPTIONS.name()];
+
+/// Builds the flow.
+pub fn get_flow(deps: Arc<Deps>) -> Flow {
+    Flow::linear(FLOW)
+        .inputs(INPUTS)
+        .add(VolumeDeleteEntry { deps: deps.clone() })
+        .add(QuotaReleaseReserve { deps: deps.clone(), what: Released::Volume, only_unscheduled: true })
+        .add(EntryDestroy { deps: deps.clone(), what: Released::Volume, only_unscheduled: true })
+        .add(VolumeDeleteCast { deps })
+}
+
+/// The inputs of one delete.
+pub fn inputs(ctx: &RequestContext, id: &str, opts: DeleteVolume) -> Values {
+    Values::new().with(&CONTEXT, ctx.clone()).with(&VOLUME_ID, id.to_owned()).with(&DELETE_OPTIONS, opts)
+}
+
+/// Cinder's message when the delete's compare-and-swap is lost.
+const INVALID: &str = "Invalid volume: Volume status must be available or error or error_restoring or \
+                       error_extending or error_managing and must not be migrating, attached, belong to a \
+                       group, have snapshots or be disassociated from snapshots after volume transfer.";
+
+/// Moves the volume to `deleting` (and sets `terminated_at`) with one compare-and-swap; a
+/// lost swap is Cinder's `InvalidVolume` (400). A re-run after a crash adopts a volume
+/// already in `deleting`.
+/// Revert: nothing (a volume in `deleting` is finished by the delete flow or an admin).
+pub struct VolumeDeleteEntry {
+    deps: Arc<Deps>,
+}
+
+#[async_trait]
+impl Task for VolumeDeleteEntry {
+    fn name(&self) -> &str {
+        "VolumeDeleteEntryTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[CONTEXT.name(), VOLUME_ID.name(), DELETE_OPTIONS.name()] }
+    }
+    fn provides(&self) -> &[&'static str] {
+        const { &[VOLUME.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let rc = ctx.get(&CONTEXT)?;
+        let opts = ctx.get(&DELETE_OPTIONS)?;
+        let id = ctx.get(&VOLUME_ID)?;
+        let current = own_volume(&self.deps, &rc, &id).await?;
+        if opts.cascade {
+            return Err(fail(ErrorKind::BadRequest, "Deleting a volume with cascade is not supported yet."));
+        }
+        if opts.force && !rc.is_admin {
+            return Err(fail(
+                ErrorKind::Forbidden,
+                "Policy doesn't allow volume:force_delete to be performed.",
+            ));
+        }
+        let mut expect = VolumeExpect {
+            attach_status: Some(
+                AttachStatus::ALL.iter().copied().filter(|s| *s != AttachStatus::Attached).collect(),
+            ),
+            group_id: Some(None),
+            no_snapshots: true,
+            ..VolumeExpect::default()
+        }
+        .not_migrating();
+        if !opts.force {
+            expect.status = Some(vec![
+                VolumeStatus::Available,
+                VolumeStatus::Error,
+                VolumeStatus::ErrorRestoring,
+                VolumeStatus::ErrorExtending,
+                VolumeStatus::ErrorManaging,
+            ]);
+        }
+        let changes = VolumeChanges {
+            status: Some(VolumeStatus::Deleting),
+            terminated_at: Some(Some(Utc::now())),
+            ..VolumeChanges::default()
+        };
+        match self.deps.volumes.update_volume(&id, &expect, &changes).await.map_err(domain)? {
+            Some(v) => Ok(Values::new().with(&VOLUME, v)),
+            // An earlier run of this task won the swap and died before its result was stored.
+            None if ctx.attempt() > 1 && current.status == VolumeStatus::Deleting => {
+                Ok(Values::new().with(&VOLUME, current))
+            }
+            None => Err(fail(ErrorKind::BadRequest, INVALID)),
+        }
+    }
+}
+
+/// Hands a scheduled volume to its backend: records `volume_delete_manager` (one per
+/// volume, as a deleted volume never comes back) and wakes `volume.<host@backend>`.
+/// Revert: nothing.
+pub struct VolumeDeleteCast {
+    deps: Arc<Deps>,
+}
+
+#[async_trait]
+impl Task for VolumeDeleteCast {
+    fn name(&self) -> &str {
+        "VolumeDeleteCastTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[CONTEXT.name(), VOLUME.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let v = ctx.get(&VOLUME)?;
+        if v.host.is_none() {
+            return Ok(Values::new());
+        }
+        let backend = backend(&v)?;
+        let inputs = Values::new()
+            .with(&CONTEXT, ctx.get(&CONTEXT)?)
+            .with(&VOLUME_ID, v.id.clone())
+            .with(&BACKEND, backend.clone());
+        let h = Handoff {
+            name: MANAGER_FLOW,
+            id: flow_id(MANAGER_FLOW, &v.id, None),
+            topic: volume_topic(&backend),
+            subject: &v.id,
+            inputs,
+        };
+        hand_off(&self.deps, h).await?;
+        Ok(Values::new())
+    }
+}

@@ -1,0 +1,192 @@
+//! `volume_extend_api`: the API side of Cinder's `volume.api.API.extend`.
+//!
+//! Steps:
+//!
+//! 1. `ExtendVolumeEntryTask`: checks the new size, then compare-and-swap of the volume
+//!    from `available` to `extending` (its status saved in `previous_status`).
+//! 2. `ExtendQuotaReserveTask`: checks `per_volume_gigabytes` and reserves the gigabytes
+//!    the volume grows by (and their per-type copy).
+//! 3. `ExtendVolumeCastTask`: hands the extend to the volume's backend, reservation and all.
+
+use std::sync::Arc;
+
+use ember_common::ErrorKind;
+use ember_common::model::{VolumeChanges, VolumeExpect, VolumeStatus};
+use ember_common::ops::RequestContext;
+use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
+
+use crate::deps::Deps;
+use crate::error::{domain, fail};
+use crate::handoff::{Handoff, flow_id, hand_off, volume_topic};
+use crate::keys::*;
+use crate::manager::extend_volume::FLOW as MANAGER_FLOW;
+use crate::quota::{check_size_limit, extend_deltas, reserve};
+use crate::tasks::{backend, own_volume, type_name};
+
+/// The flow's name.
+pub const FLOW: &str = "volume_extend_api";
+
+/// The inputs the caller supplies.
+pub const INPUTS: &[&str] = &[CONTEXT.name(), VOLUME_ID.name(), SIZE.name()];
+
+/// Builds the flow.
+pub fn get_flow(deps: Arc<Deps>) -> Flow {
+    Flow::linear(FLOW)
+        .inputs(INPUTS)
+        .add(ExtendVolumeEntry { deps: deps.clone() })
+        .add(ExtendQuotaReserve { deps: deps.clone() })
+        .add(ExtendVolumeCast { deps })
+}
+
+/// The inputs of one extend to `new_size` GiB.
+pub fn inputs(ctx: &RequestContext, id: &str, new_size: i64) -> Values {
+    Values::new().with(&CONTEXT, ctx.clone()).with(&VOLUME_ID, id.to_owned()).with(&SIZE, new_size)
+}
+
+/// Checks that the volume grows and is placed, then moves it from `available` to
+/// `extending` with one compare-and-swap (a lost swap is Cinder's `InvalidVolume`).
+/// Revert: back from `extending` to `available`.
+pub struct ExtendVolumeEntry {
+    deps: Arc<Deps>,
+}
+
+#[async_trait]
+impl Task for ExtendVolumeEntry {
+    fn name(&self) -> &str {
+        "ExtendVolumeEntryTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[CONTEXT.name(), VOLUME_ID.name(), SIZE.name()] }
+    }
+    fn provides(&self) -> &[&'static str] {
+        const { &[VOLUME.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let rc = ctx.get(&CONTEXT)?;
+        let id = ctx.get(&VOLUME_ID)?;
+        let new_size = ctx.get(&SIZE)?;
+        let current = own_volume(&self.deps, &rc, &id).await?;
+        if ctx.attempt() > 1 && current.status == VolumeStatus::Extending {
+            // An earlier run of this task won the swap and died before its result was stored.
+            return Ok(Values::new().with(&VOLUME, current));
+        }
+        if new_size <= current.size {
+            return Err(fail(
+                ErrorKind::BadRequest,
+                format!(
+                    "Invalid input received: New size for extend must be greater than current size. \
+                     (current: {}, extended: {new_size}).",
+                    current.size
+                ),
+            ));
+        }
+        backend(&current)?;
+        let changes = VolumeChanges {
+            status: Some(VolumeStatus::Extending),
+            previous_status_from_status: true,
+            ..VolumeChanges::default()
+        };
+        let expect = VolumeExpect {
+            host: Some(current.host.clone()),
+            ..VolumeExpect::status_in(&[VolumeStatus::Available])
+        };
+        match self.deps.volumes.update_volume(&id, &expect, &changes).await.map_err(domain)? {
+            Some(v) => Ok(Values::new().with(&VOLUME, v)),
+            None => Err(fail(
+                ErrorKind::BadRequest,
+                format!(
+                    "Invalid volume: Volume {id} status must be available to extend, but current status is: {}.",
+                    current.status
+                ),
+            )),
+        }
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        if ctx.result().is_none() {
+            return Ok(());
+        }
+        let changes = VolumeChanges {
+            status: Some(VolumeStatus::Available),
+            previous_status: Some(None),
+            ..VolumeChanges::default()
+        };
+        let expect = VolumeExpect::status_in(&[VolumeStatus::Extending]);
+        self.deps.volumes.update_volume(&ctx.get(&VOLUME_ID)?, &expect, &changes).await.map_err(domain)?;
+        Ok(())
+    }
+}
+
+/// Checks `per_volume_gigabytes` against the new size and reserves the growth.
+/// Revert: rolls the reservation back.
+pub struct ExtendQuotaReserve {
+    deps: Arc<Deps>,
+}
+
+#[async_trait]
+impl Task for ExtendQuotaReserve {
+    fn name(&self) -> &str {
+        "ExtendQuotaReserveTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[SIZE.name(), VOLUME.name()] }
+    }
+    fn provides(&self) -> &[&'static str] {
+        const { &[RESERVATIONS.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let v = ctx.get(&VOLUME)?;
+        let new_size = ctx.get(&SIZE)?;
+        check_size_limit(&self.deps, &v.project_id, new_size).await?;
+        let t = type_name(&self.deps, &v.volume_type_id).await?;
+        let ids = reserve(&self.deps, &v.project_id, &extend_deltas(new_size - v.size, &t)).await?;
+        Ok(Values::new().with(&RESERVATIONS, ids))
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        if let Some(ids) = ctx.result().map(|r| r.get(&RESERVATIONS)).transpose()?.flatten() {
+            self.deps.quotas.rollback(&ids).await.map_err(domain)?;
+        }
+        Ok(())
+    }
+}
+
+/// Hands the extend to the volume's backend: records `volume_extend_manager` (one per
+/// volume and new size, sizes only grow) and wakes `volume.<host@backend>`.
+/// Revert: nothing.
+pub struct ExtendVolumeCast {
+    deps: Arc<Deps>,
+}
+
+#[async_trait]
+impl Task for ExtendVolumeCast {
+    fn name(&self) -> &str {
+        "ExtendVolumeCastTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[CONTEXT.name(), VOLUME.name(), SIZE.name(), RESERVATIONS.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let v = ctx.get(&VOLUME)?;
+        let new_size = ctx.get(&SIZE)?;
+        let backend = backend(&v)?;
+        let inputs = Values::new()
+            .with(&CONTEXT, ctx.get(&CONTEXT)?)
+            .with(&VOLUME_ID, v.id.clone())
+            .with(&SIZE, new_size)
+            .with(&RESERVATIONS, ctx.get(&RESERVATIONS)?)
+            .with(&BACKEND, backend.clone());
+        let h = Handoff {
+            name: MANAGER_FLOW,
+            id: flow_id(MANAGER_FLOW, &v.id, u32::try_from(new_size).ok()),
+            topic: volume_topic(&backend),
+            subject: &v.id,
+            inputs,
+        };
+        hand_off(&self.deps, h).await?;
+        Ok(Values::new())
+    }
+}

@@ -1,0 +1,8 @@
+//! The flows the API process runs synchronously inside a request (Cinder's
+//! `cinder/volume/flows/api` and the API-side halves of delete, extend and snapshots).
+
+pub mod create_snapshot;
+pub mod create_volume;
+pub mod delete_snapshot;
+pub mod delete_volume;
+pub mod extend_volume;

@@ -1,0 +1,58 @@
+//! Durable hand-offs: the next flow is recorded as a PENDING, unowned flow with a
+//! deterministic id and a topic, then the topic's workers are woken (see the crate docs).
+
+use ember_engine::{Failure, NewFlow, Values};
+
+use crate::deps::Deps;
+
+/// The topic of api flows (resumed by any API process).
+pub const API_TOPIC: &str = "api";
+/// The topic of scheduler flows.
+pub const SCHEDULER_TOPIC: &str = "scheduler";
+
+/// The topic of the volume manager flows of `backend` (`host@backend`).
+pub fn volume_topic(backend: &str) -> String {
+    format!("volume.{backend}")
+}
+
+/// The deterministic id of flow `name` on resource `id`, for attempt `attempt` if the
+/// operation may run more than once (creates are rescheduled).
+pub fn flow_id(name: &str, id: &str, attempt: Option<u32>) -> String {
+    match attempt {
+        Some(a) => format!("{name}:{id}:{a}"),
+        None => format!("{name}:{id}"),
+    }
+}
+
+/// One flow to hand to another process.
+#[derive(Debug)]
+pub(crate) struct Handoff<'a> {
+    pub name: &'a str,
+    pub id: String,
+    pub topic: String,
+    pub subject: &'a str,
+    pub inputs: Values,
+}
+
+/// Records the flow unless its id exists (insert-or-ignore), then wakes its topic.
+/// Returns whether this call recorded it.
+pub(crate) async fn hand_off(deps: &Deps, h: Handoff<'_>) -> Result<bool, Failure> {
+    let new = NewFlow {
+        id: h.id,
+        name: h.name.to_owned(),
+        inputs: h.inputs,
+        topic: h.topic,
+        subject: Some(h.subject.to_owned()),
+        owner: None,
+    };
+    let (record, created) = deps.store.create_flow(&new).await.map_err(|e| {
+        tracing::warn!(flow_id = %new.id, error = %e, "recording a hand-off failed");
+        Failure::new("service.internal", format!("recording flow {} failed: {e}", new.id))
+    })?;
+    if !created {
+        tracing::debug!(flow_id = %record.id, "hand-off recorded by an earlier attempt");
+    }
+    // Wake even when it existed: the earlier attempt may have died before waking.
+    deps.wake.wake(&record.topic);
+    Ok(created)
+}

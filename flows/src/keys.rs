@@ -1,0 +1,70 @@
+//! The typed keys of every symbol the flows pass between tasks, named as Cinder's store
+//! names them, so a rename is a compile error.
+
+use ember_common::model::{Snapshot, Volume, VolumeType};
+use ember_common::ops::{CreateSnapshot, CreateVolume, DeleteVolume, RequestContext};
+use ember_engine::Key;
+use ember_scheduler::RequestSpec;
+use serde::{Deserialize, Serialize};
+
+/// Who asked (every flow's input).
+pub const CONTEXT: Key<RequestContext> = Key::new("context");
+/// The create request as the API parsed it (api create input).
+pub const CREATE_REQUEST: Key<CreateVolume> = Key::new("create_request");
+/// The id the new volume or snapshot takes, fixed when the flow is recorded so a re-run
+/// of the entry task finds the row an earlier run made.
+pub const NEW_ID: Key<String> = Key::new("new_id");
+/// The volume the flow works on.
+pub const VOLUME_ID: Key<String> = Key::new("volume_id");
+/// The snapshot the flow works on.
+pub const SNAPSHOT_ID: Key<String> = Key::new("snapshot_id");
+/// The volume row as a task read or wrote it.
+pub const VOLUME: Key<Volume> = Key::new("volume");
+/// The snapshot row as a task read or wrote it.
+pub const SNAPSHOT: Key<Snapshot> = Key::new("snapshot");
+/// The size in GiB (of the new volume, or the new size of an extend).
+pub const SIZE: Key<i64> = Key::new("size");
+/// The snapshot a new volume is made from.
+pub const SOURCE_SNAPSHOT_ID: Key<Option<String>> = Key::new("source_snapshot_id");
+/// The volume a new volume is cloned from.
+pub const SOURCE_VOLID: Key<Option<String>> = Key::new("source_volid");
+/// The backup a new volume is restored from.
+pub const BACKUP_ID: Key<Option<String>> = Key::new("backup_id");
+/// The resolved volume type.
+pub const VOLUME_TYPE: Key<VolumeType> = Key::new("volume_type");
+/// The zones the volume may be placed in (one, or the type's list).
+pub const AVAILABILITY_ZONES: Key<Vec<String>> = Key::new("availability_zones");
+/// Whether the volume may attach to several hosts.
+pub const MULTIATTACH: Key<bool> = Key::new("multiattach");
+/// The ids of the reservations a quota reserve made.
+pub const RESERVATIONS: Key<Vec<String>> = Key::new("reservations");
+/// The ids of the negative reservations that hand usage back on delete.
+pub const RELEASE_RESERVATIONS: Key<Vec<String>> = Key::new("release_reservations");
+/// The request spec as handed to the scheduler (scheduler flow input).
+pub const RAW_REQUEST_SPEC: Key<RequestSpec> = Key::new("raw_request_spec");
+/// The request spec the scheduler placed (manager flow input, scheduler flow output).
+pub const REQUEST_SPEC: Key<RequestSpec> = Key::new("request_spec");
+/// The backend (`host@backend`) a volume manager flow runs on.
+pub const BACKEND: Key<String> = Key::new("backend");
+/// What the volume is created from.
+pub const VOLUME_SPEC: Key<VolumeSpec> = Key::new("volume_spec");
+/// The delete options.
+pub const DELETE_OPTIONS: Key<DeleteVolume> = Key::new("delete_options");
+/// The snapshot create request.
+pub const SNAPSHOT_REQUEST: Key<CreateSnapshot> = Key::new("snapshot_request");
+/// Admin force on snapshot delete.
+pub const FORCE: Key<bool> = Key::new("force");
+
+/// Cinder's `volume_spec`: what `CreateVolumeFromSpec` makes the volume from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum VolumeSpec {
+    /// A blank volume.
+    Raw,
+    /// From a snapshot.
+    Snap { snapshot_id: String },
+    /// A clone of another volume.
+    SourceVol { source_volid: String },
+    /// Restored from a backup.
+    Backup { backup_id: String },
+}

@@ -1,0 +1,291 @@
+//! `volume_create_manager`, Cinder's `cinder/volume/flows/manager/create_volume.py`.
+//!
+//! Claimed by the volume worker of the backend the scheduler chose (topic
+//! `volume.<host@backend>`). Steps:
+//!
+//! 1. `ExtractVolumeRefTask`: reads the volume row.
+//! 2. `OnFailureRescheduleTask`: does nothing; its revert reschedules or fails the volume.
+//! 3. `ExtractVolumeSpecTask`: says what the volume is made from.
+//! 4. `NotifyVolumeActionTask`: emits `volume.create.start`.
+//! 5. `CreateVolumeFromSpecTask`: has the driver make it (blank, from a snapshot, a clone).
+//! 6. `CreateVolumeOnFinishTask`: `available`, `launched_at`, `volume.create.end`.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use ember_common::ErrorKind;
+use ember_common::model::{Volume, VolumeChanges, VolumeExpect, VolumeStatus};
+use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
+
+use crate::deps::Deps;
+use crate::error::{RESCHEDULABLE, domain, driver as driver_failure, fail};
+use crate::handoff::{Handoff, SCHEDULER_TOPIC, flow_id, hand_off};
+use crate::keys::*;
+use crate::manager::{driver, driver_snapshot, driver_volume};
+use crate::scheduler::create_volume::FLOW as SCHEDULER_FLOW;
+
+/// The flow's name.
+pub const FLOW: &str = "volume_create_manager";
+
+/// The inputs the scheduler records.
+pub const INPUTS: &[&str] = &[CONTEXT.name(), VOLUME_ID.name(), REQUEST_SPEC.name(), BACKEND.name()];
+
+/// Builds the flow.
+pub fn get_flow(deps: Arc<Deps>) -> Flow {
+    Flow::linear(FLOW)
+        .inputs(INPUTS)
+        .add(ExtractVolumeRef { deps: deps.clone() })
+        .add(OnFailureReschedule { deps: deps.clone() })
+        .add(ExtractVolumeSpec)
+        .add(NotifyVolumeAction { event: "volume.create.start" })
+        .add(CreateVolumeFromSpec { deps: deps.clone() })
+        .add(CreateVolumeOnFinish { deps })
+}
+
+/// Reads the volume row (deleted meanwhile: the flow fails without a reschedule).
+/// Revert: nothing.
+pub struct ExtractVolumeRef {
+    pub(crate) deps: Arc<Deps>,
+}
+
+#[async_trait]
+impl Task for ExtractVolumeRef {
+    fn name(&self) -> &str {
+        "ExtractVolumeRefTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[VOLUME_ID.name()] }
+    }
+    fn provides(&self) -> &[&'static str] {
+        const { &[VOLUME.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let v = self.deps.volumes.get_volume(&ctx.get(&VOLUME_ID)?).await.map_err(domain)?;
+        Ok(Values::new().with(&VOLUME, v))
+    }
+}
+
+/// Does nothing on execute; all its work is in its revert.
+/// Revert: a failure a driver of another backend could avoid goes back to the scheduler
+/// (host cleared, the half-made backend volume deleted, the scheduler flow of the next
+/// attempt recorded) while attempts remain; anything else leaves the volume in `error`.
+pub struct OnFailureReschedule {
+    deps: Arc<Deps>,
+}
+
+impl OnFailureReschedule {
+    async fn set_error(&self, id: &str) -> Result<(), Failure> {
+        let expect = VolumeExpect::status_in(&[VolumeStatus::Creating]);
+        self.deps
+            .volumes
+            .update_volume(id, &expect, &VolumeChanges::status(VolumeStatus::Error))
+            .await
+            .map_err(domain)?;
+        Ok(())
+    }
+
+    async fn reschedule(&self, ctx: &RevertContext, volume: &Volume, attempt: u32) -> Result<(), Failure> {
+        let backend = ctx.get(&BACKEND)?;
+        if let Ok(d) = driver(&self.deps, &backend)
+            && let Err(e) = d.delete_volume(&driver_volume(volume)).await
+        {
+            tracing::warn!(volume_id = %volume.id, error = %e, "cleaning up before a reschedule failed");
+        }
+        let expect = VolumeExpect {
+            host: Some(volume.host.clone()),
+            ..VolumeExpect::status_in(&[VolumeStatus::Creating])
+        };
+        let changes = VolumeChanges {
+            host: Some(None),
+            scheduled_at: Some(Some(Utc::now())),
+            ..VolumeChanges::default()
+        };
+        // A lost swap means an earlier run of this revert cleared the host already; the
+        // hand-off below is then a no-op or finishes what that run began.
+        self.deps.volumes.update_volume(&volume.id, &expect, &changes).await.map_err(domain)?;
+        let inputs = Values::new()
+            .with(&CONTEXT, ctx.get(&CONTEXT)?)
+            .with(&VOLUME_ID, volume.id.clone())
+            .with(&RAW_REQUEST_SPEC, ctx.get(&REQUEST_SPEC)?);
+        let h = Handoff {
+            name: SCHEDULER_FLOW,
+            id: flow_id(SCHEDULER_FLOW, &volume.id, Some(attempt + 1)),
+            topic: SCHEDULER_TOPIC.to_owned(),
+            subject: &volume.id,
+            inputs,
+        };
+        hand_off(&self.deps, h).await?;
+        tracing::info!(volume_id = %volume.id, attempt = attempt + 1, "volume rescheduled");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Task for OnFailureReschedule {
+    fn name(&self) -> &str {
+        "OnFailureRescheduleTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[CONTEXT.name(), REQUEST_SPEC.name(), VOLUME.name(), BACKEND.name()] }
+    }
+
+    async fn execute(&self, _ctx: &Context) -> Result<Values, Failure> {
+        Ok(Values::new())
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        let volume = ctx.get(&VOLUME)?;
+        let failures = ctx.flow_failures();
+        let reschedulable = !failures.is_empty() && failures.values().all(|f| f.kind == RESCHEDULABLE);
+        let attempt = ctx.get(&REQUEST_SPEC)?.retry.map(|r| r.num_attempts);
+        match attempt {
+            Some(a) if reschedulable && a < self.deps.config.scheduler_max_attempts => {
+                self.reschedule(ctx, &volume, a).await
+            }
+            _ => {
+                tracing::warn!(volume_id = %volume.id, failures = ?failures, "creating the volume failed");
+                self.set_error(&volume.id).await
+            }
+        }
+    }
+}
+
+/// Says what the volume is made from (Cinder's `volume_spec`).
+/// Revert: nothing (sources keep their status in Ember while they are read).
+pub struct ExtractVolumeSpec;
+
+#[async_trait]
+impl Task for ExtractVolumeSpec {
+    fn name(&self) -> &str {
+        "ExtractVolumeSpecTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[VOLUME.name()] }
+    }
+    fn provides(&self) -> &[&'static str] {
+        const { &[VOLUME_SPEC.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let v = ctx.get(&VOLUME)?;
+        let spec = match (v.snapshot_id, v.source_volid, v.backup_id) {
+            (Some(snapshot_id), _, _) => VolumeSpec::Snap { snapshot_id },
+            (None, Some(source_volid), _) => VolumeSpec::SourceVol { source_volid },
+            (None, None, Some(backup_id)) => VolumeSpec::Backup { backup_id },
+            (None, None, None) => VolumeSpec::Raw,
+        };
+        Ok(Values::new().with(&VOLUME_SPEC, spec))
+    }
+}
+
+/// Emits a usage notification (a tracing event; Ember has no notifier yet).
+/// Revert: nothing.
+pub struct NotifyVolumeAction {
+    pub(crate) event: &'static str,
+}
+
+#[async_trait]
+impl Task for NotifyVolumeAction {
+    fn name(&self) -> &str {
+        "NotifyVolumeActionTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[VOLUME.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let v = ctx.get(&VOLUME)?;
+        tracing::info!(event = self.event, volume_id = %v.id, project_id = %v.project_id, size = v.size, "notification");
+        Ok(Values::new())
+    }
+}
+
+/// Has the driver make the volume from its spec and stores the driver's model update.
+/// Drivers' creates are idempotent, so a re-run adopts what an earlier run made.
+/// Revert: nothing; `OnFailureRescheduleTask` removes a half-made volume.
+pub struct CreateVolumeFromSpec {
+    deps: Arc<Deps>,
+}
+
+impl CreateVolumeFromSpec {
+    async fn create(&self, ctx: &Context, v: &Volume) -> Result<ember_drivers::ModelUpdate, Failure> {
+        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
+        let dv = driver_volume(v);
+        let res = match ctx.get(&VOLUME_SPEC)? {
+            VolumeSpec::Raw => d.create_volume(&dv).await,
+            VolumeSpec::Snap { snapshot_id } => {
+                let s = self.deps.snapshots.get_snapshot(&snapshot_id).await.map_err(domain)?;
+                d.create_volume_from_snapshot(&dv, &driver_snapshot(&s)).await
+            }
+            VolumeSpec::SourceVol { source_volid } => {
+                let src = self.deps.volumes.get_volume(&source_volid).await.map_err(domain)?;
+                d.create_cloned_volume(&dv, &driver_volume(&src)).await
+            }
+            VolumeSpec::Backup { .. } => {
+                return Err(fail(
+                    ErrorKind::BadRequest,
+                    "Creating a volume from a backup is not supported yet.",
+                ));
+            }
+        };
+        res.map_err(|e| driver_failure(&e))
+    }
+}
+
+#[async_trait]
+impl Task for CreateVolumeFromSpec {
+    fn name(&self) -> &str {
+        "CreateVolumeFromSpecTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[VOLUME.name(), VOLUME_SPEC.name(), BACKEND.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let v = ctx.get(&VOLUME)?;
+        let update = self.create(ctx, &v).await?;
+        if update.provider_location.is_some() || update.provider_id.is_some() {
+            let changes = VolumeChanges {
+                provider_location: update.provider_location.map(Some),
+                provider_id: update.provider_id.map(Some),
+                ..VolumeChanges::default()
+            };
+            let expect = VolumeExpect::status_in(&[VolumeStatus::Creating]);
+            self.deps.volumes.update_volume(&v.id, &expect, &changes).await.map_err(domain)?;
+        }
+        Ok(Values::new())
+    }
+}
+
+/// Marks the volume `available` with its `launched_at`, and emits `volume.create.end`.
+/// Revert: nothing.
+pub struct CreateVolumeOnFinish {
+    deps: Arc<Deps>,
+}
+
+#[async_trait]
+impl Task for CreateVolumeOnFinish {
+    fn name(&self) -> &str {
+        "CreateVolumeOnFinishTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[VOLUME.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let v = ctx.get(&VOLUME)?;
+        let changes = VolumeChanges {
+            status: Some(VolumeStatus::Available),
+            launched_at: Some(Some(Utc::now())),
+            ..VolumeChanges::default()
+        };
+        let expect = VolumeExpect::status_in(&[VolumeStatus::Creating]);
+        if self.deps.volumes.update_volume(&v.id, &expect, &changes).await.map_err(domain)?.is_none() {
+            // A re-run after the status was written, or an admin reset it meanwhile.
+            tracing::info!(volume_id = %v.id, "the volume left creating before the create finished");
+        }
+        tracing::info!(event = "volume.create.end", volume_id = %v.id, "notification");
+        Ok(Values::new())
+    }
+}

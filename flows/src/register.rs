@@ -1,0 +1,47 @@
+//! Registration of the flow factories of each role in an engine [`Registry`], so a
+//! [`Worker`](ember_engine::Worker) rebuilds a stored flow from its name and inputs.
+
+use std::sync::Arc;
+
+use ember_engine::{Flow, Registry, Values};
+
+use crate::deps::Deps;
+use crate::error::{Error, Result};
+use crate::{api, manager, scheduler};
+
+fn add(registry: &mut Registry, name: &'static str, deps: &Arc<Deps>, build: fn(Arc<Deps>) -> Flow) {
+    let deps = deps.clone();
+    registry.register(name, move |_: &Values| Ok(build(deps.clone())));
+}
+
+/// The api role's flows, so a peer API resumes the flows of one that died.
+pub fn register_api(registry: &mut Registry, deps: &Arc<Deps>) {
+    add(registry, api::create_volume::FLOW, deps, api::create_volume::get_flow);
+    add(registry, api::delete_volume::FLOW, deps, api::delete_volume::get_flow);
+    add(registry, api::extend_volume::FLOW, deps, api::extend_volume::get_flow);
+    add(registry, api::create_snapshot::FLOW, deps, api::create_snapshot::get_flow);
+    add(registry, api::delete_snapshot::FLOW, deps, api::delete_snapshot::get_flow);
+}
+
+/// The scheduler role's flows; `deps` must hold a scheduler.
+pub fn register_scheduler(registry: &mut Registry, deps: &Arc<Deps>) -> Result<()> {
+    if deps.scheduler.is_none() {
+        return Err(Error::MissingDependency("a scheduler for the scheduler role"));
+    }
+    add(registry, scheduler::create_volume::FLOW, deps, scheduler::create_volume::get_flow);
+    Ok(())
+}
+
+/// The volume role's flows; `deps` must hold the drivers of the backends this process
+/// serves (its workers claim the topics `volume.<backend>` of those backends).
+pub fn register_volume(registry: &mut Registry, deps: &Arc<Deps>) -> Result<()> {
+    if deps.drivers.is_none() {
+        return Err(Error::MissingDependency("drivers for the volume role"));
+    }
+    add(registry, manager::create_volume::FLOW, deps, manager::create_volume::get_flow);
+    add(registry, manager::delete_volume::FLOW, deps, manager::delete_volume::get_flow);
+    add(registry, manager::extend_volume::FLOW, deps, manager::extend_volume::get_flow);
+    add(registry, manager::create_snapshot::FLOW, deps, manager::create_snapshot::get_flow);
+    add(registry, manager::delete_snapshot::FLOW, deps, manager::delete_snapshot::get_flow);
+    Ok(())
+}

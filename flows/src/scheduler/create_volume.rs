@@ -1,0 +1,170 @@
+//! `volume_create_scheduler`, Cinder's `cinder/scheduler/flows/create_volume.py`.
+//!
+//! Claimed by a scheduler worker from the `scheduler` topic. Steps:
+//!
+//! 1. `ExtractSchedulerSpecTask`: passes the request spec through, filling the volume id.
+//! 2. `ScheduleCreateVolumeTask`: picks a pool with the filter scheduler, sets the
+//!    volume's host with a compare-and-swap and hands the volume to the manager flow of
+//!    that backend. `NoValidBackend` leaves the volume in `error` (its quota stays
+//!    counted until the volume is deleted, as in Cinder).
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use ember_common::host::{Level, extract_host};
+use ember_common::model::{VolumeChanges, VolumeExpect, VolumeStatus};
+use ember_engine::{Context, Failure, Flow, Task, Values, async_trait};
+use ember_scheduler::{Placement, RequestSpec};
+
+use crate::deps::Deps;
+use crate::error::domain;
+use crate::handoff::{Handoff, flow_id, hand_off, volume_topic};
+use crate::keys::*;
+use crate::manager::create_volume::FLOW as MANAGER_FLOW;
+
+/// The flow's name.
+pub const FLOW: &str = "volume_create_scheduler";
+
+/// The inputs the sending task records.
+pub const INPUTS: &[&str] = &[CONTEXT.name(), VOLUME_ID.name(), RAW_REQUEST_SPEC.name()];
+
+/// Builds the flow.
+pub fn get_flow(deps: Arc<Deps>) -> Flow {
+    Flow::linear(FLOW).inputs(INPUTS).add(ExtractSchedulerSpec).add(ScheduleCreateVolume { deps })
+}
+
+/// `host@backend` of a `host@backend#pool` string.
+pub fn backend_of(host: &str) -> &str {
+    extract_host(host, Level::Backend, false).unwrap_or(host)
+}
+
+/// Passes the request spec through, filling the volume id if the sender left it out.
+/// Revert: nothing.
+pub struct ExtractSchedulerSpec;
+
+#[async_trait]
+impl Task for ExtractSchedulerSpec {
+    fn name(&self) -> &str {
+        "ExtractSchedulerSpecTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[RAW_REQUEST_SPEC.name(), VOLUME_ID.name()] }
+    }
+    fn provides(&self) -> &[&'static str] {
+        const { &[REQUEST_SPEC.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let mut spec = ctx.get(&RAW_REQUEST_SPEC)?;
+        if spec.volume_id.is_none() {
+            spec.volume_id = Some(ctx.get(&VOLUME_ID)?);
+        }
+        Ok(Values::new().with(&REQUEST_SPEC, spec))
+    }
+}
+
+/// Places the volume, records the pool on its row (compare-and-swap from `creating` with
+/// no host) and hands it to the chosen backend's manager flow. A volume already placed by
+/// an earlier run of this task is handed to its backend again (insert-or-ignore).
+/// Revert: nothing (a failure here already left the volume in `error`).
+pub struct ScheduleCreateVolume {
+    deps: Arc<Deps>,
+}
+
+impl ScheduleCreateVolume {
+    /// Marks the volume `error` after a placement failure; lost races change nothing.
+    async fn set_error(&self, id: &str, reason: &str) -> Result<(), Failure> {
+        tracing::warn!(volume_id = %id, reason, "scheduling the volume failed");
+        let expect = VolumeExpect { host: Some(None), ..VolumeExpect::status_in(&[VolumeStatus::Creating]) };
+        self.deps
+            .volumes
+            .update_volume(id, &expect, &VolumeChanges::status(VolumeStatus::Error))
+            .await
+            .map_err(domain)?;
+        Ok(())
+    }
+
+    async fn send(&self, ctx: &Context, host: &str, spec: RequestSpec) -> Result<(), Failure> {
+        let id = ctx.get(&VOLUME_ID)?;
+        let backend = backend_of(host).to_owned();
+        let attempt = spec.retry.as_ref().map_or(1, |r| r.num_attempts);
+        let inputs = Values::new()
+            .with(&CONTEXT, ctx.get(&CONTEXT)?)
+            .with(&VOLUME_ID, id.clone())
+            .with(&REQUEST_SPEC, spec)
+            .with(&BACKEND, backend.clone());
+        let h = Handoff {
+            name: MANAGER_FLOW,
+            id: flow_id(MANAGER_FLOW, &id, Some(attempt)),
+            topic: volume_topic(&backend),
+            subject: &id,
+            inputs,
+        };
+        hand_off(&self.deps, h).await.map(drop)
+    }
+
+    async fn place(&self, id: &str, spec: &RequestSpec) -> Result<Option<Placement>, Failure> {
+        let Some(scheduler) = &self.deps.scheduler else {
+            return Err(Failure::new("service.internal", "this process has no scheduler"));
+        };
+        match scheduler.schedule(spec) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) => {
+                self.set_error(id, &e.to_string()).await?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Task for ScheduleCreateVolume {
+    fn name(&self) -> &str {
+        "ScheduleCreateVolumeTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[CONTEXT.name(), REQUEST_SPEC.name(), VOLUME_ID.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let id = ctx.get(&VOLUME_ID)?;
+        let mut spec = ctx.get(&REQUEST_SPEC)?;
+        let volume = match self.deps.volumes.get_volume(&id).await {
+            Ok(v) => v,
+            Err(ember_common::Error::NotFound { .. }) => {
+                tracing::info!(volume_id = %id, "the volume was deleted before it was scheduled");
+                return Ok(Values::new());
+            }
+            Err(e) => return Err(domain(e)),
+        };
+        if volume.status != VolumeStatus::Creating {
+            return Ok(Values::new());
+        }
+        if let Some(host) = &volume.host {
+            // An earlier run placed it and died before the hand-off: rebuild the retry
+            // bookkeeping that run made, as the scheduler does (count it, add the pool).
+            if self.deps.config.scheduler_max_attempts > 1 {
+                let mut r = spec.retry.take().unwrap_or_default();
+                r.num_attempts += 1;
+                r.backends.push(host.clone());
+                spec.retry = Some(r);
+            }
+            return self.send(ctx, host, spec).await.map(|()| Values::new());
+        }
+        let Some(p) = self.place(&id, &spec).await? else { return Ok(Values::new()) };
+        let changes = VolumeChanges {
+            host: Some(Some(p.host.clone())),
+            availability_zone: Some(p.availability_zone.clone()),
+            scheduled_at: Some(Some(Utc::now())),
+            ..VolumeChanges::default()
+        };
+        let expect = VolumeExpect { host: Some(None), ..VolumeExpect::status_in(&[VolumeStatus::Creating]) };
+        if self.deps.volumes.update_volume(&id, &expect, &changes).await.map_err(domain)?.is_none() {
+            tracing::info!(volume_id = %id, "the volume changed while it was scheduled; nothing to do");
+            return Ok(Values::new());
+        }
+        spec.retry = p.retry.clone();
+        self.send(ctx, &p.host, spec).await?;
+        Ok(Values::new())
+    }
+}

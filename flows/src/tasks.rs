@@ -1,0 +1,170 @@
+//! Tasks and helpers several flows share: reading rows the caller may see, type names for
+//! per-type quotas, and the two-step release of a deleted resource's usage.
+
+use std::sync::Arc;
+
+use ember_common::ErrorKind;
+use ember_common::model::{Snapshot, Volume};
+use ember_common::ops::RequestContext;
+use ember_engine::{Context, Failure, Task, Values, async_trait};
+
+use crate::deps::Deps;
+use crate::error::{domain, fail};
+use crate::keys::*;
+use crate::quota::{reserve_release, snapshot_deltas, volume_deltas};
+
+/// The volume `id` if `rc` may see it (its project's, or any for an admin).
+pub(crate) async fn own_volume(deps: &Deps, rc: &RequestContext, id: &str) -> Result<Volume, Failure> {
+    match deps.volumes.get_volume(id).await {
+        Ok(v) if v.project_id == rc.project_id || rc.is_admin => Ok(v),
+        Ok(_) | Err(ember_common::Error::NotFound { .. }) => {
+            Err(fail(ErrorKind::NotFound, format!("Volume {id} could not be found.")))
+        }
+        Err(e) => Err(domain(e)),
+    }
+}
+
+/// The snapshot `id` if `rc` may see it.
+pub(crate) async fn own_snapshot(deps: &Deps, rc: &RequestContext, id: &str) -> Result<Snapshot, Failure> {
+    match deps.snapshots.get_snapshot(id).await {
+        Ok(s) if s.project_id == rc.project_id || rc.is_admin => Ok(s),
+        Ok(_) | Err(ember_common::Error::NotFound { .. }) => {
+            Err(fail(ErrorKind::NotFound, format!("Snapshot {id} could not be found.")))
+        }
+        Err(e) => Err(domain(e)),
+    }
+}
+
+/// The name of volume type `id`, which per-type quota resources are named after.
+pub(crate) async fn type_name(deps: &Deps, id: &str) -> Result<String, Failure> {
+    deps.types.get_volume_type(id).await.map(|t| t.name).map_err(domain)
+}
+
+/// `host@backend` of a placed volume, or a bad request naming the volume.
+pub(crate) fn backend(v: &Volume) -> Result<String, Failure> {
+    v.host
+        .as_deref()
+        .map(|h| crate::scheduler::create_volume::backend_of(h).to_owned())
+        .ok_or_else(|| fail(ErrorKind::BadRequest, format!("Invalid volume: volume {} has no host.", v.id)))
+}
+
+/// Reads the snapshot row and its volume's backend.
+/// Revert: nothing.
+pub struct ExtractSnapshotRef {
+    pub(crate) deps: Arc<Deps>,
+}
+
+#[async_trait]
+impl Task for ExtractSnapshotRef {
+    fn name(&self) -> &str {
+        "ExtractSnapshotRefTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[SNAPSHOT_ID.name()] }
+    }
+    fn provides(&self) -> &[&'static str] {
+        const { &[SNAPSHOT.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let s = self.deps.snapshots.get_snapshot(&ctx.get(&SNAPSHOT_ID)?).await.map_err(domain)?;
+        Ok(Values::new().with(&SNAPSHOT, s))
+    }
+}
+
+/// What a release hands back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Released {
+    Volume,
+    Snapshot,
+}
+
+/// Reserves the negated usage of the volume or snapshot being deleted; the destroy task
+/// after it commits the release once the row is gone. Skipped (nothing reserved) when
+/// `only_unscheduled` is set and the volume has a host: its backend's flow releases it.
+/// Revert: nothing (an uncommitted negative reservation changes no usage).
+pub struct QuotaReleaseReserve {
+    pub(crate) deps: Arc<Deps>,
+    pub(crate) what: Released,
+    pub(crate) only_unscheduled: bool,
+}
+
+#[async_trait]
+impl Task for QuotaReleaseReserve {
+    fn name(&self) -> &str {
+        "QuotaReleaseReserveTask"
+    }
+    fn optional(&self) -> &[&'static str] {
+        const { &[VOLUME.name(), SNAPSHOT.name()] }
+    }
+    fn provides(&self) -> &[&'static str] {
+        const { &[RELEASE_RESERVATIONS.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let (project, deltas) = match self.what {
+            Released::Volume => {
+                let v = ctx.get(&VOLUME)?;
+                if self.only_unscheduled && v.host.is_some() {
+                    return Ok(Values::new().with(&RELEASE_RESERVATIONS, Vec::new()));
+                }
+                let t = type_name(&self.deps, &v.volume_type_id).await?;
+                (v.project_id, volume_deltas(1, v.size, &t))
+            }
+            Released::Snapshot => {
+                let s = ctx.get(&SNAPSHOT)?;
+                let t = type_name(&self.deps, &s.volume_type_id).await?;
+                (s.project_id, snapshot_deltas(1, s.volume_size, &t))
+            }
+        };
+        let ids = reserve_release(&self.deps, &project, &deltas).await?;
+        Ok(Values::new().with(&RELEASE_RESERVATIONS, ids))
+    }
+}
+
+/// Soft-deletes the row in `deleting` and commits the release reserved before it; a
+/// re-run finds the row gone and commits again, which skips what was committed. Skipped
+/// like [`QuotaReleaseReserve`] for a scheduled volume in the api flow.
+/// Revert: nothing (a deleted row stays deleted).
+pub struct EntryDestroy {
+    pub(crate) deps: Arc<Deps>,
+    pub(crate) what: Released,
+    pub(crate) only_unscheduled: bool,
+}
+
+#[async_trait]
+impl Task for EntryDestroy {
+    fn name(&self) -> &str {
+        "EntryDestroyTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[RELEASE_RESERVATIONS.name()] }
+    }
+    fn optional(&self) -> &[&'static str] {
+        const { &[VOLUME.name(), SNAPSHOT.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        use ember_common::model::{SnapshotStatus, VolumeExpect, VolumeStatus};
+        match self.what {
+            Released::Volume => {
+                let v = ctx.get(&VOLUME)?;
+                if self.only_unscheduled && v.host.is_some() {
+                    return Ok(Values::new());
+                }
+                let expect = VolumeExpect::status_in(&[VolumeStatus::Deleting]);
+                self.deps.volumes.soft_delete_volume(&v.id, &expect).await.map_err(domain)?;
+            }
+            Released::Snapshot => {
+                let s = ctx.get(&SNAPSHOT)?;
+                self.deps
+                    .snapshots
+                    .soft_delete_snapshot(&s.id, &[SnapshotStatus::Deleting])
+                    .await
+                    .map_err(domain)?;
+            }
+        }
+        self.deps.quotas.commit(&ctx.get(&RELEASE_RESERVATIONS)?).await.map_err(domain)?;
+        Ok(Values::new())
+    }
+}

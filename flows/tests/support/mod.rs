@@ -1,0 +1,307 @@
+//! A test cluster in one process: a real database (SQLite, or PostgreSQL where
+//! `EMBER_TEST_DATABASE_URL` is set), the SQL flow store, workers for the api, the
+//! scheduler and each volume backend, an in-process wake, and a scheduler fed with the
+//! drivers' own capability reports.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ember_common::model::{QuotaDefaults, QuotaUsage, Volume, VolumeStatus};
+use ember_common::ops::RequestContext;
+use ember_common::repo::{QuotaRepo, VolumeRepo};
+use ember_db::SqlRepo;
+use ember_db::flow_store::SqlFlowStore;
+use ember_db::testing::TestDb;
+use ember_drivers::{FakeDriver, FakeOptions, SharedDriver};
+use ember_engine::{Engine, EngineOptions, FlowStore, Registry, Worker, WorkerOptions};
+use ember_flows::{
+    API_TOPIC, Deps, FlowConfig, FlowVolumeOps, LocalWake, SCHEDULER_TOPIC, register_api, register_scheduler,
+    register_volume, volume_topic,
+};
+use ember_scheduler::{SchedulerOptions, ServiceStatus, SharedScheduler};
+use tokio::task::JoinHandle;
+
+/// The backends every cluster runs.
+pub const BACKENDS: [&str; 2] = ["node1@fake1", "node2@fake2"];
+/// The project tests create in.
+pub const PROJECT: &str = "p1";
+
+/// The request context of the test project's user.
+pub fn ctx() -> RequestContext {
+    RequestContext {
+        user_id: "u1".into(),
+        project_id: PROJECT.into(),
+        roles: vec![],
+        is_admin: false,
+        request_id: "req-test".into(),
+    }
+}
+
+/// A fake driver with `opts` named after its backend.
+pub fn fake(backend: &str, opts: FakeOptions) -> Arc<FakeDriver> {
+    Arc::new(FakeDriver::new(FakeOptions { backend_name: backend.to_owned(), ..opts }))
+}
+
+/// How a cluster runs.
+#[derive(Clone)]
+pub struct Options {
+    pub lease: Duration,
+    pub sweep: Duration,
+    pub max_attempts: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { lease: Duration::from_secs(5), sweep: Duration::from_millis(200), max_attempts: 3 }
+    }
+}
+
+/// The running parts.
+pub struct Cluster {
+    pub repo: Arc<SqlRepo>,
+    pub store: Arc<dyn FlowStore>,
+    pub wake: Arc<LocalWake>,
+    pub scheduler: SharedScheduler,
+    pub drivers: HashMap<String, SharedDriver>,
+    pub deps: Arc<Deps>,
+    pub ops: FlowVolumeOps,
+    opts: Options,
+    workers: Vec<(tokio_util::sync::CancellationToken, JoinHandle<()>)>,
+    generation: u32,
+}
+
+impl Cluster {
+    /// Starts workers on `db` for `drivers` (backend name to driver).
+    pub async fn start(db: &TestDb, drivers: Vec<(&str, SharedDriver)>, opts: Options) -> Self {
+        let repo = Arc::new(SqlRepo::new(db.db.clone(), QuotaDefaults::default()));
+        repo.set_project_quota(PROJECT, "volumes", 200).await.unwrap();
+        repo.set_project_quota(PROJECT, "gigabytes", 2000).await.unwrap();
+        let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(db.db.clone()));
+        let wake = Arc::new(LocalWake::new());
+        let sched_opts =
+            SchedulerOptions { scheduler_max_attempts: opts.max_attempts, ..SchedulerOptions::default() };
+        let scheduler = SharedScheduler::new(sched_opts).unwrap();
+        let drivers: HashMap<String, SharedDriver> =
+            drivers.into_iter().map(|(b, d)| (b.to_owned(), d)).collect();
+        for (backend, d) in &drivers {
+            d.do_setup().await.unwrap();
+            report(&scheduler, backend, d).await;
+        }
+        let config = FlowConfig { scheduler_max_attempts: opts.max_attempts, ..FlowConfig::default() };
+        let deps = Arc::new(
+            Deps::new(repo.clone(), store.clone(), wake.clone(), config)
+                .with_scheduler(scheduler.clone())
+                .with_drivers(Arc::new(drivers.clone())),
+        );
+        let engine = Engine::with_options(store.clone(), engine_options("api-request", &opts));
+        let ops = FlowVolumeOps::new(engine, deps.clone()).unwrap();
+        let mut c = Self {
+            repo,
+            store,
+            wake,
+            scheduler,
+            drivers,
+            deps,
+            ops,
+            opts,
+            workers: Vec::new(),
+            generation: 0,
+        };
+        c.start_workers();
+        c
+    }
+
+    /// Starts one worker for the api, one for the scheduler and one per backend.
+    pub fn start_workers(&mut self) {
+        self.generation += 1;
+        let g = self.generation;
+        let mut api = Registry::new();
+        register_api(&mut api, &self.deps);
+        self.spawn(format!("api-{g}"), API_TOPIC.to_owned(), api);
+        let mut sched = Registry::new();
+        register_scheduler(&mut sched, &self.deps).unwrap();
+        self.spawn(format!("scheduler-{g}"), SCHEDULER_TOPIC.to_owned(), sched);
+        let backends: Vec<String> = self.drivers.keys().cloned().collect();
+        for b in backends {
+            let mut vol = Registry::new();
+            register_volume(&mut vol, &self.deps).unwrap();
+            self.spawn(format!("volume-{b}-{g}"), volume_topic(&b), vol);
+        }
+    }
+
+    fn spawn(&mut self, owner: String, topic: String, registry: Registry) {
+        let opts = WorkerOptions {
+            engine: engine_options(&owner, &self.opts),
+            topics: vec![topic.clone()],
+            sweep_interval: self.opts.sweep,
+            max_flows: 64,
+        };
+        let worker = Worker::new(self.store.clone(), registry, opts);
+        self.wake.add(topic, worker.handle());
+        let token = tokio_util::sync::CancellationToken::new();
+        let t = token.clone();
+        let handle = tokio::spawn(async move {
+            let _ = worker.run(t).await;
+        });
+        self.workers.push((token, handle));
+    }
+
+    /// Kills every worker at once, as a crash would: flows in flight stop where they are,
+    /// still owned until their lease lapses.
+    pub async fn crash_workers(&mut self) {
+        self.wake.clear();
+        for (_, h) in self.workers.drain(..) {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+
+    /// Stops the workers cleanly.
+    pub async fn stop(mut self) {
+        self.wake.clear();
+        for (t, h) in self.workers.drain(..) {
+            t.cancel();
+            let _ = h.await;
+        }
+    }
+
+    /// The volume, once `done` holds for it, or a panic naming the last state seen.
+    pub async fn wait_volume(&self, id: &str, done: impl Fn(&Volume) -> bool) -> Volume {
+        let repo = self.repo.clone();
+        let id2 = id.to_owned();
+        poll(
+            Duration::from_secs(30),
+            &format!("volume {id}"),
+            move || {
+                let repo = repo.clone();
+                let id = id2.clone();
+                async move { repo.get_volume(&id).await.ok() }
+            },
+            done,
+        )
+        .await
+    }
+
+    /// Waits until the volume has `status`.
+    pub async fn wait_status(&self, id: &str, status: VolumeStatus) -> Volume {
+        self.wait_volume(id, |v| v.status == status).await
+    }
+
+    /// The test project's usage of `resource`.
+    pub async fn usage(&self, resource: &str) -> QuotaUsage {
+        let set = self.repo.project_quotas(PROJECT).await.unwrap();
+        set.resources.get(resource).cloned().unwrap_or_default()
+    }
+}
+
+/// Feeds the scheduler the driver's own capability report and an up service.
+pub async fn report(scheduler: &SharedScheduler, backend: &str, driver: &SharedDriver) {
+    let now = ember_scheduler::shared::now_ms();
+    scheduler.update_service(backend, ServiceStatus::up("nova", now));
+    let caps = driver.get_volume_stats(true).await.unwrap();
+    scheduler.update_capabilities(backend, now, caps);
+}
+
+fn engine_options(owner: &str, opts: &Options) -> EngineOptions {
+    EngineOptions {
+        owner: owner.to_owned(),
+        lease: opts.lease,
+        topic: API_TOPIC.to_owned(),
+        ..EngineOptions::default()
+    }
+}
+
+/// Polls `get` until `done` holds for its value, or panics after `deadline` with the last
+/// value seen.
+pub async fn poll<T: std::fmt::Debug, F, Fut>(
+    deadline: Duration,
+    what: &str,
+    get: F,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        let last = get().await;
+        if let Some(v) = last.as_ref().filter(|v| done(v)) {
+            let _ = v;
+            return last.unwrap();
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}; last seen: {last:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `scenario` on SQLite, then on PostgreSQL where configured.
+pub async fn on_every_db<F, Fut>(scenario: F)
+where
+    F: Fn(Arc<TestDb>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for db in TestDb::all().await.unwrap() {
+        let db = Arc::new(db);
+        scenario(db.clone()).await;
+        if let Ok(db) = Arc::try_unwrap(db) {
+            db.cleanup().await.unwrap();
+        }
+    }
+}
+
+/// Two fake backends with default options.
+pub fn two_fakes() -> (Vec<Arc<FakeDriver>>, Vec<(&'static str, SharedDriver)>) {
+    let fakes: Vec<Arc<FakeDriver>> = BACKENDS.iter().map(|b| fake(b, FakeOptions::default())).collect();
+    let shared = BACKENDS.iter().zip(&fakes).map(|(b, f)| (*b, f.clone() as SharedDriver)).collect();
+    (fakes, shared)
+}
+
+/// Waits until snapshot `id` satisfies `done`.
+pub async fn wait_snapshot(
+    c: &Cluster,
+    id: &str,
+    done: impl Fn(&ember_common::model::Snapshot) -> bool,
+) -> ember_common::model::Snapshot {
+    use ember_common::repo::SnapshotRepo;
+    let repo = c.repo.clone();
+    let id2 = id.to_owned();
+    poll(
+        Duration::from_secs(30),
+        &format!("snapshot {id}"),
+        move || {
+            let repo = repo.clone();
+            let id = id2.clone();
+            async move { repo.get_snapshot(&id).await.ok() }
+        },
+        done,
+    )
+    .await
+}
+
+/// Waits until volume `id` is gone (soft-deleted).
+pub async fn wait_gone(c: &Cluster, id: &str) {
+    let repo = c.repo.clone();
+    let id2 = id.to_owned();
+    poll(
+        Duration::from_secs(30),
+        &format!("volume {id} to be deleted"),
+        move || {
+            let repo = repo.clone();
+            let id = id2.clone();
+            async move {
+                match repo.get_volume(&id).await {
+                    Err(ember_common::Error::NotFound { .. }) => Some(None),
+                    Ok(v) => Some(Some(v.status)),
+                    Err(_) => None,
+                }
+            }
+        },
+        |s: &Option<VolumeStatus>| s.is_none(),
+    )
+    .await;
+}
