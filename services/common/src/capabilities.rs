@@ -65,23 +65,24 @@ pub struct PoolCapabilities {
     /// GiB promised to volumes, thin or thick; defaults to `allocated_capacity_gb`.
     #[serde(default)]
     pub provisioned_capacity_gb: Option<f64>,
-    #[serde(default)]
-    pub max_over_subscription_ratio: OverSubscription,
+    /// The pool's own ratio; absent means "not reported", so the scheduler's configured
+    /// `max_over_subscription_ratio` applies (Python's `reported or global`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_over_subscription_ratio: Option<OverSubscription>,
     #[serde(default)]
     pub reserved_percentage: f64,
     #[serde(default)]
     pub thin_provisioning_support: bool,
-    #[serde(default = "yes")]
-    pub thick_provisioning_support: bool,
-    #[serde(default)]
-    pub multiattach: bool,
+    /// `None` when the pool does not report it: the CapabilitiesFilter then fails any extra
+    /// spec on it, as Cinder's does for a missing capability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thick_provisioning_support: Option<bool>,
+    /// `None` when the pool does not report it (see `thick_provisioning_support`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiattach: Option<bool>,
     /// Any other capability, matched by the CapabilitiesFilter against extra specs.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// What one backend (`host@backend`) reports.
@@ -124,8 +125,24 @@ mod tests {
         let pool = &report.pools[0];
         assert_eq!(pool.total_capacity_gb, Capacity::Keyword(CapacityKeyword::Infinite));
         assert_eq!(pool.free_capacity_gb.gb(), Some(100.5));
-        assert_eq!(pool.max_over_subscription_ratio, OverSubscription::Auto(AutoKeyword::Auto));
-        assert!(pool.thick_provisioning_support);
+        assert_eq!(pool.max_over_subscription_ratio, Some(OverSubscription::Auto(AutoKeyword::Auto)));
+        assert_eq!(pool.thick_provisioning_support, None, "not reported");
+        assert_eq!(pool.multiattach, None, "not reported");
         assert_eq!(pool.extra["compression"], "<is> True");
+    }
+
+    #[test]
+    fn unreported_fields_stay_absent_on_the_wire() {
+        let pool: PoolCapabilities = serde_json::from_value(serde_json::json!({
+            "pool_name": "p", "total_capacity_gb": 10, "free_capacity_gb": 5
+        }))
+        .unwrap();
+        assert_eq!(pool.max_over_subscription_ratio, None);
+        let wire = serde_json::to_value(&pool).unwrap();
+        for key in ["max_over_subscription_ratio", "thick_provisioning_support", "multiattach"] {
+            assert!(wire.get(key).is_none(), "{key} in {wire}");
+        }
+        let back: PoolCapabilities = serde_json::from_value(wire).unwrap();
+        assert_eq!(back, pool);
     }
 }
