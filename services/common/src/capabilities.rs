@@ -101,6 +101,29 @@ pub struct BackendCapabilities {
     pub extra: Map<String, Value>,
 }
 
+/// The RPC method volume services fanout-cast to every scheduler with a [`CapabilityReport`]
+/// (Cinder's `update_service_capabilities`).
+pub const UPDATE_SERVICE_CAPABILITIES: &str = "update_service_capabilities";
+
+/// The RPC method schedulers fanout-cast to every volume service to ask for an immediate
+/// report (Cinder's `publish_service_capabilities`); it takes no arguments.
+pub const PUBLISH_SERVICE_CAPABILITIES: &str = "publish_service_capabilities";
+
+/// The arguments of [`UPDATE_SERVICE_CAPABILITIES`]: one backend's report and when it was taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapabilityReport {
+    /// `volume` (or `backup`), as Cinder's `service_name`.
+    pub service_name: String,
+    /// `host@backend` for volume services.
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    pub capabilities: BackendCapabilities,
+    /// When the driver was asked for its stats, in milliseconds since the Unix epoch; a
+    /// scheduler ignores a report older than the one it holds.
+    pub timestamp_ms: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
