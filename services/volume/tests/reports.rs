@@ -85,7 +85,8 @@ async fn late_scheduler_case(bus: &Bus) {
 
     let (scheduler, sched) = common::scheduler(repo.clone(), bus.transport().await).await;
     assert!(eventually(WAIT, || pools(&scheduler).len() == 1).await, "{name}: no report came");
-    assert_eq!(volume.reporter.rounds(), 2, "{name}");
+    // The round is counted after its casts, so the cache can fill a moment before.
+    assert!(eventually(WAIT, || volume.reporter.rounds() == 2).await, "{name}: one round per request");
     // The scheduler read the services table at start, after the volume service registered.
     let placed = scheduler.schedule_at(&spec(1), clock.now_ms()).unwrap();
     assert_eq!(placed.host, "node2@only#only", "{name}");
