@@ -129,7 +129,7 @@ fn authenticate(config: &AuthConfig, headers: &HeaderMap) -> Result<Caller, Faul
 }
 
 /// The `{project_id}` segment of `/v3/{project_id}/...`.
-fn url_project(path: &str) -> Option<&str> {
+pub fn url_project(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/v3/")?;
     let segment = rest.split('/').next()?;
     (!segment.is_empty()).then_some(segment)

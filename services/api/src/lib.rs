@@ -1,15 +1,21 @@
 //! Cinder's Block Storage API v3 over HTTP: routing, microversions, auth and faults.
 //!
 //! [`app`] builds the whole HTTP application from an [`ApiState`]; tests drive it with
-//! `tower::ServiceExt::oneshot` and one test binds a real port.
+//! `tower::ServiceExt::oneshot` and one test binds a real port. Reads are answered from
+//! the repositories; operations that run as flows go through [`VolumeOps`].
 
 pub mod auth;
+pub mod context;
 pub mod extract;
 pub mod fault;
+pub mod listing;
 pub mod microversion;
+pub mod snapshots;
+pub mod state;
+pub mod validate;
 pub mod versions;
-
-use std::sync::Arc;
+pub mod views;
+pub mod volumes;
 
 use axum::Router;
 use axum::extract::Request;
@@ -20,20 +26,20 @@ use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument as _;
 
-use crate::auth::AuthConfig;
-use crate::fault::Fault;
+pub use ember_common::ops::VolumeOps;
+pub use state::{ApiState, Repos, Settings, UnwiredOps};
 
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct ApiState {
-    pub auth: Arc<AuthConfig>,
-}
+use crate::context::RequestId;
+use crate::fault::Fault;
 
 /// The HTTP application: versions documents without a token, `/v3/{project_id}/...` with one.
 pub fn app(state: ApiState) -> Router {
     let project = Router::new()
+        .merge(volumes::routes())
+        .merge(snapshots::routes())
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.auth.clone(), auth::layer));
+        .layer(middleware::from_fn_with_state(state.auth.clone(), auth::layer))
+        .with_state(state);
     Router::new()
         .route("/", get(versions::root))
         .route("/v3", get(versions::v3_redirect))
@@ -53,9 +59,11 @@ async fn not_found() -> Fault {
     Fault::not_found("The resource could not be found.")
 }
 
-/// Gives every request an id (`req-<uuid>`) and returns it in Cinder's two headers.
-async fn request_id(request: Request, next: Next) -> Response {
+/// Gives every request an id (`req-<uuid>`), visible to handlers as [`RequestId`] and
+/// returned in Cinder's two headers.
+async fn request_id(mut request: Request, next: Next) -> Response {
     let id = format!("req-{}", uuid::Uuid::new_v4());
+    request.extensions_mut().insert(RequestId(id.clone()));
     let span =
         tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = next.run(request).instrument(span).await;

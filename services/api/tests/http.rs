@@ -1,20 +1,16 @@
 //! The HTTP contract that every client relies on, driven through `oneshot`.
 
-use std::sync::Arc;
+mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ember_api::auth::AuthConfig;
-use ember_api::{ApiState, app};
 use serde_json::Value;
 use tower::ServiceExt;
 
-fn state() -> ApiState {
-    ApiState { auth: Arc::new(AuthConfig::default()) }
-}
-
 async fn send(request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
-    let response = app(state()).oneshot(request).await.unwrap();
+    let harness = common::Harness::sqlite().await;
+    let response = harness.app.clone().oneshot(request).await.unwrap();
+    harness.cleanup().await;
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
