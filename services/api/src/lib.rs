@@ -12,6 +12,7 @@ pub mod listing;
 pub mod microversion;
 pub mod snapshots;
 pub mod state;
+pub mod types;
 pub mod validate;
 pub mod versions;
 pub mod views;
@@ -37,6 +38,7 @@ pub fn app(state: ApiState) -> Router {
     let project = Router::new()
         .merge(volumes::routes())
         .merge(snapshots::routes())
+        .merge(types::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.auth.clone(), auth::layer))
         .with_state(state);
