@@ -10,6 +10,8 @@ pub mod extract;
 pub mod fault;
 pub mod listing;
 pub mod microversion;
+pub mod quotas;
+pub mod services;
 pub mod snapshots;
 pub mod state;
 pub mod types;
@@ -39,6 +41,8 @@ pub fn app(state: ApiState) -> Router {
         .merge(volumes::routes())
         .merge(snapshots::routes())
         .merge(types::routes())
+        .merge(quotas::routes())
+        .merge(services::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.auth.clone(), auth::layer))
         .with_state(state);
