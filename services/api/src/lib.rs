@@ -44,6 +44,7 @@ pub fn app(state: ApiState) -> Router {
         .merge(quotas::routes())
         .merge(services::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(bad_method)
         .layer(middleware::from_fn_with_state(state.auth.clone(), auth::layer))
         .with_state(state);
     Router::new()
@@ -53,6 +54,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/healthcheck", get(|| async { "OK" }))
         .nest("/v3/{project_id}", project)
         .fallback(not_found)
+        .method_not_allowed_fallback(bad_method)
         .layer(middleware::from_fn(microversion::layer))
         .layer(middleware::from_fn(request_id))
         .layer(CatchPanicLayer::custom(|_| {
@@ -63,6 +65,10 @@ pub fn app(state: ApiState) -> Router {
 
 async fn not_found() -> Fault {
     Fault::not_found("The resource could not be found.")
+}
+
+async fn bad_method() -> Fault {
+    Fault::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "The method is not allowed for this resource.")
 }
 
 /// Gives every request an id (`req-<uuid>`), visible to handlers as [`RequestId`] and

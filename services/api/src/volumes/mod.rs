@@ -30,6 +30,7 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/volumes", get(list).post(create))
         .route("/volumes/detail", get(list_detail))
+        .route("/volumes/summary", get(summary))
         .route("/volumes/{id}", get(show).put(update).delete(delete))
         .route("/volumes/{id}/action", post(actions::action))
         .route("/volumes/{id}/metadata", get(metadata::index).post(metadata::create).put(metadata::replace))
@@ -104,6 +105,35 @@ async fn list_volumes(state: &ApiState, ctx: &Ctx, detail: bool) -> ApiResult<Va
         out["count"] = json!(state.repos.volumes.volume_summary(&filter).await?.0);
     }
     Ok(out)
+}
+
+/// `GET /volumes/summary` (3.12+): count and total size of the listed volumes, and from
+/// 3.36 every metadata key with the values it takes.
+async fn summary(State(state): State<ApiState>, ctx: Ctx) -> ApiResult<Json<Value>> {
+    if !ctx.at_least(12) {
+        return Err(Fault::not_found("The resource could not be found."));
+    }
+    let query = listing::parse(&ctx, state.settings.osapi_max_limit)?;
+    let filter = filters::volume_filter(&ctx, &query)?;
+    let (count, size) = match &filter {
+        Some(f) => state.repos.volumes.volume_summary(f).await?,
+        None => (0, 0),
+    };
+    let mut out = json!({"volume-summary": {"total_count": count, "total_size": size}});
+    if ctx.at_least(36) {
+        // Sets keep the values sorted, so the answer does not depend on the list order.
+        let mut metadata: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        if let Some(f) = &filter {
+            for v in state.repos.volumes.list_volumes(f, &Default::default()).await? {
+                for (k, val) in v.metadata {
+                    metadata.entry(k).or_default().insert(val);
+                }
+            }
+        }
+        out["volume-summary"]["metadata"] = json!(metadata);
+    }
+    Ok(Json(out))
 }
 
 fn empty_page(query: &listing::ListQuery) -> Value {
