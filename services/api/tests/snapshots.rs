@@ -48,6 +48,8 @@ async fn create_show_list_update_and_delete() {
     assert_eq!(keys(&a.body["snapshots"][0]), keys(&sample("snapshots-list.json")["snapshots"][0]));
     let a = h.get(&format!("/snapshots/detail?volume_id={vid}"), ADMIN, "3.0").await;
     assert_eq!(a.body["snapshots"][0]["id"], id.as_str());
+    let a = h.get("/snapshots?with_count=true&limit=5", ADMIN, "3.45").await;
+    assert_eq!(a.body["count"], 1);
     let a = h.get("/snapshots?name=other", ADMIN, "3.0").await;
     assert_eq!(a.body["snapshots"], json!([]));
 
@@ -143,4 +145,39 @@ async fn metadata_and_admin_actions() {
     assert_eq!(a.status, StatusCode::ACCEPTED);
     assert_eq!(snapshot_count(&h).await, 0);
     h.cleanup().await;
+}
+
+#[tokio::test]
+async fn snapshot_pages_follow_next_links_on_every_database() {
+    for h in Harness::all().await {
+        let vid = available_volume(&h).await;
+        let mut ids = BTreeSet::new();
+        for name in ["s1", "s2", "s3"] {
+            let a = h
+                .post("/snapshots", ADMIN, "3.0", json!({"snapshot": {"volume_id": vid, "name": name}}))
+                .await;
+            ids.insert(a.body["snapshot"]["id"].as_str().unwrap().to_owned());
+        }
+        let mut seen = BTreeSet::new();
+        let mut path = "/snapshots/detail?limit=2".to_owned();
+        for _ in 0..5 {
+            let a = h.get(&path, ADMIN, "3.0").await;
+            assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+            for s in a.body["snapshots"].as_array().unwrap() {
+                assert!(seen.insert(s["id"].as_str().unwrap().to_owned()));
+            }
+            let Some(next) = a.body["snapshots_links"][0]["href"].as_str() else { break };
+            path = next.strip_prefix("http://ember.test:8776/v3/p1").unwrap().to_owned();
+        }
+        assert_eq!(seen, ids);
+        let a = h.get("/snapshots?sort=name:asc", ADMIN, "3.0").await;
+        let names: Vec<&str> =
+            a.body["snapshots"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["s1", "s2", "s3"]);
+        h.get(&format!("/snapshots?marker={}", uuid::Uuid::new_v4()), ADMIN, "3.0")
+            .await
+            .fault(404, "itemNotFound");
+        h.get("/snapshots?sort=bootable", ADMIN, "3.0").await.fault(400, "badRequest");
+        h.cleanup().await;
+    }
 }

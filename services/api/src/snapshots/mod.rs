@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use ember_common::model::{Snapshot, SnapshotChanges, SnapshotFilter, SnapshotStatus};
+use ember_common::model::{ListOptions, Snapshot, SnapshotChanges, SnapshotFilter, SnapshotStatus};
 use ember_common::ops::CreateSnapshot;
 
 use crate::context::{Ctx, IdPath, Params};
@@ -58,7 +58,11 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, Body(body): Body<Value>
     let force = match validate::opt_bool(s, "force")? {
         // From 3.66 in-use volumes are snapshotted without asking; asking not to is refused.
         Some(false) if ctx.at_least(66) => {
-            return Err(Fault::bad_request("Invalid value 'False' for force. The parameter is deprecated."));
+            return Err(Fault::bad_request(
+                "Since microversion 3.66 the 'force' flag is invalid for this request.  For backward \
+                 compatability, however, when the 'force' flag is passed with a value evaluating to True, \
+                 it is silently ignored.",
+            ));
         }
         _ if ctx.at_least(66) => true,
         given => given.unwrap_or(false),
@@ -112,6 +116,11 @@ async fn list_snapshots(state: &ApiState, ctx: &Ctx, detail: bool) -> ApiResult<
     let last = snapshots.last().map(|s| s.id.as_str());
     if let Some(links) = listing::next_links(ctx, &query, path, snapshots.len(), last) {
         out["snapshots_links"] = links;
+    }
+    if query.with_count {
+        // The repository has no count query; a project's snapshots are few enough to list.
+        let all = ListOptions { sort: query.opts.sort.clone(), ..ListOptions::default() };
+        out["count"] = json!(state.repos.snapshots.list_snapshots(&filter, &all).await?.len());
     }
     Ok(out)
 }
