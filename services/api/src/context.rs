@@ -12,6 +12,7 @@ use ember_common::ops::RequestContext;
 use crate::auth::{Caller, url_project};
 use crate::fault::Fault;
 use crate::microversion::{self, ApiVersion};
+use crate::projectless::Projectless;
 use crate::versions::base_url;
 
 /// The id given to a request by the request-id middleware.
@@ -26,8 +27,8 @@ pub struct Ctx {
     pub request_id: String,
     /// `scheme://host:port` as the client reached us.
     pub base: String,
-    /// The `{project_id}` segment of the URL.
-    pub url_project: String,
+    /// The `{project_id}` segment of the URL; `None` for project-less URLs (3.67+).
+    pub url_project: Option<String>,
     /// The query pairs, in order.
     pub query: Vec<(String, String)>,
 }
@@ -58,16 +59,23 @@ impl Ctx {
         self.version.at_least(minor)
     }
 
-    /// `{base}/v3/{project}/{path}`.
+    /// `{base}/v3/{project}/{path}`, without the project when the request had none.
     pub fn url(&self, path: &str) -> String {
-        format!("{}/v3/{}/{path}", self.base, self.url_project)
+        match &self.url_project {
+            Some(project) => format!("{}/v3/{project}/{path}", self.base),
+            None => format!("{}/v3/{path}", self.base),
+        }
     }
 
     /// Cinder's `self` and `bookmark` links of one resource.
     pub fn links(&self, collection: &str, id: &str) -> Value {
+        let bookmark = match &self.url_project {
+            Some(project) => format!("{}/{project}/{collection}/{id}", self.base),
+            None => format!("{}/{collection}/{id}", self.base),
+        };
         json!([
             {"href": self.url(&format!("{collection}/{id}")), "rel": "self"},
-            {"href": format!("{}/{}/{collection}/{id}", self.base, self.url_project), "rel": "bookmark"},
+            {"href": bookmark, "rel": "bookmark"},
         ])
     }
 
@@ -85,7 +93,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
         let version = parts.extensions.get::<ApiVersion>().copied().unwrap_or(microversion::MIN);
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
         let uri = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |u| &u.0);
-        let url_project = url_project(uri.path()).unwrap_or(&caller.project_id).to_owned();
+        let url_project = if parts.extensions.get::<Projectless>().is_some() {
+            None
+        } else {
+            Some(url_project(uri.path()).unwrap_or(&caller.project_id).to_owned())
+        };
         let query = Query::<Vec<(String, String)>>::try_from_uri(uri)
             .map_err(|_| Fault::bad_request("Malformed query string."))?
             .0;

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod fault;
 pub mod listing;
 pub mod microversion;
+pub mod projectless;
 pub mod quotas;
 pub mod services;
 pub mod snapshots;
@@ -47,7 +48,7 @@ pub fn app(state: ApiState) -> Router {
         .method_not_allowed_fallback(bad_method)
         .layer(middleware::from_fn_with_state(state.auth.clone(), auth::layer))
         .with_state(state);
-    Router::new()
+    let routes = Router::new()
         .route("/", get(versions::root))
         .route("/v3", get(versions::v3_redirect))
         .route("/v3/", get(versions::v3))
@@ -60,7 +61,10 @@ pub fn app(state: ApiState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             Fault::internal().into_response()
-        }))
+        }));
+    // Routing happens inside `routes`, so project-less URLs are rewritten before it.
+    Router::new()
+        .fallback_service(tower::ServiceBuilder::new().map_request(projectless::rewrite).service(routes))
 }
 
 async fn not_found() -> Fault {

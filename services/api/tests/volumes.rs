@@ -301,3 +301,32 @@ async fn wrong_methods_and_bodies_are_faults_with_request_ids() {
     assert!(h.volume_rows().await.is_empty());
     h.cleanup().await;
 }
+
+#[tokio::test]
+async fn project_less_urls_are_served_from_3_67() {
+    let h = Harness::sqlite().await;
+    let a =
+        h.call_url(Method::POST, "/v3/volumes", ADMIN, "3.67", Some(json!({"volume": {"size": 1}}))).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    let id = a.body["volume"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(a.body["volume"]["links"][0]["href"], format!("http://ember.test:8776/v3/volumes/{id}"));
+    assert_eq!(a.body["volume"]["links"][1]["href"], format!("http://ember.test:8776/volumes/{id}"));
+    let a = h.call_url(Method::GET, "/v3/volumes?limit=1", ADMIN, "3.67", None).await;
+    assert_eq!(a.body["volumes"][0]["id"], id.as_str());
+    assert!(
+        a.body["volumes_links"][0]["href"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://ember.test:8776/v3/volumes?")
+    );
+    assert_eq!(
+        h.call_url(Method::GET, &format!("/v3/volumes/{id}"), ADMIN, "3.67", None).await.status,
+        StatusCode::OK
+    );
+    let other = h.call_url(Method::GET, "/v3/volumes", "u:p2", "3.67", None).await;
+    assert_eq!(other.body["volumes"], json!([]), "the token's project decides");
+    let old = h.call_url(Method::GET, "/v3/volumes", ADMIN, "3.66", None).await;
+    old.fault(400, "badRequest");
+    assert_eq!(h.get("/volumes", ADMIN, "3.67").await.body["volumes"][0]["id"], id.as_str());
+    h.cleanup().await;
+}

@@ -107,9 +107,21 @@ impl Harness {
         body: Option<Value>,
     ) -> Answer {
         let project = self.project_of(token);
+        self.call_url(method, &format!("/v3/{project}{path}"), token, mv, body).await
+    }
+
+    /// Sends one request to `uri` as given.
+    pub async fn call_url(
+        &self,
+        method: Method,
+        uri: &str,
+        token: &str,
+        mv: &str,
+        body: Option<Value>,
+    ) -> Answer {
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("/v3/{project}{path}"))
+            .uri(uri)
             .header("host", "ember.test:8776")
             .header("x-auth-token", token)
             .header("openstack-api-version", format!("volume {mv}"));
