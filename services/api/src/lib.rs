@@ -52,6 +52,9 @@ pub fn app(state: ApiState) -> Router {
         .route("/", get(versions::root))
         .route("/v3", get(versions::v3_redirect))
         .route("/v3/", get(versions::v3))
+        // keystoneauth discovers at the endpoint itself (`/v3/{project_id}`) and sends no
+        // token there: it gets the versions document, as at `/v3/`.
+        .route("/v3/{project_id}", get(versions::v3))
         .route("/healthcheck", get(|| async { "OK" }))
         .nest("/v3/{project_id}", project)
         .fallback(not_found)

@@ -27,6 +27,9 @@ pub fn routes() -> Router<ApiState> {
         .route("/limits", get(limits))
 }
 
+/// Keys of a quota update that are accepted and not stored.
+const NOT_LIMITS: &[&str] = &["id", "tenant_id", "groups"];
+
 /// Callers read their own project's quotas; other projects' are for admins.
 fn may_read(ctx: &Ctx, project_id: &str) -> ApiResult<()> {
     if ctx.caller.project_id == project_id { Ok(()) } else { ctx.caller.require_admin() }
@@ -83,6 +86,11 @@ async fn update(
     let current = state.repos.quotas.project_quotas(&p.id).await?;
     let mut limits = BTreeMap::new();
     for (resource, value) in given {
+        // Cinder skips these keys (cinderclient sends `tenant_id`); `groups` is Cinder's
+        // group quota, and Ember has no groups to limit.
+        if NOT_LIMITS.contains(&resource.as_str()) {
+            continue;
+        }
         if !quota::is_known(resource) {
             return Err(Fault::bad_request(format!("Bad key(s) in quota set: {resource}")));
         }

@@ -67,3 +67,12 @@ async fn unknown_paths_are_item_not_found() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["itemNotFound"]["code"], 404);
 }
+
+#[tokio::test]
+async fn the_project_endpoint_itself_is_a_versions_document_without_token() {
+    let (status, _, body) = send(get("/v3/p1").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["versions"][0]["version"], "3.71");
+    let (status, _, _) = send(get("/v3/p1/volumes").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "everything below it still needs a token");
+}

@@ -63,7 +63,7 @@ async fn quota_sets_show_usage_update_and_delete() {
     assert_eq!(h.get("/os-quota-sets/p1/defaults", ADMIN, "3.0").await.body["quota_set"]["gigabytes"], 1000);
 
     let put = |body: Value| h.call(Method::PUT, "/os-quota-sets/p1", ADMIN, "3.0", Some(body));
-    let a = put(json!({"quota_set": {"volumes": 42, "snapshots": "7"}})).await;
+    let a = put(json!({"quota_set": {"volumes": 42, "snapshots": "7", "tenant_id": "p1"}})).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
     assert_eq!((a.body["quota_set"]["volumes"].as_i64(), a.body["quota_set"].get("id")), (Some(42), None));
     for bad in [

@@ -325,7 +325,7 @@ async fn project_less_urls_are_served_from_3_67() {
     );
     let other = h.call_url(Method::GET, "/v3/volumes", "u:p2", "3.67", None).await;
     assert_eq!(other.body["volumes"], json!([]), "the token's project decides");
-    let old = h.call_url(Method::GET, "/v3/volumes", ADMIN, "3.66", None).await;
+    let old = h.call_url(Method::GET, "/v3/volumes/detail", ADMIN, "3.66", None).await;
     old.fault(400, "badRequest");
     assert_eq!(h.get("/volumes", ADMIN, "3.67").await.body["volumes"][0]["id"], id.as_str());
     h.cleanup().await;
