@@ -37,6 +37,21 @@ fn shown_status(status: VolumeStatus) -> &'static str {
 /// The detail view; `extended` adds the extension attributes of show and detail
 /// (`os-vol-host-attr:host`...), which create and update responses do not carry.
 pub fn detail(ctx: &Ctx, v: &Volume, related: &Related, extended: bool) -> Value {
+    let mut m = base(ctx, v, related);
+    versioned(ctx, v, &mut m);
+    if extended {
+        m.insert("os-vol-tenant-attr:tenant_id".into(), json!(v.project_id));
+        if ctx.is_admin() {
+            m.insert("os-vol-host-attr:host".into(), json!(v.host));
+            m.insert("os-vol-mig-status-attr:migstat".into(), json!(v.migration_status));
+            m.insert("os-vol-mig-status-attr:name_id".into(), Value::Null);
+        }
+    }
+    Value::Object(m)
+}
+
+/// The keys of Cinder's 3.0 detail view.
+fn base(ctx: &Ctx, v: &Volume, related: &Related) -> Map<String, Value> {
     let admin = ctx.is_admin();
     let mut m = Map::new();
     let mut put = |k: &str, val: Value| {
@@ -65,6 +80,15 @@ pub fn detail(ctx: &Ctx, v: &Volume, related: &Related, extended: bool) -> Value
     if admin {
         put("migration_status", json!(v.migration_status));
     }
+    m
+}
+
+/// The keys later microversions added.
+fn versioned(ctx: &Ctx, v: &Volume, m: &mut Map<String, Value>) {
+    let admin = ctx.is_admin();
+    let mut put = |k: &str, val: Value| {
+        m.insert(k.to_owned(), val);
+    };
     if ctx.at_least(13) {
         put("group_id", json!(v.group_id));
     }
@@ -92,15 +116,6 @@ pub fn detail(ctx: &Ctx, v: &Volume, related: &Related, extended: bool) -> Value
     if ctx.at_least(65) {
         put("consumes_quota", json!(v.consumes_quota));
     }
-    if extended {
-        m.insert("os-vol-tenant-attr:tenant_id".into(), json!(v.project_id));
-        if admin {
-            m.insert("os-vol-host-attr:host".into(), json!(v.host));
-            m.insert("os-vol-mig-status-attr:migstat".into(), json!(v.migration_status));
-            m.insert("os-vol-mig-status-attr:name_id".into(), Value::Null);
-        }
-    }
-    Value::Object(m)
 }
 
 /// The `attached` attachments, as Cinder lists them in the volume.
