@@ -155,7 +155,14 @@ async fn all_in_one(args: AllInOneArgs) -> anyhow::Result<()> {
             || format!("option osapi_volume_listen {:?} is not an IP address", config.osapi_volume_listen),
         )?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let state = ember_api::ApiState { auth: std::sync::Arc::new(ember_api::auth::AuthConfig::default()) };
+    // The flows are wired in by the lead; until then the operations that need them answer 503.
+    let repo = std::sync::Arc::new(ember_db::SqlRepo::new(db.clone(), config.quota_defaults()));
+    let state = ember_api::ApiState {
+        auth: std::sync::Arc::new(ember_api::auth::AuthConfig::default()),
+        repos: ember_api::Repos::all(repo),
+        ops: std::sync::Arc::new(ember_api::UnwiredOps),
+        settings: std::sync::Arc::new(ember_api::Settings::from_config(&config)),
+    };
     let api = tokio::spawn(server::serve_api(listen, state, shutdown.clone()));
     tracing::info!(data_dir = %config.data_dir.display(), database = db.kind(), "ember all-in-one is up; Ctrl-C stops it");
     tokio::select! {

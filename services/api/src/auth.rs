@@ -111,7 +111,8 @@ pub async fn layer(State(config): State<Arc<AuthConfig>>, mut request: Request, 
     };
     // Inside a nested router the path is stripped: read the one the client sent.
     let path = request.extensions().get::<OriginalUri>().map_or(request.uri().path(), |u| u.0.path());
-    if url_project(path).is_some_and(|project| project != caller.project_id) {
+    let projectless = request.extensions().get::<crate::projectless::Projectless>().is_some();
+    if !projectless && url_project(path).is_some_and(|project| project != caller.project_id) {
         return Fault::bad_request("Malformed request url").into_response();
     }
     request.extensions_mut().insert(caller);
@@ -129,7 +130,7 @@ fn authenticate(config: &AuthConfig, headers: &HeaderMap) -> Result<Caller, Faul
 }
 
 /// The `{project_id}` segment of `/v3/{project_id}/...`.
-fn url_project(path: &str) -> Option<&str> {
+pub fn url_project(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/v3/")?;
     let segment = rest.split('/').next()?;
     (!segment.is_empty()).then_some(segment)

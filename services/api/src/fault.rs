@@ -4,6 +4,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use ember_common::{Error, ErrorKind, ServiceError};
+
 /// An error answered to the client in Cinder's fault format.
 ///
 /// The message is shown to the client as is; 5xx faults carry a generic message and
@@ -98,6 +100,41 @@ impl IntoResponse for Fault {
     }
 }
 
+impl From<ServiceError> for Fault {
+    /// The kind decides the status and fault name; internal errors keep their details in the log.
+    fn from(err: ServiceError) -> Self {
+        if err.kind == ErrorKind::Internal {
+            tracing::error!(message = %err.message, resource = ?err.resource, "internal error");
+            return Fault::internal();
+        }
+        let status =
+            StatusCode::from_u16(err.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Fault::new(status, err.message)
+    }
+}
+
+impl From<Error> for Fault {
+    fn from(err: Error) -> Self {
+        match &err {
+            // Cinder's wording: "Volume <id> could not be found."
+            Error::NotFound { kind, id } => {
+                Fault::not_found(format!("{} {id} could not be found.", capitalized(kind.as_str())))
+            }
+            Error::Invalid(reason) => Fault::bad_request(format!("Invalid input received: {reason}")),
+            Error::Storage(detail) => {
+                tracing::error!(%detail, "storage error");
+                Fault::internal()
+            }
+            _ => ServiceError::from(&err).into(),
+        }
+    }
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
 /// The result of a handler.
 pub type ApiResult<T> = Result<T, Fault>;
 
@@ -115,5 +152,17 @@ mod tests {
         assert_eq!(f.body()["overLimit"]["retryAfter"], "0");
         assert_eq!(Fault::name(StatusCode::CONFLICT), "conflictingRequest");
         assert_eq!(Fault::name(StatusCode::BAD_GATEWAY), "computeFault");
+    }
+
+    #[test]
+    fn service_errors_map_to_their_status() {
+        let quota = Fault::from(ServiceError::new(ErrorKind::OverLimit, "VolumeLimitExceeded: too many"));
+        assert_eq!(quota.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(quota.into_response().headers()[header::RETRY_AFTER], "0");
+        let internal = Fault::from(ServiceError::new(ErrorKind::Internal, "db password wrong"));
+        assert!(!internal.message.contains("password"));
+        let missing = Fault::from(Error::not_found(ember_common::ResourceKind::VolumeType, "x"));
+        assert_eq!(missing.message, "Volume type x could not be found.");
+        assert_eq!(Fault::from(Error::Storage("secret".into())).status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

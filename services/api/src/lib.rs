@@ -1,15 +1,25 @@
 //! Cinder's Block Storage API v3 over HTTP: routing, microversions, auth and faults.
 //!
 //! [`app`] builds the whole HTTP application from an [`ApiState`]; tests drive it with
-//! `tower::ServiceExt::oneshot` and one test binds a real port.
+//! `tower::ServiceExt::oneshot` and one test binds a real port. Reads are answered from
+//! the repositories; operations that run as flows go through [`VolumeOps`].
 
 pub mod auth;
+pub mod context;
 pub mod extract;
 pub mod fault;
+pub mod listing;
 pub mod microversion;
+pub mod projectless;
+pub mod quotas;
+pub mod services;
+pub mod snapshots;
+pub mod state;
+pub mod types;
+pub mod validate;
 pub mod versions;
-
-use std::sync::Arc;
+pub mod views;
+pub mod volumes;
 
 use axum::Router;
 use axum::extract::Request;
@@ -20,42 +30,59 @@ use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument as _;
 
-use crate::auth::AuthConfig;
-use crate::fault::Fault;
+pub use ember_common::ops::VolumeOps;
+pub use state::{ApiState, Repos, Settings, UnwiredOps};
 
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct ApiState {
-    pub auth: Arc<AuthConfig>,
-}
+use crate::context::RequestId;
+use crate::fault::Fault;
 
 /// The HTTP application: versions documents without a token, `/v3/{project_id}/...` with one.
 pub fn app(state: ApiState) -> Router {
     let project = Router::new()
+        .merge(volumes::routes())
+        .merge(snapshots::routes())
+        .merge(types::routes())
+        .merge(quotas::routes())
+        .merge(services::routes())
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.auth.clone(), auth::layer));
-    Router::new()
+        .method_not_allowed_fallback(bad_method)
+        .layer(middleware::from_fn_with_state(state.auth.clone(), auth::layer))
+        .with_state(state);
+    let routes = Router::new()
         .route("/", get(versions::root))
         .route("/v3", get(versions::v3_redirect))
         .route("/v3/", get(versions::v3))
+        // keystoneauth discovers at the endpoint itself (`/v3/{project_id}`) and sends no
+        // token there: it gets the versions document, as at `/v3/`.
+        .route("/v3/{project_id}", get(versions::v3))
         .route("/healthcheck", get(|| async { "OK" }))
         .nest("/v3/{project_id}", project)
         .fallback(not_found)
+        .method_not_allowed_fallback(bad_method)
         .layer(middleware::from_fn(microversion::layer))
         .layer(middleware::from_fn(request_id))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             Fault::internal().into_response()
-        }))
+        }));
+    // Routing happens inside `routes`, so project-less URLs are rewritten before it.
+    Router::new()
+        .fallback_service(tower::ServiceBuilder::new().map_request(projectless::rewrite).service(routes))
 }
 
 async fn not_found() -> Fault {
     Fault::not_found("The resource could not be found.")
 }
 
-/// Gives every request an id (`req-<uuid>`) and returns it in Cinder's two headers.
-async fn request_id(request: Request, next: Next) -> Response {
+async fn bad_method() -> Fault {
+    Fault::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "The method is not allowed for this resource.")
+}
+
+/// Gives every request an id (`req-<uuid>`), visible to handlers as [`RequestId`] and
+/// returned in Cinder's two headers.
+async fn request_id(mut request: Request, next: Next) -> Response {
     let id = format!("req-{}", uuid::Uuid::new_v4());
+    request.extensions_mut().insert(RequestId(id.clone()));
     let span =
         tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = next.run(request).instrument(span).await;

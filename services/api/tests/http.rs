@@ -1,20 +1,16 @@
 //! The HTTP contract that every client relies on, driven through `oneshot`.
 
-use std::sync::Arc;
+mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ember_api::auth::AuthConfig;
-use ember_api::{ApiState, app};
 use serde_json::Value;
 use tower::ServiceExt;
 
-fn state() -> ApiState {
-    ApiState { auth: Arc::new(AuthConfig::default()) }
-}
-
 async fn send(request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
-    let response = app(state()).oneshot(request).await.unwrap();
+    let harness = common::Harness::sqlite().await;
+    let response = harness.app.clone().oneshot(request).await.unwrap();
+    harness.cleanup().await;
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
@@ -70,4 +66,13 @@ async fn unknown_paths_are_item_not_found() {
     let (status, _, body) = send(req).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["itemNotFound"]["code"], 404);
+}
+
+#[tokio::test]
+async fn the_project_endpoint_itself_is_a_versions_document_without_token() {
+    let (status, _, body) = send(get("/v3/p1").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["versions"][0]["version"], "3.71");
+    let (status, _, _) = send(get("/v3/p1/volumes").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "everything below it still needs a token");
 }

@@ -1,0 +1,118 @@
+//! What every handler can reach: the repositories, the flow operations and the settings.
+
+use std::sync::Arc;
+
+use ember_common::config::Config;
+use ember_common::model::{Snapshot, Volume};
+use ember_common::ops::{CreateSnapshot, CreateVolume, DeleteVolume, RequestContext, VolumeOps};
+use ember_common::repo::{AttachmentRepo, QuotaRepo, ServiceRepo, SnapshotRepo, VolumeRepo, VolumeTypeRepo};
+use ember_common::{ErrorKind, ServiceError};
+
+use crate::auth::AuthConfig;
+
+/// The shared state of the application; cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub auth: Arc<AuthConfig>,
+    pub repos: Repos,
+    /// The operations that run as flows (create, delete, extend, snapshot create and delete).
+    pub ops: Arc<dyn VolumeOps>,
+    pub settings: Arc<Settings>,
+}
+
+/// The repositories the API reads and writes directly.
+#[derive(Clone)]
+pub struct Repos {
+    pub volumes: Arc<dyn VolumeRepo>,
+    pub types: Arc<dyn VolumeTypeRepo>,
+    pub snapshots: Arc<dyn SnapshotRepo>,
+    pub attachments: Arc<dyn AttachmentRepo>,
+    pub quotas: Arc<dyn QuotaRepo>,
+    pub services: Arc<dyn ServiceRepo>,
+}
+
+impl Repos {
+    /// Every repository from one implementation of all the traits (e.g. `ember_db::SqlRepo`).
+    pub fn all<R>(repo: Arc<R>) -> Self
+    where
+        R: VolumeRepo + VolumeTypeRepo + SnapshotRepo + AttachmentRepo + QuotaRepo + ServiceRepo + 'static,
+    {
+        Self {
+            volumes: repo.clone(),
+            types: repo.clone(),
+            snapshots: repo.clone(),
+            attachments: repo.clone(),
+            quotas: repo.clone(),
+            services: repo,
+        }
+    }
+}
+
+/// The configuration values handlers need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The zone this node's services are in (`storage_availability_zone`).
+    pub storage_availability_zone: String,
+    /// The zone of volumes created without one.
+    pub default_availability_zone: String,
+    /// The name of the type of volumes created without one.
+    pub default_volume_type: String,
+    /// The largest page a list returns (`osapi_max_limit`).
+    pub osapi_max_limit: u32,
+    /// Seconds without a heartbeat after which a service is down.
+    pub service_down_time: u64,
+}
+
+impl Settings {
+    /// The values of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            storage_availability_zone: config.storage_availability_zone.clone(),
+            default_availability_zone: config
+                .default_availability_zone
+                .clone()
+                .unwrap_or_else(|| config.storage_availability_zone.clone()),
+            default_volume_type: config.default_volume_type.clone(),
+            osapi_max_limit: config.osapi_max_limit.max(1),
+            service_down_time: config.service_down_time,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self::from_config(&Config::default())
+    }
+}
+
+/// The operations of a process that runs no flows: every call answers 503, so an API
+/// started without its flows says so instead of pretending.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnwiredOps;
+
+fn unwired() -> ServiceError {
+    ServiceError::new(ErrorKind::Unavailable, "The volume service is not available.")
+}
+
+#[async_trait::async_trait]
+impl VolumeOps for UnwiredOps {
+    async fn create_volume(&self, _: &RequestContext, _: CreateVolume) -> Result<Volume, ServiceError> {
+        Err(unwired())
+    }
+
+    async fn delete_volume(&self, _: &RequestContext, _: &str, _: DeleteVolume) -> Result<(), ServiceError> {
+        Err(unwired())
+    }
+
+    async fn extend_volume(&self, _: &RequestContext, _: &str, _: i64) -> Result<(), ServiceError> {
+        Err(unwired())
+    }
+
+    async fn create_snapshot(&self, _: &RequestContext, _: CreateSnapshot) -> Result<Snapshot, ServiceError> {
+        Err(unwired())
+    }
+
+    async fn delete_snapshot(&self, _: &RequestContext, _: &str, _: bool) -> Result<(), ServiceError> {
+        Err(unwired())
+    }
+}
