@@ -222,7 +222,7 @@ async fn stats_come_from_the_file_system() {
     let free = pool.free_capacity_gb.gb().unwrap();
     assert!(free > 0.0 && free <= total, "{pool:?}");
     assert_eq!(pool.provisioned_capacity_gb, Some(5.0));
-    assert!(pool.thin_provisioning_support && !pool.thick_provisioning_support);
+    assert!(pool.thin_provisioning_support && pool.thick_provisioning_support == Some(false));
     assert_eq!(pool.extra["total_volumes"], 1);
     // Without refresh the cached report comes back, even after a change.
     fx.driver.create_volume(&DriverVolume::new(suite::id(), 1)).await.unwrap();

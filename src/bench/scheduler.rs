@@ -121,11 +121,11 @@ fn pool(i: usize) -> PoolCapabilities {
         free_capacity_gb: Capacity::Gb(total * 0.6),
         allocated_capacity_gb: total * 0.4,
         provisioned_capacity_gb: Some(total * 0.5),
-        max_over_subscription_ratio: OverSubscription::Ratio(if thin { 20.0 } else { 1.0 }),
+        max_over_subscription_ratio: Some(OverSubscription::Ratio(if thin { 20.0 } else { 1.0 })),
         reserved_percentage: (i % 10) as f64,
         thin_provisioning_support: thin,
-        thick_provisioning_support: !thin,
-        multiattach: i.is_multiple_of(3),
+        thick_provisioning_support: Some(!thin),
+        multiattach: Some(i.is_multiple_of(3)),
         extra,
     }
 }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use async_trait::async_trait;
-use ember_common::capabilities::BackendCapabilities;
+use ember_common::capabilities::{BackendCapabilities, OverSubscription};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -62,7 +62,9 @@ pub struct FileOptions {
     /// The address NBD exports listen on.
     pub nbd_host: String,
     pub reserved_percentage: f64,
-    pub max_over_subscription_ratio: f64,
+    /// The ratio reported for the pool: a number or `auto`; `None` reports none, so the
+    /// scheduler's configured `max_over_subscription_ratio` applies.
+    pub max_over_subscription_ratio: Option<OverSubscription>,
 }
 
 impl Default for FileOptions {
@@ -75,7 +77,7 @@ impl Default for FileOptions {
             direct_io: DirectIo::Auto,
             nbd_host: "127.0.0.1".to_owned(),
             reserved_percentage: 0.0,
-            max_over_subscription_ratio: 20.0,
+            max_over_subscription_ratio: None,
         }
     }
 }

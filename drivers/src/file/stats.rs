@@ -1,7 +1,7 @@
 //! The file backend's capability report: file-system capacity from statvfs, plus the
 //! virtual sizes of its volumes (provisioned capacity, qcow2 and sparse raw being thin).
 
-use ember_common::capabilities::{BackendCapabilities, Capacity, OverSubscription, PoolCapabilities};
+use ember_common::capabilities::{BackendCapabilities, Capacity, PoolCapabilities};
 use serde_json::{Map, Value};
 
 use crate::GIB;
@@ -66,13 +66,11 @@ impl FileDriver {
                 free_capacity_gb: Capacity::Gb(gb(usage.free_bytes)),
                 allocated_capacity_gb: provisioned,
                 provisioned_capacity_gb: Some(provisioned),
-                max_over_subscription_ratio: OverSubscription::Ratio(
-                    self.options.max_over_subscription_ratio,
-                ),
+                max_over_subscription_ratio: self.options.max_over_subscription_ratio,
                 reserved_percentage: self.options.reserved_percentage,
                 thin_provisioning_support: true,
-                thick_provisioning_support: false,
-                multiattach: false,
+                thick_provisioning_support: Some(false),
+                multiattach: Some(false),
                 extra,
             }],
             extra: Map::new(),

@@ -65,23 +65,24 @@ pub struct PoolCapabilities {
     /// GiB promised to volumes, thin or thick; defaults to `allocated_capacity_gb`.
     #[serde(default)]
     pub provisioned_capacity_gb: Option<f64>,
-    #[serde(default)]
-    pub max_over_subscription_ratio: OverSubscription,
+    /// The pool's own ratio; absent means "not reported", so the scheduler's configured
+    /// `max_over_subscription_ratio` applies (Python's `reported or global`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_over_subscription_ratio: Option<OverSubscription>,
     #[serde(default)]
     pub reserved_percentage: f64,
     #[serde(default)]
     pub thin_provisioning_support: bool,
-    #[serde(default = "yes")]
-    pub thick_provisioning_support: bool,
-    #[serde(default)]
-    pub multiattach: bool,
+    /// `None` when the pool does not report it: the CapabilitiesFilter then fails any extra
+    /// spec on it, as Cinder's does for a missing capability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thick_provisioning_support: Option<bool>,
+    /// `None` when the pool does not report it (see `thick_provisioning_support`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiattach: Option<bool>,
     /// Any other capability, matched by the CapabilitiesFilter against extra specs.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// What one backend (`host@backend`) reports.
@@ -98,6 +99,29 @@ pub struct BackendCapabilities {
     /// Any other backend-wide capability.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// The RPC method volume services fanout-cast to every scheduler with a [`CapabilityReport`]
+/// (Cinder's `update_service_capabilities`).
+pub const UPDATE_SERVICE_CAPABILITIES: &str = "update_service_capabilities";
+
+/// The RPC method schedulers fanout-cast to every volume service to ask for an immediate
+/// report (Cinder's `publish_service_capabilities`); it takes no arguments.
+pub const PUBLISH_SERVICE_CAPABILITIES: &str = "publish_service_capabilities";
+
+/// The arguments of [`UPDATE_SERVICE_CAPABILITIES`]: one backend's report and when it was taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapabilityReport {
+    /// `volume` (or `backup`), as Cinder's `service_name`.
+    pub service_name: String,
+    /// `host@backend` for volume services.
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    pub capabilities: BackendCapabilities,
+    /// When the driver was asked for its stats, in milliseconds since the Unix epoch; a
+    /// scheduler ignores a report older than the one it holds.
+    pub timestamp_ms: i64,
 }
 
 #[cfg(test)]
@@ -124,8 +148,24 @@ mod tests {
         let pool = &report.pools[0];
         assert_eq!(pool.total_capacity_gb, Capacity::Keyword(CapacityKeyword::Infinite));
         assert_eq!(pool.free_capacity_gb.gb(), Some(100.5));
-        assert_eq!(pool.max_over_subscription_ratio, OverSubscription::Auto(AutoKeyword::Auto));
-        assert!(pool.thick_provisioning_support);
+        assert_eq!(pool.max_over_subscription_ratio, Some(OverSubscription::Auto(AutoKeyword::Auto)));
+        assert_eq!(pool.thick_provisioning_support, None, "not reported");
+        assert_eq!(pool.multiattach, None, "not reported");
         assert_eq!(pool.extra["compression"], "<is> True");
+    }
+
+    #[test]
+    fn unreported_fields_stay_absent_on_the_wire() {
+        let pool: PoolCapabilities = serde_json::from_value(serde_json::json!({
+            "pool_name": "p", "total_capacity_gb": 10, "free_capacity_gb": 5
+        }))
+        .unwrap();
+        assert_eq!(pool.max_over_subscription_ratio, None);
+        let wire = serde_json::to_value(&pool).unwrap();
+        for key in ["max_over_subscription_ratio", "thick_provisioning_support", "multiattach"] {
+            assert!(wire.get(key).is_none(), "{key} in {wire}");
+        }
+        let back: PoolCapabilities = serde_json::from_value(wire).unwrap();
+        assert_eq!(back, pool);
     }
 }

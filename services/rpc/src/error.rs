@@ -30,6 +30,9 @@ pub enum Error {
     /// The transport has been shut down.
     #[error("transport is closed")]
     Closed,
+    /// The services table could not be read or written (registration, heartbeats).
+    #[error("service registry: {0}")]
+    Registry(ember_common::Error),
 }
 
 /// The result alias used throughout the crate.

@@ -142,6 +142,18 @@ impl Transport for InProcess {
         }
         Ok(ServerHandle { workers })
     }
+
+    async fn listen_fanout(
+        &self,
+        topic: &str,
+        dispatcher: Arc<dyn Dispatcher>,
+        prefetch: u16,
+    ) -> Result<ServerHandle> {
+        let workers = Workers::new(prefetch);
+        let rx = self.subscribe_fanout(topic);
+        workers.spawn_loop(consume(workers.clone(), rx, None, dispatcher));
+        Ok(ServerHandle { workers })
+    }
 }
 
 /// Takes messages from one queue while handler slots are free, until the server stops.

@@ -45,18 +45,22 @@
 
 pub mod amqp;
 mod client;
+mod clock;
 mod envelope;
 mod error;
 mod inprocess;
+pub mod registry;
 mod server;
 mod target;
 mod transport;
 
 pub use amqp::{Amqp, AmqpOptions};
 pub use client::{DEFAULT_CALL_TIMEOUT, RpcClient};
+pub use clock::Clock;
 pub use envelope::{CallInfo, Context, Envelope, Outcome, Reply, Version, new_request_id};
 pub use error::{Error, RemoteError, Result};
 pub use inprocess::InProcess;
+pub use registry::{Registry, RegistryHandle, RegistryOptions, ServiceSpec, is_up};
 pub use server::{Endpoint, RpcServer};
 pub use target::{BACKUP_TOPIC, SCHEDULER_TOPIC, Target, VOLUME_TOPIC};
 pub use transport::{Dispatcher, ListenOptions, ServerHandle, Transport};

@@ -44,6 +44,16 @@ impl<E: Endpoint> RpcServer<E> {
     ) -> Result<ServerHandle> {
         transport.listen(target, Arc::new(self), options).await
     }
+
+    /// Starts serving only the fanout casts of `topic` on `transport`.
+    pub async fn listen_fanout(
+        self,
+        transport: &dyn Transport,
+        topic: &str,
+        prefetch: u16,
+    ) -> Result<ServerHandle> {
+        transport.listen_fanout(topic, Arc::new(self), prefetch).await
+    }
 }
 
 #[async_trait]

@@ -62,6 +62,16 @@ pub trait Transport: Send + Sync + 'static {
         dispatcher: Arc<dyn Dispatcher>,
         options: ListenOptions,
     ) -> Result<ServerHandle>;
+
+    /// Starts consuming only the fanout casts of `topic` (a queue of this server's own), not
+    /// the topic's work queues: for a component that answers broadcasts (capability reports,
+    /// requests for them) next to the manager that takes the topic's work.
+    async fn listen_fanout(
+        &self,
+        topic: &str,
+        dispatcher: Arc<dyn Dispatcher>,
+        prefetch: u16,
+    ) -> Result<ServerHandle>;
 }
 
 /// Controls a listening server. Dropping it stops the server from taking new messages.

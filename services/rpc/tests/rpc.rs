@@ -169,6 +169,34 @@ async fn fanout_case(bus: &Bus) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fanout_only_server_takes_broadcasts_but_no_work() {
+    for bus in buses("fanout-only") {
+        fanout_only_case(&bus).await;
+        bus.cleanup().await;
+    }
+}
+
+async fn fanout_only_case(bus: &Bus) {
+    let topic = topic("fanout-only");
+    let seen = Seen::default();
+    let transport = bus.transport().await;
+    let listener = RpcServer::new(Recorder::new("fan", &seen));
+    let fan = listener.listen_fanout(&*transport, &topic, 4).await.unwrap();
+    let worker = serve(&transport, &Target::topic(&topic), Recorder::new("work", &seen)).await;
+    let client = RpcClient::new(bus.transport().await, "3.0");
+    for n in 0..5 {
+        client.cast(&ctx(), &Target::topic(&topic), "record", json!({"n": n})).await.unwrap();
+    }
+    client.fanout_cast(&ctx(), &topic, "record", json!({"n": 99})).await.unwrap();
+    // Five casts for the worker, and the broadcast for both.
+    assert!(eventually(WAIT, || seen.len() == 7).await, "{}: saw {:?}", bus.name(), seen.all());
+    fan.stop().await;
+    worker.stop().await;
+    let by_fan: Vec<_> = seen.all().into_iter().filter(|(s, _, _)| s == "fan").map(|(_, n, _)| n).collect();
+    assert_eq!(by_fan, [json!(99)], "{}", bus.name());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_casts_are_delivered_exactly_once() {
     for bus in buses("many") {
         many_casts_case(&bus, 10_000).await;

@@ -138,14 +138,14 @@ fn pool_field(pool: &PoolCapabilities, field: Field) -> Option<CapValue<'_>> {
         Field::FreeCapacity => capacity_value(pool.free_capacity_gb),
         Field::AllocatedCapacity => CapValue::Num(pool.allocated_capacity_gb),
         Field::ProvisionedCapacity => CapValue::Num(pool.provisioned_capacity_gb?),
-        Field::MaxOverSubscriptionRatio => match pool.max_over_subscription_ratio {
+        Field::MaxOverSubscriptionRatio => match pool.max_over_subscription_ratio? {
             OverSubscription::Ratio(r) => CapValue::Num(r),
             OverSubscription::Auto(_) => CapValue::Str("auto"),
         },
         Field::ReservedPercentage => CapValue::Num(pool.reserved_percentage),
         Field::ThinSupport => CapValue::Bool(pool.thin_provisioning_support),
-        Field::ThickSupport => CapValue::Bool(pool.thick_provisioning_support),
-        Field::Multiattach => CapValue::Bool(pool.multiattach),
+        Field::ThickSupport => CapValue::Bool(pool.thick_provisioning_support?),
+        Field::Multiattach => CapValue::Bool(pool.multiattach?),
         _ => return None,
     })
 }
@@ -158,6 +158,17 @@ fn backend_field(backend: &BackendCapabilities, field: Field) -> Option<CapValue
         Field::StorageProtocol => CapValue::Str(&backend.storage_protocol),
         _ => return None,
     })
+}
+
+/// The value of a typed pool flag that neither the pool nor its backend reported: a pool is
+/// taken to support thick provisioning and not multiattach, the defaults reports had before
+/// the flags could be left out (so a type asking `multiattach: <is> False` still matches).
+fn unreported_default(field: Field) -> Option<CapValue<'static>> {
+    match field {
+        Field::ThickSupport => Some(CapValue::Bool(true)),
+        Field::Multiattach => Some(CapValue::Bool(false)),
+        _ => None,
+    }
 }
 
 /// Looks a capability up: the pool's report first, then its backend's (Cinder copies the
@@ -173,7 +184,8 @@ fn lookup<'c>(
     let top = pool_field(&pool.capabilities, spec.field)
         .or_else(|| extra(&pool.extras))
         .or_else(|| backend.capabilities.as_ref().and_then(|caps| backend_field(caps, spec.field)))
-        .or_else(|| extra(&backend.extras))?;
+        .or_else(|| extra(&backend.extras))
+        .or_else(|| unreported_default(spec.field))?;
     if rest.is_empty() {
         return Some(top);
     }

@@ -14,6 +14,7 @@ pub mod filters;
 pub mod options;
 pub mod request;
 pub mod scheduler;
+pub mod service;
 pub mod shared;
 pub mod state;
 pub mod weighers;
@@ -21,16 +22,26 @@ pub mod weighers;
 pub use options::{FilterKind, SchedulerOptions, WeigherKind};
 pub use request::{RequestSpec, RetryInfo};
 pub use scheduler::{FilterScheduler, NoValidBackend, Placement, Rejection};
+pub use service::{
+    LivenessHandle, LivenessRefresh, SchedulerService, SchedulerServiceHandle, SchedulerServiceOptions,
+    request_capabilities,
+};
 pub use shared::SharedScheduler;
 pub use state::{BackendState, HostStateCache, PoolState, ServiceStatus};
 
 /// Errors of the scheduler crate.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid scheduler options: {0}")]
     InvalidOptions(String),
     #[error(transparent)]
     NoValidBackend(#[from] NoValidBackend),
+    /// The services table could not be read.
+    #[error("reading the services table: {0}")]
+    Repo(#[source] ember_common::Error),
+    /// Listening for reports or asking for them failed.
+    #[error(transparent)]
+    Rpc(ember_rpc::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -71,7 +71,7 @@ impl PoolState {
             caps.total_capacity_gb,
             caps.free_capacity_gb,
             provisioned,
-            Some(caps.max_over_subscription_ratio),
+            caps.max_over_subscription_ratio,
             global,
         );
         Self {
@@ -271,5 +271,35 @@ impl HostStateCache {
     /// Gives back what a failed placement took (Cinder's `revert_volume_consumed_capacity`).
     pub fn release(&mut self, host: &str, size_gb: f64) -> bool {
         self.pool_mut(host).map(|p| p.consume(-size_gb, None)).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn thin_pool(mosr: Option<&str>) -> BackendCapabilities {
+        let mut pool = json!({
+            "pool_name": "p", "total_capacity_gb": 100, "free_capacity_gb": 100,
+            "thin_provisioning_support": true
+        });
+        if let Some(m) = mosr {
+            pool["max_over_subscription_ratio"] = json!(m.parse::<f64>().map_or(json!(m), |r| json!(r)));
+        }
+        serde_json::from_value(json!({"volume_backend_name": "b", "pools": [pool]})).unwrap()
+    }
+
+    #[test]
+    fn a_pool_without_a_ratio_takes_the_configured_one() {
+        let mut cache = HostStateCache::new(OverSubscription::Ratio(7.5));
+        cache.update_capabilities("h@none", 1, thin_pool(None));
+        cache.update_capabilities("h@own", 1, thin_pool(Some("3")));
+        cache.update_capabilities("h@auto", 1, thin_pool(Some("auto")));
+        assert_eq!(cache.pool("h@none#p").unwrap().max_over_subscription_ratio, 7.5);
+        assert_eq!(cache.pool("h@own#p").unwrap().max_over_subscription_ratio, 3.0);
+        // `auto` on an empty pool starts at Cinder's initial 20.
+        assert_eq!(cache.pool("h@auto#p").unwrap().max_over_subscription_ratio, 20.0);
     }
 }

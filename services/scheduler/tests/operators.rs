@@ -149,3 +149,22 @@ fn multiattach_requires_a_multiattach_pool() {
     // A type's own multiattach spec wins over the implicit one.
     assert!(placed(json!({}), &[("multiattach", "<is> False")], true));
 }
+
+#[test]
+fn an_unreported_pool_flag_is_taken_from_the_backend_report() {
+    let place = |backend_multiattach: Option<bool>| {
+        let mut s = default_scheduler();
+        let mut cache = s.new_cache();
+        let mut caps = report("lvm-1", vec![pool("p", json!(100), json!(100), json!({}))]);
+        if let Some(m) = backend_multiattach {
+            caps.extra.insert("multiattach".into(), json!(m));
+        }
+        cache.update_service("node1@lvm", ServiceStatus::up("nova", NOW));
+        cache.update_capabilities("node1@lvm", NOW, caps);
+        let spec = RequestSpec { size_gb: 1, multiattach: true, ..RequestSpec::default() };
+        s.schedule(&mut cache, &spec, NOW).is_ok()
+    };
+    assert!(place(Some(true)), "the backend says multiattach");
+    assert!(!place(Some(false)));
+    assert!(!place(None), "nobody says so: not multiattach");
+}

@@ -269,6 +269,16 @@ impl Transport for Amqp {
         dispatcher: Arc<dyn Dispatcher>,
         options: ListenOptions,
     ) -> Result<ServerHandle> {
-        server::listen(self, target, dispatcher, options).await
+        server::listen(self, target, dispatcher, options, true).await
+    }
+
+    async fn listen_fanout(
+        &self,
+        topic: &str,
+        dispatcher: Arc<dyn Dispatcher>,
+        prefetch: u16,
+    ) -> Result<ServerHandle> {
+        let options = ListenOptions { prefetch, fanout: true };
+        server::listen(self, &Target::topic(topic), dispatcher, options, false).await
     }
 }

@@ -52,10 +52,17 @@ pub(super) async fn listen(
     target: &Target,
     dispatcher: Arc<dyn Dispatcher>,
     options: ListenOptions,
+    queues: bool,
 ) -> Result<ServerHandle> {
     let workers = Workers::new(options.prefetch);
-    let server =
-        Server { amqp: amqp.clone(), target: target.clone(), options, workers: workers.clone(), dispatcher };
+    let server = Server {
+        amqp: amqp.clone(),
+        target: target.clone(),
+        options,
+        queues,
+        workers: workers.clone(),
+        dispatcher,
+    };
     let what = target.routing_key();
     let attached = publish::retry_until(amqp.publish_deadline(), &what, || server.attach()).await?;
     workers.spawn_loop(server.supervise(attached));
@@ -83,6 +90,8 @@ struct Server {
     amqp: Amqp,
     target: Target,
     options: ListenOptions,
+    /// Whether to consume the target's work queues; false for a fanout-only server.
+    queues: bool,
     workers: Workers,
     dispatcher: Arc<dyn Dispatcher>,
 }
@@ -106,8 +115,10 @@ impl Server {
     /// Declares the queues on the live connection and starts consuming them.
     async fn attach(&self) -> Result<Attached> {
         let mut queues = Vec::new();
-        for key in self.target.listen_keys() {
-            queues.push(self.amqp.ensure_queue(&key).await?);
+        if self.queues {
+            for key in self.target.listen_keys() {
+                queues.push(self.amqp.ensure_queue(&key).await?);
+            }
         }
         let live = self.amqp.inner.session.live().await?;
         let channel = live.connection.create_channel().await?;
