@@ -1,6 +1,7 @@
 //! The `ember` binary: every Ember process, the management commands and the benchmarks.
 
 mod bench;
+mod process;
 mod server;
 
 use std::net::SocketAddr;
@@ -11,6 +12,8 @@ use clap::{Parser, Subcommand};
 use ember_common::config::{Config, Overrides};
 use ember_db::{Db, DbOptions};
 use tracing_subscriber::EnvFilter;
+
+use crate::process::{Plumbing, Role};
 
 /// Ember: a block storage service that speaks OpenStack Cinder's Block Storage API v3.
 #[derive(Debug, Parser)]
@@ -24,6 +27,12 @@ struct Cli {
 enum Command {
     /// Every service in one process on the embedded default (SQLite, in-process bus, file driver).
     AllInOne(AllInOneArgs),
+    /// The REST API (Cinder's cinder-api).
+    Api(AllInOneArgs),
+    /// The filter scheduler (Cinder's cinder-scheduler).
+    Scheduler(AllInOneArgs),
+    /// The volume service of this host's enabled backends (Cinder's cinder-volume).
+    Volume(AllInOneArgs),
     /// Management commands (Cinder's cinder-manage).
     #[command(subcommand)]
     Manage(Manage),
@@ -110,7 +119,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::AllInOne(args) => all_in_one(args).await,
+        Command::AllInOne(args) => serve(args, &[Role::Volume, Role::Scheduler, Role::Api]).await,
+        Command::Api(args) => serve(args, &[Role::Api]).await,
+        Command::Scheduler(args) => serve(args, &[Role::Scheduler]).await,
+        Command::Volume(args) => serve(args, &[Role::Volume]).await,
         Command::Manage(Manage::Db(ManageDb::Sync(args))) => {
             let config = args.load()?;
             let db = open_db(&config).await?;
@@ -144,35 +156,25 @@ async fn open_db(config: &Config) -> anyhow::Result<Db> {
     Db::connect(&DbOptions::new(config.database_url())).await.context("open the database")
 }
 
-async fn all_in_one(args: AllInOneArgs) -> anyhow::Result<()> {
+/// Runs `roles` in this process until Ctrl-C or SIGTERM.
+async fn serve(args: AllInOneArgs, roles: &[Role]) -> anyhow::Result<()> {
     let config = args.config.load()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("create the data directory {}", config.data_dir.display()))?;
-    let db = open_db(&config).await?;
-    db.migrate().await.context("apply the migrations")?;
-    let listen: SocketAddr =
-        format!("{}:{}", config.osapi_volume_listen, config.osapi_volume_listen_port).parse().with_context(
-            || format!("option osapi_volume_listen {:?} is not an IP address", config.osapi_volume_listen),
-        )?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    // The flows are wired in by the lead; until then the operations that need them answer 503.
-    let repo = std::sync::Arc::new(ember_db::SqlRepo::new(db.clone(), config.quota_defaults()));
-    let state = ember_api::ApiState {
-        auth: std::sync::Arc::new(ember_api::auth::AuthConfig::default()),
-        repos: ember_api::Repos::all(repo),
-        ops: std::sync::Arc::new(ember_api::UnwiredOps),
-        settings: std::sync::Arc::new(ember_api::Settings::from_config(&config)),
-    };
-    let api = tokio::spawn(server::serve_api(listen, state, shutdown.clone()));
-    tracing::info!(data_dir = %config.data_dir.display(), database = db.kind(), "ember all-in-one is up; Ctrl-C stops it");
-    tokio::select! {
-        result = shutdown_signal() => result?,
-        _ = shutdown.cancelled() => {}
+    let plumbing = Plumbing::open(config).await?;
+    let started = process::run_roles(&plumbing, roles).await;
+    if started.is_ok() {
+        tracing::info!(
+            ?roles,
+            data_dir = %plumbing.config.data_dir.display(),
+            database = plumbing.db.kind(),
+            "ember is up; Ctrl-C stops it"
+        );
+        tokio::select! {
+            result = shutdown_signal() => result?,
+            _ = plumbing.shutdown.cancelled() => {}
+        }
     }
-    shutdown.cancel();
-    api.await.context("the API task")??;
-    db.close().await;
-    Ok(())
+    plumbing.close().await;
+    started
 }
 
 /// Waits for Ctrl-C or SIGTERM.

@@ -1,19 +1,17 @@
 //! Serving the REST API on a socket until shutdown.
 
-use std::net::SocketAddr;
-
 use anyhow::Context as _;
 use ember_api::{ApiState, app};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Binds `listen` and serves the API until `shutdown` is cancelled; in-flight requests finish.
+/// Serves the API on `listener` until `shutdown` is cancelled; in-flight requests finish.
 pub async fn serve_api(
-    listen: SocketAddr,
+    listener: TcpListener,
     state: ApiState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind the API to {listen}"))?;
+    let listen = listener.local_addr().context("read the API's address")?;
     tracing::info!(%listen, "API listening");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

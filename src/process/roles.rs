@@ -1,0 +1,212 @@
+//! The three roles of an Ember process and how each is started on the shared plumbing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use ember_api::ApiState;
+use ember_api::auth::AuthConfig;
+use ember_api::state::{Repos, Settings};
+use ember_drivers::SharedDriver;
+use ember_engine::{Engine, Registry, Worker, WorkerHandle};
+use ember_flows::{API_TOPIC, Deps, DriverLookup, FlowConfig, FlowVolumeOps, SCHEDULER_TOPIC};
+use ember_rpc::{ListenOptions, RegistryOptions, RpcServer, ServiceSpec, Target};
+use ember_scheduler::{SchedulerOptions, SchedulerService, SchedulerServiceOptions, SharedScheduler};
+use ember_volume::{Backends, CapabilityReporter, PublishEndpoint, ReporterOptions};
+
+use super::Plumbing;
+use super::wake::{RpcWake, WakeEndpoint};
+use crate::server;
+
+/// What a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Api,
+    Scheduler,
+    Volume,
+}
+
+/// Starts `roles` on `plumbing`; they run until `plumbing.shutdown` is cancelled.
+pub async fn run_roles(plumbing: &Plumbing, roles: &[Role]) -> anyhow::Result<()> {
+    let deps = flow_deps(plumbing);
+    for role in roles {
+        match role {
+            Role::Api => start_api(plumbing, deps.clone()).await?,
+            Role::Scheduler => start_scheduler(plumbing, deps.clone()).await?,
+            Role::Volume => start_volume(plumbing, deps.clone()).await?,
+        }
+    }
+    Ok(())
+}
+
+fn flow_deps(p: &Plumbing) -> Deps {
+    let config = FlowConfig {
+        scheduler_max_attempts: p.config.scheduler_max_attempts,
+        default_volume_type: p.config.default_volume_type.clone(),
+        storage_availability_zone: p.config.storage_availability_zone.clone(),
+        reservation_expire: std::time::Duration::from_secs(p.config.reservation_expire),
+    };
+    let wake = Arc::new(RpcWake::new(p.rpc.clone()));
+    Deps::new(p.repo.clone(), p.store.clone(), wake, config)
+}
+
+/// Spawns a worker for `topics` with the flows `registry` knows; returns its wake handle.
+fn spawn_worker(p: &Plumbing, role: &str, topics: Vec<String>, registry: Registry) -> WorkerHandle {
+    let worker = Worker::new(p.store.clone(), registry, p.worker_options(role, topics));
+    let handle = worker.handle();
+    let shutdown = p.shutdown.clone();
+    let role = role.to_owned();
+    p.tasks.spawn(async move {
+        if let Err(err) = worker.run(shutdown).await {
+            tracing::error!(%role, error = %err, "the flow worker stopped");
+        }
+    });
+    handle
+}
+
+/// Serves wakes for the flow topics of `handles` on RPC `target`.
+async fn serve_wakes(
+    p: &Plumbing,
+    target: Target,
+    handles: HashMap<String, WorkerHandle>,
+) -> anyhow::Result<()> {
+    let options = ListenOptions { prefetch: 16, fanout: false };
+    let server = RpcServer::new(WakeEndpoint::new(handles))
+        .listen(&*p.transport, &target, options)
+        .await
+        .with_context(|| format!("listen on {}", target.routing_key()))?;
+    let shutdown = p.shutdown.clone();
+    p.tasks.spawn(async move {
+        shutdown.cancelled().await;
+        server.stop().await;
+    });
+    Ok(())
+}
+
+async fn start_api(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
+    let deps = Arc::new(deps);
+    let mut registry = Registry::new();
+    ember_flows::register_api(&mut registry, &deps);
+    // A peer's (or our own previous life's) api flows are resumed by this worker.
+    spawn_worker(p, "api", vec![API_TOPIC.to_owned()], registry);
+    let engine = Engine::with_options(p.store.clone(), p.engine_options("api"));
+    let ops = FlowVolumeOps::new(engine, deps).context("compile the api flows")?;
+    let state = ApiState {
+        auth: Arc::new(auth_config(&p.config)),
+        repos: Repos::all(p.repo.clone()),
+        ops: Arc::new(ops),
+        settings: Arc::new(Settings::from_config(&p.config)),
+    };
+    let listen: SocketAddr =
+        format!("{}:{}", p.config.osapi_volume_listen, p.config.osapi_volume_listen_port)
+            .parse()
+            .with_context(|| {
+                format!("option osapi_volume_listen {:?} is not an IP address", p.config.osapi_volume_listen)
+            })?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind the API to {listen}"))?;
+    let shutdown = p.shutdown.clone();
+    p.tasks.spawn(async move {
+        if let Err(err) = server::serve_api(listener, state, shutdown.clone()).await {
+            tracing::error!(error = %err, "the API stopped");
+            shutdown.cancel();
+        }
+    });
+    Ok(())
+}
+
+fn auth_config(config: &ember_common::config::Config) -> AuthConfig {
+    let strategy = match config.auth_strategy {
+        ember_common::config::AuthStrategy::Noauth => ember_api::auth::Strategy::Noauth,
+        ember_common::config::AuthStrategy::Token => ember_api::auth::Strategy::Token,
+    };
+    AuthConfig { strategy, ..AuthConfig::default() }
+}
+
+async fn start_scheduler(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
+    let registry_options = RegistryOptions::from_config(&p.config);
+    let options = SchedulerOptions {
+        scheduler_max_attempts: p.config.scheduler_max_attempts,
+        service_down_time: registry_options.service_down_time().as_secs(),
+        ..SchedulerOptions::default()
+    };
+    let scheduler = SharedScheduler::new(options).context("configure the scheduler")?;
+    let service = SchedulerService::new(scheduler.clone())
+        .start(
+            SchedulerServiceOptions::from_config(&p.config),
+            p.repo.clone(),
+            p.transport.clone(),
+            p.shutdown.clone(),
+        )
+        .await
+        .context("start the scheduler service")?;
+    let registration = ember_rpc::Registry::new(registry_options, p.repo.clone())
+        .start(
+            vec![ServiceSpec::scheduler(&p.config.host, &p.config.storage_availability_zone)],
+            p.shutdown.clone(),
+        )
+        .await
+        .context("register the scheduler service")?;
+    let deps = Arc::new(deps.with_scheduler(scheduler));
+    let mut registry = Registry::new();
+    ember_flows::register_scheduler(&mut registry, &deps)?;
+    let handle = spawn_worker(p, "scheduler", vec![SCHEDULER_TOPIC.to_owned()], registry);
+    serve_wakes(
+        p,
+        Target::topic(ember_rpc::SCHEDULER_TOPIC),
+        HashMap::from([(SCHEDULER_TOPIC.to_owned(), handle)]),
+    )
+    .await?;
+    let shutdown = p.shutdown.clone();
+    p.tasks.spawn(async move {
+        shutdown.cancelled().await;
+        service.stop().await;
+        registration.stop().await;
+    });
+    Ok(())
+}
+
+/// The drivers of this process's backends, for the volume flows.
+struct BackendDrivers(Backends);
+
+impl DriverLookup for BackendDrivers {
+    fn driver(&self, backend: &str) -> Option<SharedDriver> {
+        self.0.driver(backend)
+    }
+}
+
+async fn start_volume(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
+    let backends = Backends::from_config(&p.config).await.context("set up the volume backends")?;
+    let registration = ember_rpc::Registry::new(RegistryOptions::from_config(&p.config), p.repo.clone())
+        .start(backends.service_specs(), p.shutdown.clone())
+        .await
+        .context("register the volume services")?;
+    let reporter = CapabilityReporter::new(
+        ReporterOptions::from_config(&p.config),
+        backends.clone(),
+        p.transport.clone(),
+    )
+    .spawn(p.shutdown.clone());
+    let publish = RpcServer::new(PublishEndpoint::new(reporter.clone()))
+        .listen_fanout(&*p.transport, ember_rpc::VOLUME_TOPIC, 4)
+        .await
+        .context("listen for capability requests")?;
+    let hosts: Vec<String> = backends.iter().map(|b| b.host.clone()).collect();
+    let deps = Arc::new(deps.with_drivers(Arc::new(BackendDrivers(backends))));
+    for host in hosts {
+        let mut registry = Registry::new();
+        ember_flows::register_volume(&mut registry, &deps)?;
+        let topic = ember_flows::volume_topic(&host);
+        let handle = spawn_worker(p, "volume", vec![topic.clone()], registry);
+        serve_wakes(p, Target::volume_backend(&host), HashMap::from([(topic, handle)])).await?;
+    }
+    let shutdown = p.shutdown.clone();
+    p.tasks.spawn(async move {
+        shutdown.cancelled().await;
+        publish.stop().await;
+        reporter.stop().await;
+        registration.stop().await;
+    });
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Waking the workers of another process over RPC after a hand-off, and the endpoint
+//! that receives those wakes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ember_engine::WorkerHandle;
+use ember_flows::handoff::{API_TOPIC, SCHEDULER_TOPIC};
+use ember_rpc::{Context, Endpoint, Outcome, RemoteError, RpcClient, Target, Version};
+use serde_json::{Value, json};
+
+/// The RPC method that wakes the workers of a flow topic.
+pub const WAKE: &str = "wake_flows";
+
+/// The RPC target that reaches the workers of flow topic `topic`.
+pub fn target(topic: &str) -> Target {
+    if let Some(backend) = topic.strip_prefix("volume.") {
+        Target::volume_backend(backend)
+    } else if topic == SCHEDULER_TOPIC {
+        Target::topic(ember_rpc::SCHEDULER_TOPIC)
+    } else if topic == API_TOPIC {
+        Target::topic("ember-api")
+    } else {
+        Target::topic(format!("ember-{topic}"))
+    }
+}
+
+/// The flows' wake hook as an RPC cast: a lost cast only delays the claim until the
+/// receiving worker's next sweep, so casts are fire-and-forget.
+pub struct RpcWake {
+    client: RpcClient,
+}
+
+impl RpcWake {
+    pub fn new(client: RpcClient) -> Self {
+        Self { client }
+    }
+}
+
+impl ember_flows::Wake for RpcWake {
+    fn wake(&self, topic: &str) {
+        let client = self.client.clone();
+        let topic = topic.to_owned();
+        tokio::spawn(async move {
+            let ctx = Context::default();
+            if let Err(err) = client.cast(&ctx, &target(&topic), WAKE, json!({ "topic": topic })).await {
+                tracing::debug!(%topic, error = %err, "wake cast failed; the sweep will claim the flow");
+            }
+        });
+    }
+}
+
+/// Receives wakes for the flow topics of this process's workers.
+#[derive(Clone, Default)]
+pub struct WakeEndpoint {
+    handles: Arc<HashMap<String, WorkerHandle>>,
+}
+
+impl WakeEndpoint {
+    pub fn new(handles: HashMap<String, WorkerHandle>) -> Self {
+        Self { handles: Arc::new(handles) }
+    }
+}
+
+#[async_trait]
+impl Endpoint for WakeEndpoint {
+    fn version(&self) -> Version {
+        Version { major: 3, minor: 0 }
+    }
+
+    async fn handle(&self, _ctx: &Context, method: &str, args: &Value) -> Outcome {
+        if method != WAKE {
+            return Err(RemoteError::unknown_method(method));
+        }
+        let topic = args.get("topic").and_then(Value::as_str).unwrap_or_default();
+        match self.handles.get(topic) {
+            Some(handle) => handle.wake(),
+            // A wake for a topic no local worker serves: every worker of this process sweeps.
+            None => self.handles.values().for_each(WorkerHandle::wake),
+        }
+        Ok(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_topics_map_to_rpc_targets() {
+        assert_eq!(
+            target("volume.node1@file").routing_key(),
+            Target::volume_backend("node1@file").routing_key()
+        );
+        assert_eq!(target(SCHEDULER_TOPIC).routing_key(), ember_rpc::SCHEDULER_TOPIC);
+    }
+}
