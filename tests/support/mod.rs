@@ -1,16 +1,22 @@
-//! `TestCluster`: starts the real `ember` binary on loopback and waits for it to be healthy.
+//! `TestCluster`: starts the real `ember` binary on loopback and waits for it to be healthy,
+//! and `Cinder`, a small REST client that speaks the API as the real clients do.
 
 #![allow(dead_code)]
+
+mod client;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// One running `ember` process and its data directory.
+pub use client::Cinder;
+
+/// One running `ember all-in-one` process and its data directory.
 pub struct TestCluster {
-    child: Child,
+    child: Option<Child>,
     pub base_url: String,
+    port: u16,
     data_dir: tempfile::TempDir,
 }
 
@@ -24,19 +30,25 @@ impl TestCluster {
     pub async fn all_in_one() -> Self {
         let data_dir = tempfile::tempdir().expect("create the data directory");
         let port = free_port();
+        let mut cluster = Self { child: None, base_url: format!("http://127.0.0.1:{port}"), port, data_dir };
+        cluster.start().await;
+        cluster
+    }
+
+    /// Starts the process (again) on the same port and data directory.
+    pub async fn start(&mut self) {
         let child = Command::new(env!("CARGO_BIN_EXE_ember"))
             .arg("all-in-one")
             .arg("--data-dir")
-            .arg(data_dir.path())
+            .arg(self.data_dir.path())
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("127.0.0.1:{}", self.port))
             .env("EMBER_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
             .expect("start ember all-in-one");
-        let cluster = Self { child, base_url: format!("http://127.0.0.1:{port}"), data_dir };
-        cluster.wait_healthy(Duration::from_secs(30)).await;
-        cluster
+        self.child = Some(child);
+        self.wait_healthy(Duration::from_secs(30)).await;
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -45,6 +57,30 @@ impl TestCluster {
 
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.path().join("ember.db")
+    }
+
+    /// The directory of the default file backend's volumes.
+    pub fn volume_dir(&self) -> PathBuf {
+        self.data_dir.path().join("volumes").join("file")
+    }
+
+    /// The names of the volume and snapshot files of the default file backend.
+    pub fn backend_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.volume_dir())
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("volume-") || n.starts_with("snapshot-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// A client of project `project` (noauth token `user:project`).
+    pub fn client(&self, project: &str) -> Cinder {
+        Cinder::new(&self.base_url, project)
     }
 
     /// Polls `/healthcheck` until it answers 200, or panics at the deadline.
@@ -64,8 +100,10 @@ impl TestCluster {
 
     /// Stops the process with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
