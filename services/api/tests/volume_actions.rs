@@ -165,6 +165,8 @@ async fn members_see_only_their_project_and_cannot_use_admin_actions() {
     h.call(Method::DELETE, &format!("/volumes/{mine}?force=true"), "alice", "3.23", None)
         .await
         .fault(403, "forbidden");
+    let clone = json!({"volume": {"source_volid": theirs}});
+    h.post("/volumes", "alice", "3.0", clone).await.fault(404, "itemNotFound");
     let snap = json!({"snapshot": {"volume_id": theirs}});
     h.post("/snapshots", "alice", "3.0", snap).await.fault(404, "itemNotFound");
     h.cleanup().await;

@@ -173,7 +173,13 @@ async fn pages_follow_next_links_and_sort_on_every_database() {
 
 #[tokio::test]
 async fn lists_filter_by_name_status_metadata_and_tenant() {
-    let h = Harness::sqlite().await;
+    for h in Harness::all().await {
+        filters_on(&h).await;
+        h.cleanup().await;
+    }
+}
+
+async fn filters_on(h: &Harness) {
     let a = h.create_volume(ADMIN, json!({"size": 1, "name": "alpha", "metadata": {"tier": "gold"}})).await;
     h.create_volume(ADMIN, json!({"size": 1, "name": "beta"})).await;
     let other = h.create_volume("u:p2", json!({"size": 1, "name": "gamma"})).await;
@@ -203,7 +209,6 @@ async fn lists_filter_by_name_status_metadata_and_tenant() {
     let b = h.get("/volumes", "u:p2", "3.0").await;
     assert_eq!(names(&b), ["gamma"]);
     assert_eq!(h.get(&format!("/volumes/{other}"), "u:p2", "3.0").await.status, StatusCode::OK);
-    h.cleanup().await;
 }
 
 #[tokio::test]

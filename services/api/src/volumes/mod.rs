@@ -63,6 +63,13 @@ async fn one(state: &ApiState, ctx: &Ctx, v: &Volume, extended: bool) -> ApiResu
 /// `POST /volumes` → 202 with the new volume in `creating`.
 async fn create(State(state): State<ApiState>, ctx: Ctx, Body(body): Body<Value>) -> ApiResult<Response> {
     let req = create::parse(&body, ctx.at_least(53), ctx.at_least(47))?;
+    // A source the caller may not see is "not found", whatever the flows would do with it.
+    if let Some(id) = &req.snapshot_id {
+        crate::snapshots::load(&state, &ctx, id).await?;
+    }
+    if let Some(id) = &req.source_volid {
+        load(&state, &ctx, id).await?;
+    }
     let volume = state.ops.create_volume(&ctx.ops(), req).await?;
     Ok((StatusCode::ACCEPTED, Json(one(&state, &ctx, &volume, false).await?)).into_response())
 }
