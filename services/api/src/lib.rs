@@ -4,6 +4,7 @@
 //! `tower::ServiceExt::oneshot` and one test binds a real port. Reads are answered from
 //! the repositories; operations that run as flows go through [`VolumeOps`].
 
+pub mod attachments;
 pub mod auth;
 pub mod context;
 pub mod extract;
@@ -40,6 +41,7 @@ use crate::fault::Fault;
 pub fn app(state: ApiState) -> Router {
     let project = Router::new()
         .merge(volumes::routes())
+        .merge(attachments::routes())
         .merge(snapshots::routes())
         .merge(types::routes())
         .merge(quotas::routes())
