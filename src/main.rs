@@ -105,6 +105,8 @@ enum Bench {
     Engine(bench::engine::Args),
     /// The filter scheduler: time to place one request among many pools.
     Scheduler(bench::scheduler::Args),
+    /// The REST API of a real all-in-one: volumes per second, latency, CPU and memory.
+    Api(bench::api::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -134,11 +136,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (name, json) = match &args.which {
                 Bench::Engine(_) => ("engine", args.json),
                 Bench::Scheduler(_) => ("scheduler", args.json),
+                Bench::Api(_) => ("api", args.json),
             };
             let mut report = bench::Report::new(name, json);
             match args.which {
                 Bench::Engine(a) => bench::engine::run(a, &mut report).await?,
                 Bench::Scheduler(a) => bench::scheduler::run(a, &mut report).await?,
+                Bench::Api(a) => bench::api::run(a, &mut report).await?,
             }
             report.finish();
             Ok(())

@@ -1,5 +1,6 @@
 //! `ember bench ...`: benchmarks that print a readable table, or JSON lines with `--json`.
 
+pub mod api;
 pub mod engine;
 pub mod scheduler;
 
