@@ -137,6 +137,7 @@ impl Cluster {
         let opts = WorkerOptions {
             engine: engine_options(&owner, &self.opts),
             topics: vec![topic.clone()],
+            flow_names: Vec::new(),
             sweep_interval: self.opts.sweep,
             max_flows: 64,
         };
