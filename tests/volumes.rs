@@ -42,10 +42,12 @@ async fn check_backend_and_quota(cluster: &TestCluster, cinder: &Cinder) {
     expected.extend(snapshots.iter().map(|(id, _)| format!("snapshot-{id}")));
     let files: BTreeSet<String> = cluster.backend_files().into_iter().collect();
     assert_eq!(files, expected, "the backend holds exactly the live volumes and snapshots");
-    assert_eq!(cinder.quota_usage(PROJECT, "volumes").await, (volumes.len() as i64, 0));
-    assert_eq!(cinder.quota_usage(PROJECT, "snapshots").await, (snapshots.len() as i64, 0));
+    // Flows release quota a moment after a resource is gone from the API: poll for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    cinder.wait_quota(PROJECT, "volumes", (volumes.len() as i64, 0), deadline).await;
+    cinder.wait_quota(PROJECT, "snapshots", (snapshots.len() as i64, 0), deadline).await;
     let gigabytes: i64 = volumes.iter().chain(&snapshots).map(|(_, size)| size).sum();
-    assert_eq!(cinder.quota_usage(PROJECT, "gigabytes").await, (gigabytes, 0));
+    cinder.wait_quota(PROJECT, "gigabytes", (gigabytes, 0), deadline).await;
 }
 
 async fn wait_all(cinder: &Cinder, paths: &[String], want: &str, limit: Duration) {

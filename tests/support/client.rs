@@ -87,4 +87,17 @@ impl Cinder {
         let usage = &body["quota_set"][resource];
         (usage["in_use"].as_i64().unwrap_or(-1), usage["reserved"].as_i64().unwrap_or(-1))
     }
+
+    /// Polls quota `resource` of `project` until it is `want` as (in_use, reserved), or
+    /// panics at the deadline: a flow releases quota a moment after the resource is gone.
+    pub async fn wait_quota(&self, project: &str, resource: &str, want: (i64, i64), deadline: Instant) {
+        loop {
+            let got = self.quota_usage(project, resource).await;
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "quota {resource} of {project} is {got:?}, not {want:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

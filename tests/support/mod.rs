@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod client;
+pub mod multi;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -85,17 +86,7 @@ impl TestCluster {
 
     /// Polls `/healthcheck` until it answers 200, or panics at the deadline.
     pub async fn wait_healthy(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let client = reqwest::Client::new();
-        loop {
-            let url = format!("{}/healthcheck", self.base_url);
-            let answer = client.get(&url).timeout(Duration::from_secs(2)).send().await;
-            if answer.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "ember did not become healthy at {url} in {timeout:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_healthy(&self.base_url, timeout).await;
     }
 
     /// Stops the process with SIGKILL, as a crash would.
@@ -104,6 +95,21 @@ impl TestCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Polls `base_url/healthcheck` until it answers 200, or panics at the deadline.
+pub async fn wait_healthy(base_url: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let client = reqwest::Client::new();
+    let url = format!("{base_url}/healthcheck");
+    loop {
+        let answer = client.get(&url).timeout(Duration::from_secs(2)).send().await;
+        if answer.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "ember did not become healthy at {url} in {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

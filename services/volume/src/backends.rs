@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ember_common::config::{BackendConfig, Config, FileVolumeFormat, VolumeDriverKind};
-use ember_drivers::{FakeDriver, FakeOptions, FileDriver, FileOptions, ImageFormat, SharedDriver};
+use ember_drivers::{FakeDriver, FakeOp, FakeOptions, FileDriver, FileOptions, ImageFormat, SharedDriver};
 use ember_rpc::registry::VOLUME_BINARY;
 use ember_rpc::{ServiceSpec, VOLUME_TOPIC};
 
@@ -48,7 +48,7 @@ impl Backends {
     pub fn build(config: &Config) -> Result<Self> {
         let mut list = Vec::new();
         for (name, section) in config.enabled() {
-            let driver = driver_for(config, name, section);
+            let driver = driver_for(config, name, section)?;
             let zone =
                 section.backend_availability_zone.as_deref().unwrap_or(&config.storage_availability_zone);
             list.push(Backend {
@@ -114,9 +114,9 @@ impl Backends {
 
 /// The driver a section asks for. A backend without pools reports one pool named after its
 /// `volume_backend_name`, as Cinder does.
-fn driver_for(config: &Config, name: &str, section: &BackendConfig) -> SharedDriver {
+fn driver_for(config: &Config, name: &str, section: &BackendConfig) -> Result<SharedDriver> {
     let backend_name = section.backend_name(name).to_owned();
-    match section.volume_driver {
+    Ok(match section.volume_driver {
         VolumeDriverKind::File => Arc::new(FileDriver::new(FileOptions {
             pool_name: backend_name.clone(),
             backend_name,
@@ -134,7 +134,21 @@ fn driver_for(config: &Config, name: &str, section: &BackendConfig) -> SharedDri
             backend_name,
             // Checked finite and non-negative by the configuration; `as` saturates.
             capacity_gb: section.fake_capacity_gb as u64,
+            fail_always: fail_operations(name, &section.fake_fail_operations)?,
             ..FakeOptions::default()
         })),
-    }
+    })
+}
+
+/// `fake_fail_operations` as the fake driver's operations; an unknown name is a
+/// configuration error that names the section and the option.
+fn fail_operations(section: &str, names: &[String]) -> Result<Vec<FakeOp>> {
+    names
+        .iter()
+        .map(|n| {
+            serde_json::from_value(serde_json::Value::String(n.clone())).map_err(|_| {
+                Error::Config(format!("backends.{section}.fake_fail_operations: unknown operation {n:?}"))
+            })
+        })
+        .collect()
 }

@@ -46,6 +46,9 @@ pub struct BackendConfig {
     pub file_volume_format: FileVolumeFormat,
     /// Fake driver: the capacity it reports, in GiB.
     pub fake_capacity_gb: f64,
+    /// Fake driver: operations that always fail (`create_volume`, `extend_volume`...), so a
+    /// real process can play a broken backend in tests.
+    pub fake_fail_operations: Vec<String>,
     /// How far thin provisioning may over-commit the pool: a ratio of at least 1.0, or
     /// `"auto"` (Cinder's default is 20.0).
     pub max_over_subscription_ratio: OverSubscription,
@@ -64,6 +67,7 @@ impl Default for BackendConfig {
             file_volume_dir: None,
             file_volume_format: FileVolumeFormat::Qcow2,
             fake_capacity_gb: 1000.0,
+            fake_fail_operations: Vec::new(),
             max_over_subscription_ratio: OverSubscription::default(),
             reserved_percentage: 0.0,
             thin_provisioning: true,

@@ -66,11 +66,19 @@ impl SchedulerServiceOptions {
 #[derive(Debug, Clone)]
 pub struct SchedulerService {
     scheduler: SharedScheduler,
+    /// Read the services table again when a report names a backend whose service row
+    /// the cache has not seen (a volume service that started after the last refresh).
+    refresh: Option<LivenessRefresh>,
 }
 
 impl SchedulerService {
     pub fn new(scheduler: SharedScheduler) -> Self {
-        Self { scheduler }
+        Self { scheduler, refresh: None }
+    }
+
+    /// Whether the cache holds a service row for `backend`.
+    fn knows_service(&self, backend: &str) -> bool {
+        self.scheduler.with_cache(|c| c.backends().iter().any(|b| b.name == backend && b.service.is_some()))
     }
 
     /// Handles `method` if it is one of the capability methods; `None` otherwise, so a
@@ -112,7 +120,8 @@ impl SchedulerService {
     ) -> Result<SchedulerServiceHandle> {
         let refresh = LivenessRefresh::new(repo, self.scheduler.clone(), options.refresh_period());
         refresh.refresh_once().await?;
-        let server = RpcServer::new(self)
+        let endpoint = Self { refresh: Some(refresh.clone()), ..self };
+        let server = RpcServer::new(endpoint)
             .listen_fanout(&*transport, SCHEDULER_TOPIC, options.prefetch)
             .await
             .map_err(Error::Rpc)?;
@@ -130,7 +139,21 @@ impl Endpoint for SchedulerService {
     }
 
     async fn handle(&self, _ctx: &Context, method: &str, args: &Value) -> Outcome {
-        self.handle_method(method, args).unwrap_or_else(|| Err(RemoteError::unknown_method(method)))
+        let outcome =
+            self.handle_method(method, args).unwrap_or_else(|| Err(RemoteError::unknown_method(method)));
+        if method == UPDATE_SERVICE_CAPABILITIES {
+            let host = args.get("host").and_then(Value::as_str).unwrap_or_default();
+            if let Some(refresh) =
+                self.refresh.as_ref().filter(|_| !host.is_empty() && !self.knows_service(host))
+            {
+                // A new volume service is schedulable as soon as its first report arrives,
+                // not only after the next periodic refresh.
+                if let Err(err) = refresh.refresh_once().await {
+                    tracing::warn!(%host, error = %err, "refreshing service liveness after a new report failed");
+                }
+            }
+        }
+        outcome
     }
 }
 

@@ -1,0 +1,152 @@
+//! `MultiProcess`: `ember api`, `ember scheduler` and volume processes apart, on a
+//! PostgreSQL database of their own and RabbitMQ, as a deployment runs them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ember_db::testing::TestDb;
+
+use super::{Cinder, free_port, wait_healthy};
+
+/// One `ember <role>` process, restartable with the same configuration.
+pub struct Process {
+    pub role: String,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Process {
+    fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_ember"))
+            .arg(&self.role)
+            .arg("--config")
+            .arg(&self.config)
+            .env("EMBER_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start ember {}: {e}", self.role));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start();
+    }
+}
+
+/// A whole deployment on loopback; every process is killed and the database dropped at
+/// the end.
+pub struct MultiProcess {
+    pub db: Option<TestDb>,
+    pub api: Process,
+    pub scheduler: Process,
+    pub volumes: Vec<Process>,
+    pub base_url: String,
+    dir: tempfile::TempDir,
+}
+
+/// Where a test deployment runs, or `None` (after saying why) when the services are not
+/// configured.
+pub async fn services() -> Option<(TestDb, String)> {
+    let Ok(amqp) = std::env::var("EMBER_TEST_AMQP_URL") else {
+        eprintln!("skipped: EMBER_TEST_AMQP_URL is not set, so the multi-process test is not run");
+        return None;
+    };
+    let db = TestDb::postgres().await.expect("create a PostgreSQL test database")?;
+    Some((db, amqp))
+}
+
+impl MultiProcess {
+    /// Starts api and scheduler, then one volume process per `(host, backend TOML)`.
+    pub async fn start(db: TestDb, amqp: &str, volumes: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("create the deployment's directory");
+        let port = free_port();
+        let common = format!(
+            "database_url = {:?}\ntransport_url = {:?}\nreport_interval = 2\nperiodic_interval = 2\n",
+            db.url, amqp
+        );
+        let write = |name: &str, body: String| -> PathBuf {
+            let data = dir.path().join(name);
+            let path = dir.path().join(format!("{name}.toml"));
+            let text =
+                format!("data_dir = {:?}\nhost = {name:?}\n{common}{body}", data.display().to_string());
+            std::fs::write(&path, text).expect("write a configuration file");
+            path
+        };
+        let listen = format!("osapi_volume_listen = \"127.0.0.1\"\nosapi_volume_listen_port = {port}\n");
+        let mut api = Process { role: "api".into(), config: write("api", listen), child: None };
+        let mut scheduler =
+            Process { role: "scheduler".into(), config: write("scheduler", String::new()), child: None };
+        let mut procs: Vec<Process> = volumes
+            .iter()
+            .map(|(host, toml)| Process {
+                role: "volume".into(),
+                config: write(host, (*toml).to_owned()),
+                child: None,
+            })
+            .collect();
+        for p in procs.iter_mut() {
+            p.start();
+        }
+        scheduler.start();
+        api.start();
+        let base_url = format!("http://127.0.0.1:{port}");
+        wait_healthy(&base_url, Duration::from_secs(60)).await;
+        Self { db: Some(db), api, scheduler, volumes: procs, base_url, dir }
+    }
+
+    pub fn client(&self, project: &str) -> Cinder {
+        Cinder::new(&self.base_url, project)
+    }
+
+    /// The data directory of process `name`.
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The volume files of backend `backend` of host `host`.
+    pub fn files(&self, host: &str, backend: &str) -> Vec<String> {
+        list_files(&self.data_dir(host).join("volumes").join(backend))
+    }
+
+    /// Kills every process and drops the database.
+    pub async fn stop(mut self) {
+        self.api.kill();
+        self.scheduler.kill();
+        self.volumes.iter_mut().for_each(Process::kill);
+        if let Some(db) = self.db.take() {
+            db.cleanup().await.expect("drop the test database");
+        }
+    }
+}
+
+impl Drop for MultiProcess {
+    fn drop(&mut self) {
+        self.api.kill();
+        self.scheduler.kill();
+        self.volumes.iter_mut().for_each(Process::kill);
+    }
+}
+
+/// The `volume-*` and `snapshot-*` files in `dir`, sorted.
+pub fn list_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("volume-") || n.starts_with("snapshot-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
