@@ -5,6 +5,7 @@
 
 mod client;
 pub mod multi;
+pub mod scenario;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
