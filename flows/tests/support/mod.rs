@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use ember_common::model::{QuotaDefaults, QuotaUsage, Volume, VolumeStatus};
 use ember_common::ops::RequestContext;
 use ember_common::repo::{QuotaRepo, VolumeRepo};
-use ember_db::SqlRepo;
 use ember_db::flow_store::SqlFlowStore;
 use ember_db::testing::TestDb;
+use ember_db::{Db, DbOptions, SqlRepo};
 use ember_drivers::{FakeDriver, FakeOptions, SharedDriver};
 use ember_engine::{Engine, EngineOptions, FlowStore, Registry, Worker, WorkerOptions};
 use ember_flows::{
@@ -68,8 +68,14 @@ pub struct Cluster {
     pub scheduler: SharedScheduler,
     pub drivers: HashMap<String, SharedDriver>,
     pub deps: Arc<Deps>,
-    pub ops: FlowVolumeOps,
+    pub ops: Arc<FlowVolumeOps>,
     opts: Options,
+    url: String,
+    config: FlowConfig,
+    /// The workers' own pool: a crash closes it, so the database rolls back what the
+    /// dead "process" left open, as it does when a real process dies.
+    worker_db: Option<Db>,
+    worker_deps: Option<Arc<Deps>>,
     workers: Vec<(tokio_util::sync::CancellationToken, JoinHandle<()>)>,
     generation: u32,
 }
@@ -77,6 +83,10 @@ pub struct Cluster {
 impl Cluster {
     /// Starts workers on `db` for `drivers` (backend name to driver).
     pub async fn start(db: &TestDb, drivers: Vec<(&str, SharedDriver)>, opts: Options) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let repo = Arc::new(SqlRepo::new(db.db.clone(), QuotaDefaults::default()));
         repo.set_project_quota(PROJECT, "volumes", 200).await.unwrap();
         repo.set_project_quota(PROJECT, "gigabytes", 2000).await.unwrap();
@@ -91,6 +101,7 @@ impl Cluster {
             d.do_setup().await.unwrap();
             report(&scheduler, backend, d).await;
         }
+        let c_attempts = opts.max_attempts;
         let config = FlowConfig { scheduler_max_attempts: opts.max_attempts, ..FlowConfig::default() };
         let deps = Arc::new(
             Deps::new(repo.clone(), store.clone(), wake.clone(), config)
@@ -98,7 +109,7 @@ impl Cluster {
                 .with_drivers(Arc::new(drivers.clone())),
         );
         let engine = Engine::with_options(store.clone(), engine_options("api-request", &opts));
-        let ops = FlowVolumeOps::new(engine, deps.clone()).unwrap();
+        let ops = Arc::new(FlowVolumeOps::new(engine, deps.clone()).unwrap());
         let mut c = Self {
             repo,
             store,
@@ -108,39 +119,65 @@ impl Cluster {
             deps,
             ops,
             opts,
+            url: db.url.clone(),
+            config: FlowConfig { scheduler_max_attempts: c_attempts, ..FlowConfig::default() },
+            worker_db: None,
+            worker_deps: None,
             workers: Vec::new(),
             generation: 0,
         };
-        c.start_workers();
+        c.start_workers().await;
         c
     }
 
+    /// A separate "API process": `FlowVolumeOps` on a pool of its own, which the caller
+    /// closes to play the process's death.
+    pub async fn api_process(&self) -> (Db, Arc<FlowVolumeOps>) {
+        let db = Db::connect(&DbOptions::new(&self.url)).await.unwrap();
+        let repo = Arc::new(SqlRepo::new(db.clone(), QuotaDefaults::default()));
+        let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(db.clone()));
+        let deps = Arc::new(Deps::new(repo, store.clone(), self.wake.clone(), self.config.clone()));
+        let engine = Engine::with_options(store, engine_options("api-process", &self.opts));
+        (db, Arc::new(FlowVolumeOps::new(engine, deps).unwrap()))
+    }
+
     /// Starts one worker for the api, one for the scheduler and one per backend.
-    pub fn start_workers(&mut self) {
+    /// on a database pool of their own.
+    pub async fn start_workers(&mut self) {
         self.generation += 1;
         let g = self.generation;
+        let db = Db::connect(&DbOptions::new(&self.url)).await.unwrap();
+        let repo = Arc::new(SqlRepo::new(db.clone(), QuotaDefaults::default()));
+        let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(db.clone()));
+        let deps = Arc::new(
+            Deps::new(repo, store.clone(), self.wake.clone(), self.config.clone())
+                .with_scheduler(self.scheduler.clone())
+                .with_drivers(Arc::new(self.drivers.clone())),
+        );
         let mut api = Registry::new();
-        register_api(&mut api, &self.deps);
-        self.spawn(format!("api-{g}"), API_TOPIC.to_owned(), api);
+        register_api(&mut api, &deps);
+        self.spawn(&store, format!("api-{g}"), API_TOPIC.to_owned(), api);
         let mut sched = Registry::new();
-        register_scheduler(&mut sched, &self.deps).unwrap();
-        self.spawn(format!("scheduler-{g}"), SCHEDULER_TOPIC.to_owned(), sched);
+        register_scheduler(&mut sched, &deps).unwrap();
+        self.spawn(&store, format!("scheduler-{g}"), SCHEDULER_TOPIC.to_owned(), sched);
         let backends: Vec<String> = self.drivers.keys().cloned().collect();
         for b in backends {
             let mut vol = Registry::new();
-            register_volume(&mut vol, &self.deps).unwrap();
-            self.spawn(format!("volume-{b}-{g}"), volume_topic(&b), vol);
+            register_volume(&mut vol, &deps).unwrap();
+            self.spawn(&store, format!("volume-{b}-{g}"), volume_topic(&b), vol);
         }
+        self.worker_db = Some(db);
+        self.worker_deps = Some(deps);
     }
 
-    fn spawn(&mut self, owner: String, topic: String, registry: Registry) {
+    fn spawn(&mut self, store: &Arc<dyn FlowStore>, owner: String, topic: String, registry: Registry) {
         let opts = WorkerOptions {
             engine: engine_options(&owner, &self.opts),
             topics: vec![topic.clone()],
             sweep_interval: self.opts.sweep,
             max_flows: 64,
         };
-        let worker = Worker::new(self.store.clone(), registry, opts);
+        let worker = Worker::new(store.clone(), registry, opts);
         self.wake.add(topic, worker.handle());
         let token = tokio_util::sync::CancellationToken::new();
         let t = token.clone();
@@ -158,6 +195,10 @@ impl Cluster {
             h.abort();
             let _ = h.await;
         }
+        self.worker_deps = None;
+        if let Some(db) = self.worker_db.take() {
+            db.close().await;
+        }
     }
 
     /// Stops the workers cleanly.
@@ -166,6 +207,9 @@ impl Cluster {
         for (t, h) in self.workers.drain(..) {
             t.cancel();
             let _ = h.await;
+        }
+        if let Some(db) = self.worker_db.take() {
+            db.close().await;
         }
     }
 
@@ -234,7 +278,11 @@ where
             let _ = v;
             return last.unwrap();
         }
-        assert!(Instant::now() < end, "timed out waiting for {what}; last seen: {last:?}");
+        if Instant::now() >= end {
+            let mut seen = format!("{last:?}");
+            seen.truncate(1500);
+            panic!("timed out waiting for {what}; last seen: {seen}");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -304,4 +352,34 @@ pub async fn wait_gone(c: &Cluster, id: &str) {
         |s: &Option<VolumeStatus>| s.is_none(),
     )
     .await;
+}
+
+impl Cluster {
+    /// Waits until every recorded flow has ended; with `all_succeed`, checks none failed
+    /// (reverted flows are expected where a create fails on a backend).
+    pub async fn wait_idle(&self, all_succeed: bool) {
+        let store = self.store.clone();
+        let flows = poll(
+            Duration::from_secs(30),
+            "every flow to end",
+            move || {
+                let store = store.clone();
+                async move { store.list_flows(&Default::default()).await.ok() }
+            },
+            |flows: &Vec<ember_engine::FlowRecord>| flows.iter().all(|f| f.state.is_terminal()),
+        )
+        .await;
+        let failed: Vec<_> = flows
+            .iter()
+            .filter(|f| f.state != ember_engine::FlowState::Success)
+            .map(|f| (&f.id, f.state))
+            .collect();
+        assert!(!all_succeed || failed.is_empty(), "flows that did not succeed: {failed:?}");
+    }
+
+    /// How many flows named `name` are recorded.
+    pub async fn flow_count(&self, name: &str) -> usize {
+        let filter = ember_engine::FlowFilter { name: Some(name.to_owned()), ..Default::default() };
+        self.store.list_flows(&filter).await.map(|f| f.len()).unwrap_or(0)
+    }
 }
