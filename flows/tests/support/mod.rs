@@ -90,6 +90,7 @@ impl Cluster {
         let repo = Arc::new(SqlRepo::new(db.db.clone(), QuotaDefaults::default()));
         repo.set_project_quota(PROJECT, "volumes", 200).await.unwrap();
         repo.set_project_quota(PROJECT, "gigabytes", 2000).await.unwrap();
+        repo.set_project_quota(PROJECT, "snapshots", 200).await.unwrap();
         let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(db.db.clone()));
         let wake = Arc::new(LocalWake::new());
         let sched_opts =
