@@ -219,3 +219,51 @@ async fn an_api_flow_whose_owner_died_is_claimed_and_run_by_the_api_worker() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_that_died_after_placing_a_volume_hands_it_off_on_resume() {
+    on_every_db(|db| async move {
+        let (fakes, drivers) = slow_fakes(0);
+        let c = Cluster::start(&db, drivers, crash_options()).await;
+        // The row as the scheduler left it: placed on the second backend, not handed off.
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut v = ember_common::model::Volume::new(
+            &id,
+            PROJECT,
+            "u1",
+            1,
+            ember_common::model::DEFAULT_VOLUME_TYPE_ID,
+            "nova",
+        );
+        v.host = Some(format!("{}#fake", BACKENDS[1]));
+        c.repo.create_volume(&v).await.unwrap();
+        let spec =
+            ember_scheduler::RequestSpec { volume_id: Some(id.clone()), size_gb: 1, ..Default::default() };
+        let inputs = ember_engine::Values::new()
+            .with(&ember_flows::keys::CONTEXT, ctx())
+            .with(&ember_flows::keys::VOLUME_ID, id.clone())
+            .with(&ember_flows::keys::RAW_REQUEST_SPEC, spec);
+        let dead = ember_engine::NewFlow {
+            id: format!("volume_create_scheduler:{id}:1"),
+            name: "volume_create_scheduler".into(),
+            inputs,
+            topic: ember_flows::SCHEDULER_TOPIC.into(),
+            subject: Some(id.clone()),
+            owner: Some(("dead-scheduler".into(), ember_engine::store::now_ms() - 1)),
+        };
+        c.store.create_flow(&dead).await.unwrap();
+        let v = c.wait_status(&id, VolumeStatus::Available).await;
+        assert_eq!(v.host.as_deref(), Some(format!("{}#fake", BACKENDS[1]).as_str()));
+        assert_eq!(fakes[1].volume_ids(), vec![id.clone()]);
+        assert!(fakes[0].volume_ids().is_empty());
+        // The manager flow carries the attempt the dead run counted.
+        let filter = FlowFilter { name: Some("volume_create_manager".into()), ..Default::default() };
+        let flows = c.store.list_flows(&filter).await.unwrap();
+        assert_eq!(
+            flows.iter().map(|f| f.id.clone()).collect::<Vec<_>>(),
+            vec![format!("volume_create_manager:{id}:1")]
+        );
+        c.stop().await;
+    })
+    .await;
+}
