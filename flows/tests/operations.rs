@@ -135,3 +135,48 @@ async fn delete_removes_the_backend_volume_and_refuses_a_second_delete() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_snapshot_ends_in_error_and_its_delete_releases_the_quota() {
+    on_every_db(|db| async move {
+        let (fakes, drivers) = two_fakes();
+        let c = Cluster::start(&db, drivers, Options::default()).await;
+        let v = available(&c, 2).await;
+        for f in &fakes {
+            f.fail_next(FakeOp::CreateSnapshot, 1);
+        }
+        let req = CreateSnapshot { volume_id: v.id.clone(), ..Default::default() };
+        let s = c.ops.create_snapshot(&ctx(), req).await.unwrap();
+        wait_snapshot(&c, &s.id, |s| s.status == SnapshotStatus::Error).await;
+        c.wait_idle(false).await;
+        assert_eq!(
+            c.usage("snapshots").await.in_use,
+            1,
+            "an error snapshot counts until deleted, as in Cinder"
+        );
+        c.ops.delete_snapshot(&ctx(), &s.id, false).await.unwrap();
+        support::poll(
+            std::time::Duration::from_secs(30),
+            "snapshot deletion",
+            || {
+                let repo = c.repo.clone();
+                let id = s.id.clone();
+                async move { Some(repo.get_snapshot(&id).await.is_err()) }
+            },
+            |gone| *gone,
+        )
+        .await;
+        c.wait_idle(false).await;
+        let u = c.usage("snapshots").await;
+        assert_eq!((u.in_use, u.reserved), (0, 0));
+        assert_eq!(c.usage("gigabytes").await.in_use, 2);
+        // Another project cannot snapshot the volume: it does not see it.
+        c.ops.extend_volume(&ctx(), &v.id, 3).await.unwrap();
+        c.wait_volume(&v.id, |v| v.size == 3 && v.status == VolumeStatus::Available).await;
+        let other = ember_common::ops::RequestContext { project_id: "p2".into(), ..ctx() };
+        let req = CreateSnapshot { volume_id: v.id.clone(), ..Default::default() };
+        assert_eq!(c.ops.create_snapshot(&other, req).await.unwrap_err().kind, ErrorKind::NotFound);
+        c.stop().await;
+    })
+    .await;
+}

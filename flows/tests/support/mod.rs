@@ -72,11 +72,8 @@ pub struct Cluster {
     opts: Options,
     url: String,
     config: FlowConfig,
-    /// The workers' own pool: a crash closes it, so the database rolls back what the
-    /// dead "process" left open, as it does when a real process dies.
-    worker_db: Option<Db>,
-    worker_deps: Option<Arc<Deps>>,
-    workers: Vec<(tokio_util::sync::CancellationToken, JoinHandle<()>)>,
+    /// The running workers' "process".
+    process: Option<Process>,
     generation: u32,
 }
 
@@ -122,95 +119,96 @@ impl Cluster {
             opts,
             url: db.url.clone(),
             config: FlowConfig { scheduler_max_attempts: c_attempts, ..FlowConfig::default() },
-            worker_db: None,
-            worker_deps: None,
-            workers: Vec::new(),
+            process: None,
             generation: 0,
         };
         c.start_workers().await;
         c
     }
 
-    /// A separate "API process": `FlowVolumeOps` on a pool of its own, which the caller
-    /// closes to play the process's death.
-    pub async fn api_process(&self) -> (Db, Arc<FlowVolumeOps>) {
-        let db = Db::connect(&DbOptions::new(&self.url)).await.unwrap();
-        let repo = Arc::new(SqlRepo::new(db.clone(), QuotaDefaults::default()));
-        let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(db.clone()));
-        let deps = Arc::new(Deps::new(repo, store.clone(), self.wake.clone(), self.config.clone()));
-        let engine = Engine::with_options(store, engine_options("api-process", &self.opts));
-        (db, Arc::new(FlowVolumeOps::new(engine, deps).unwrap()))
+    /// A separate "API process": `FlowVolumeOps` on a runtime and a pool of its own; the
+    /// caller drops the runtime (`shutdown_background`) to play the process's death.
+    pub async fn api_process(&self) -> (tokio::runtime::Runtime, Arc<FlowVolumeOps>) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (url, wake, config, opts) =
+            (self.url.clone(), self.wake.clone(), self.config.clone(), self.opts.clone());
+        let ops = rt
+            .spawn(async move {
+                let db = Db::connect(&DbOptions::new(&url)).await.unwrap();
+                let repo = Arc::new(SqlRepo::new(db.clone(), QuotaDefaults::default()));
+                let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(db));
+                let deps = Arc::new(Deps::new(repo, store.clone(), wake, config));
+                let engine = Engine::with_options(store, engine_options("doomed-api-process", &opts));
+                Arc::new(FlowVolumeOps::new(engine, deps).unwrap())
+            })
+            .await
+            .unwrap();
+        (rt, ops)
     }
 
-    /// Starts one worker for the api, one for the scheduler and one per backend.
-    /// on a database pool of their own.
+    /// Starts one worker for the api, one for the scheduler and one per backend, as one
+    /// "process": a runtime of its own with its own database pool and flow store writer,
+    /// so that a crash (dropping the runtime) leaves nothing of it running.
     pub async fn start_workers(&mut self) {
         self.generation += 1;
         let g = self.generation;
-        let db = Db::connect(&DbOptions::new(&self.url)).await.unwrap();
-        let repo = Arc::new(SqlRepo::new(db.clone(), QuotaDefaults::default()));
-        let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(db.clone()));
-        let deps = Arc::new(
-            Deps::new(repo, store.clone(), self.wake.clone(), self.config.clone())
-                .with_scheduler(self.scheduler.clone())
-                .with_drivers(Arc::new(self.drivers.clone())),
-        );
-        let mut api = Registry::new();
-        register_api(&mut api, &deps);
-        self.spawn(&store, format!("api-{g}"), API_TOPIC.to_owned(), api);
-        let mut sched = Registry::new();
-        register_scheduler(&mut sched, &deps).unwrap();
-        self.spawn(&store, format!("scheduler-{g}"), SCHEDULER_TOPIC.to_owned(), sched);
-        let backends: Vec<String> = self.drivers.keys().cloned().collect();
-        for b in backends {
-            let mut vol = Registry::new();
-            register_volume(&mut vol, &deps).unwrap();
-            self.spawn(&store, format!("volume-{b}-{g}"), volume_topic(&b), vol);
-        }
-        self.worker_db = Some(db);
-        self.worker_deps = Some(deps);
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let (url, wake, config, opts) =
+            (self.url.clone(), self.wake.clone(), self.config.clone(), self.opts.clone());
+        let (scheduler, drivers) = (self.scheduler.clone(), self.drivers.clone());
+        let workers = rt
+            .spawn(async move {
+                let db = Db::connect(&DbOptions::new(&url)).await.unwrap();
+                let repo = Arc::new(SqlRepo::new(db, QuotaDefaults::default()));
+                let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(repo.db().clone()));
+                let backends: Vec<String> = drivers.keys().cloned().collect();
+                let deps = Arc::new(
+                    Deps::new(repo, store.clone(), wake.clone(), config)
+                        .with_scheduler(scheduler)
+                        .with_drivers(Arc::new(drivers)),
+                );
+                let mut api = Registry::new();
+                register_api(&mut api, &deps);
+                let mut sched = Registry::new();
+                register_scheduler(&mut sched, &deps).unwrap();
+                let mut roles = vec![
+                    (format!("api-{g}"), API_TOPIC.to_owned(), api),
+                    (format!("scheduler-{g}"), SCHEDULER_TOPIC.to_owned(), sched),
+                ];
+                for b in backends {
+                    let mut vol = Registry::new();
+                    register_volume(&mut vol, &deps).unwrap();
+                    roles.push((format!("volume-{b}-{g}"), volume_topic(&b), vol));
+                }
+                roles
+                    .into_iter()
+                    .map(|(owner, topic, reg)| spawn(&store, &wake, &opts, owner, topic, reg))
+                    .collect()
+            })
+            .await
+            .unwrap();
+        self.process = Some(Process { rt, workers });
     }
 
-    fn spawn(&mut self, store: &Arc<dyn FlowStore>, owner: String, topic: String, registry: Registry) {
-        let opts = WorkerOptions {
-            engine: engine_options(&owner, &self.opts),
-            topics: vec![topic.clone()],
-            sweep_interval: self.opts.sweep,
-            max_flows: 64,
-        };
-        let worker = Worker::new(store.clone(), registry, opts);
-        self.wake.add(topic, worker.handle());
-        let token = tokio_util::sync::CancellationToken::new();
-        let t = token.clone();
-        let handle = tokio::spawn(async move {
-            let _ = worker.run(t).await;
-        });
-        self.workers.push((token, handle));
-    }
-
-    /// Kills every worker at once, as a crash would: flows in flight stop where they are,
-    /// still owned until their lease lapses.
+    /// Kills every worker at once, as a crash would: their runtime is dropped, flows in
+    /// flight stop where they are, still owned until their lease lapses, and the database
+    /// sees the process's connections close.
     pub async fn crash_workers(&mut self) {
         self.wake.clear();
-        for (_, h) in self.workers.drain(..) {
-            h.abort();
-            let _ = h.await;
-        }
-        self.worker_deps = None;
-        if let Some(db) = self.worker_db.take() {
-            db.close().await;
+        if let Some(p) = self.process.take() {
+            p.rt.shutdown_background();
         }
     }
 
     /// Stops the workers cleanly.
     pub async fn stop(mut self) {
         self.wake.clear();
-        for (t, h) in self.workers.drain(..) {
-            t.cancel();
-            let _ = h.await;
-        }
-        if let Some(db) = self.worker_db.take() {
-            db.close().await;
+        if let Some(p) = self.process.take() {
+            for (t, h) in p.workers {
+                t.cancel();
+                let _ = h.await;
+            }
+            p.rt.shutdown_background();
         }
     }
 
@@ -241,6 +239,37 @@ impl Cluster {
         let set = self.repo.project_quotas(PROJECT).await.unwrap();
         set.resources.get(resource).cloned().unwrap_or_default()
     }
+}
+
+/// Workers running on a runtime of their own.
+struct Process {
+    rt: tokio::runtime::Runtime,
+    workers: Vec<(tokio_util::sync::CancellationToken, JoinHandle<()>)>,
+}
+
+/// Starts one worker on the current runtime.
+fn spawn(
+    store: &Arc<dyn FlowStore>,
+    wake: &LocalWake,
+    opts: &Options,
+    owner: String,
+    topic: String,
+    registry: Registry,
+) -> (tokio_util::sync::CancellationToken, JoinHandle<()>) {
+    let wopts = WorkerOptions {
+        engine: engine_options(&owner, opts),
+        topics: vec![topic.clone()],
+        sweep_interval: opts.sweep,
+        max_flows: 64,
+    };
+    let worker = Worker::new(store.clone(), registry, wopts);
+    wake.add(topic, worker.handle());
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    let handle = tokio::spawn(async move {
+        let _ = worker.run(t).await;
+    });
+    (token, handle)
 }
 
 /// Feeds the scheduler the driver's own capability report and an up service.
