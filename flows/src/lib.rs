@@ -47,9 +47,33 @@
 //! - Destroy-and-release tasks soft-delete the row (a compare-and-swap, a no-op the second
 //!   time) and then commit the release reserved by the step before, which is idempotent.
 //!
-//! One window remains, written down where it is: a revert that hands usage back after a
-//! commit (`QuotaCommit`'s) gives it back at most once; a crash between its swap and its
-//! release leaves the usage counted (an operator's `quota sync` repairs it).
+//! - `ScheduleCreateVolumeTask`, run again, first looks for the manager flow of its attempt
+//!   (handed off already: done), then for a host on the row (placed but not handed off:
+//!   hand off to that backend with the retry bookkeeping the dead run made).
+//! - Swaps that a re-run finds already made (`deleting`, `extending`) are adopted only when
+//!   `Context::attempt` says the task ran before; on a first run a lost swap is a 400.
+//!
+//! Reverts read only the arguments their task declares (the engine hands a revert the same
+//! arguments as its execute), and must tolerate a missing result.
+//!
+//! Two windows remain, written down where they are: a revert that hands usage back after a
+//! commit (`QuotaCommitTask`'s) gives it back at most once, so a crash between its swap and
+//! its release leaves the usage counted; and a database failure between `EntryDestroyTask`'s
+//! soft delete and its commit leaves the release uncommitted when the flow is reverted
+//! rather than resumed. An operator's `quota sync` repairs either.
+//!
+//! # Where Ember departs from Cinder
+//!
+//! - `QuotaCommitTask`'s revert destroys the entry it hands usage back for; Cinder leaves
+//!   the row in `error`, whose later delete would release the usage a second time.
+//! - Delete, extend and snapshots are flows (Cinder has plain methods), and extend and
+//!   snapshot create go to the volume's backend directly, without the scheduler's capacity
+//!   check on that backend.
+//! - `OnFailureRescheduleTask` stops at `scheduler_max_attempts` itself instead of casting
+//!   one more time to a scheduler that would refuse it; the outcome (`error`) is the same.
+//! - Not yet: cascade delete, volumes from backups or images (a clear 400 up front), the
+//!   availability-zone check against the services' zones, and holding a snapshot or source
+//!   volume against deletion while a volume is made from it.
 
 pub mod api;
 pub mod deps;

@@ -20,6 +20,7 @@ async fn a_blank_volume_becomes_available() {
         assert_eq!(v.status, VolumeStatus::Creating);
         assert_eq!(v.size, 2);
         let done = c.wait_status(&v.id, VolumeStatus::Available).await;
+        c.wait_idle(true).await;
         assert!(done.launched_at.is_some());
         let host = done.host.clone().unwrap();
         let on_backend: Vec<usize> =
@@ -116,6 +117,7 @@ async fn a_volume_that_fails_everywhere_ends_in_error_and_its_delete_releases_th
         assert_eq!(c.usage("gigabytes").await.in_use, 2);
         c.ops.delete_volume(&ctx(), &v.id, Default::default()).await.unwrap();
         wait_gone(&c, &v.id).await;
+        c.wait_idle(false).await;
         assert_eq!(c.usage("volumes").await.in_use, 0);
         assert_eq!(c.usage("gigabytes").await.in_use, 0);
         c.stop().await;

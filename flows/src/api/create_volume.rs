@@ -372,7 +372,6 @@ impl Task for VolumeCast {
         const {
             &[
                 CONTEXT.name(),
-                CREATE_REQUEST.name(),
                 VOLUME.name(),
                 VOLUME_TYPE.name(),
                 AVAILABILITY_ZONES.name(),

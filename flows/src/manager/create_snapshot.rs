@@ -68,7 +68,7 @@ impl Task for CreateSnapshotOnBackend {
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
         let changes = SnapshotChanges { status: Some(SnapshotStatus::Error), ..SnapshotChanges::default() };
-        let id = ctx.get(&SNAPSHOT_ID)?;
+        let id = ctx.get(&SNAPSHOT)?.id;
         self.deps
             .snapshots
             .update_snapshot(&id, &[SnapshotStatus::Creating], &changes)

@@ -65,7 +65,7 @@ impl Task for DeleteSnapshotOnBackend {
         let busy = ctx.failure().is_some_and(|f| f.kind == "driver.busy");
         let status = if busy { SnapshotStatus::Available } else { SnapshotStatus::ErrorDeleting };
         let changes = SnapshotChanges { status: Some(status), ..SnapshotChanges::default() };
-        let id = ctx.get(&SNAPSHOT_ID)?;
+        let id = ctx.get(&SNAPSHOT)?.id;
         self.deps
             .snapshots
             .update_snapshot(&id, &[SnapshotStatus::Deleting], &changes)

@@ -68,7 +68,7 @@ impl Task for DeleteVolumeOnBackend {
         let expect = VolumeExpect::status_in(&[VolumeStatus::Deleting]);
         self.deps
             .volumes
-            .update_volume(&ctx.get(&VOLUME_ID)?, &expect, &VolumeChanges::status(status))
+            .update_volume(&ctx.get(&VOLUME)?.id, &expect, &VolumeChanges::status(status))
             .await
             .map_err(domain)?;
         Ok(())

@@ -48,7 +48,7 @@ impl Task for ExtendVolumeOnBackend {
         "ExtendVolumeOnBackendTask"
     }
     fn requires(&self) -> &[&'static str] {
-        const { &[VOLUME.name(), SIZE.name(), BACKEND.name()] }
+        const { &[VOLUME.name(), SIZE.name(), RESERVATIONS.name(), BACKEND.name()] }
     }
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
@@ -62,7 +62,7 @@ impl Task for ExtendVolumeOnBackend {
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
         let expect = VolumeExpect::status_in(&[VolumeStatus::Extending]);
         let changes = VolumeChanges::status(VolumeStatus::ErrorExtending);
-        self.deps.volumes.update_volume(&ctx.get(&VOLUME_ID)?, &expect, &changes).await.map_err(domain)?;
+        self.deps.volumes.update_volume(&ctx.get(&VOLUME)?.id, &expect, &changes).await.map_err(domain)?;
         self.deps.quotas.rollback(&ctx.get(&RESERVATIONS)?).await.map_err(domain)?;
         Ok(())
     }

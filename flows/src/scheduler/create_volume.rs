@@ -103,6 +103,28 @@ impl ScheduleCreateVolume {
         hand_off(&self.deps, h).await.map(drop)
     }
 
+    /// Whether an earlier run of this task handed the volume off already: the manager
+    /// flow of this attempt exists. Scheduling again would place a volume whose manager
+    /// flow may already have failed and handed it to the next attempt.
+    async fn handed_off(&self, ctx: &Context, spec: &RequestSpec) -> Result<bool, Failure> {
+        if ctx.attempt() == 1 {
+            return Ok(false);
+        }
+        let attempt = if self.deps.config.scheduler_max_attempts > 1 {
+            spec.retry.as_ref().map_or(0, |r| r.num_attempts) + 1
+        } else {
+            1
+        };
+        let id = flow_id(MANAGER_FLOW, &ctx.get(&VOLUME_ID)?, Some(attempt));
+        let found = self
+            .deps
+            .store
+            .get_flow(&id)
+            .await
+            .map_err(|e| Failure::new("service.internal", e.to_string()))?;
+        Ok(found.is_some())
+    }
+
     async fn place(&self, id: &str, spec: &RequestSpec) -> Result<Option<Placement>, Failure> {
         let Some(scheduler) = &self.deps.scheduler else {
             return Err(Failure::new("service.internal", "this process has no scheduler"));
@@ -137,7 +159,7 @@ impl Task for ScheduleCreateVolume {
             }
             Err(e) => return Err(domain(e)),
         };
-        if volume.status != VolumeStatus::Creating {
+        if volume.status != VolumeStatus::Creating || self.handed_off(ctx, &spec).await? {
             return Ok(Values::new());
         }
         if let Some(host) = &volume.host {

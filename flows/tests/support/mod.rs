@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use ember_common::model::{QuotaDefaults, QuotaUsage, Volume, VolumeStatus};
 use ember_common::ops::RequestContext;
 use ember_common::repo::{QuotaRepo, VolumeRepo};
-use ember_db::SqlRepo;
 use ember_db::flow_store::SqlFlowStore;
 use ember_db::testing::TestDb;
+use ember_db::{Db, DbOptions, SqlRepo};
 use ember_drivers::{FakeDriver, FakeOptions, SharedDriver};
 use ember_engine::{Engine, EngineOptions, FlowStore, Registry, Worker, WorkerOptions};
 use ember_flows::{
@@ -68,18 +68,26 @@ pub struct Cluster {
     pub scheduler: SharedScheduler,
     pub drivers: HashMap<String, SharedDriver>,
     pub deps: Arc<Deps>,
-    pub ops: FlowVolumeOps,
+    pub ops: Arc<FlowVolumeOps>,
     opts: Options,
-    workers: Vec<(tokio_util::sync::CancellationToken, JoinHandle<()>)>,
+    url: String,
+    config: FlowConfig,
+    /// The running workers' "process".
+    process: Option<Process>,
     generation: u32,
 }
 
 impl Cluster {
     /// Starts workers on `db` for `drivers` (backend name to driver).
     pub async fn start(db: &TestDb, drivers: Vec<(&str, SharedDriver)>, opts: Options) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let repo = Arc::new(SqlRepo::new(db.db.clone(), QuotaDefaults::default()));
         repo.set_project_quota(PROJECT, "volumes", 200).await.unwrap();
         repo.set_project_quota(PROJECT, "gigabytes", 2000).await.unwrap();
+        repo.set_project_quota(PROJECT, "snapshots", 200).await.unwrap();
         let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(db.db.clone()));
         let wake = Arc::new(LocalWake::new());
         let sched_opts =
@@ -91,6 +99,7 @@ impl Cluster {
             d.do_setup().await.unwrap();
             report(&scheduler, backend, d).await;
         }
+        let c_attempts = opts.max_attempts;
         let config = FlowConfig { scheduler_max_attempts: opts.max_attempts, ..FlowConfig::default() };
         let deps = Arc::new(
             Deps::new(repo.clone(), store.clone(), wake.clone(), config)
@@ -98,7 +107,7 @@ impl Cluster {
                 .with_drivers(Arc::new(drivers.clone())),
         );
         let engine = Engine::with_options(store.clone(), engine_options("api-request", &opts));
-        let ops = FlowVolumeOps::new(engine, deps.clone()).unwrap();
+        let ops = Arc::new(FlowVolumeOps::new(engine, deps.clone()).unwrap());
         let mut c = Self {
             repo,
             store,
@@ -108,65 +117,98 @@ impl Cluster {
             deps,
             ops,
             opts,
-            workers: Vec::new(),
+            url: db.url.clone(),
+            config: FlowConfig { scheduler_max_attempts: c_attempts, ..FlowConfig::default() },
+            process: None,
             generation: 0,
         };
-        c.start_workers();
+        c.start_workers().await;
         c
     }
 
-    /// Starts one worker for the api, one for the scheduler and one per backend.
-    pub fn start_workers(&mut self) {
+    /// A separate "API process": `FlowVolumeOps` on a runtime and a pool of its own; the
+    /// caller drops the runtime (`shutdown_background`) to play the process's death.
+    pub async fn api_process(&self) -> (tokio::runtime::Runtime, Arc<FlowVolumeOps>) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (url, wake, config, opts) =
+            (self.url.clone(), self.wake.clone(), self.config.clone(), self.opts.clone());
+        let ops = rt
+            .spawn(async move {
+                let db = Db::connect(&DbOptions::new(&url)).await.unwrap();
+                let repo = Arc::new(SqlRepo::new(db.clone(), QuotaDefaults::default()));
+                let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(db));
+                let deps = Arc::new(Deps::new(repo, store.clone(), wake, config));
+                let engine = Engine::with_options(store, engine_options("doomed-api-process", &opts));
+                Arc::new(FlowVolumeOps::new(engine, deps).unwrap())
+            })
+            .await
+            .unwrap();
+        (rt, ops)
+    }
+
+    /// Starts one worker for the api, one for the scheduler and one per backend, as one
+    /// "process": a runtime of its own with its own database pool and flow store writer,
+    /// so that a crash (dropping the runtime) leaves nothing of it running.
+    pub async fn start_workers(&mut self) {
         self.generation += 1;
         let g = self.generation;
-        let mut api = Registry::new();
-        register_api(&mut api, &self.deps);
-        self.spawn(format!("api-{g}"), API_TOPIC.to_owned(), api);
-        let mut sched = Registry::new();
-        register_scheduler(&mut sched, &self.deps).unwrap();
-        self.spawn(format!("scheduler-{g}"), SCHEDULER_TOPIC.to_owned(), sched);
-        let backends: Vec<String> = self.drivers.keys().cloned().collect();
-        for b in backends {
-            let mut vol = Registry::new();
-            register_volume(&mut vol, &self.deps).unwrap();
-            self.spawn(format!("volume-{b}-{g}"), volume_topic(&b), vol);
-        }
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let (url, wake, config, opts) =
+            (self.url.clone(), self.wake.clone(), self.config.clone(), self.opts.clone());
+        let (scheduler, drivers) = (self.scheduler.clone(), self.drivers.clone());
+        let workers = rt
+            .spawn(async move {
+                let db = Db::connect(&DbOptions::new(&url)).await.unwrap();
+                let repo = Arc::new(SqlRepo::new(db, QuotaDefaults::default()));
+                let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(repo.db().clone()));
+                let backends: Vec<String> = drivers.keys().cloned().collect();
+                let deps = Arc::new(
+                    Deps::new(repo, store.clone(), wake.clone(), config)
+                        .with_scheduler(scheduler)
+                        .with_drivers(Arc::new(drivers)),
+                );
+                let mut api = Registry::new();
+                register_api(&mut api, &deps);
+                let mut sched = Registry::new();
+                register_scheduler(&mut sched, &deps).unwrap();
+                let mut roles = vec![
+                    (format!("api-{g}"), API_TOPIC.to_owned(), api),
+                    (format!("scheduler-{g}"), SCHEDULER_TOPIC.to_owned(), sched),
+                ];
+                for b in backends {
+                    let mut vol = Registry::new();
+                    register_volume(&mut vol, &deps).unwrap();
+                    roles.push((format!("volume-{b}-{g}"), volume_topic(&b), vol));
+                }
+                roles
+                    .into_iter()
+                    .map(|(owner, topic, reg)| spawn(&store, &wake, &opts, owner, topic, reg))
+                    .collect()
+            })
+            .await
+            .unwrap();
+        self.process = Some(Process { rt, workers });
     }
 
-    fn spawn(&mut self, owner: String, topic: String, registry: Registry) {
-        let opts = WorkerOptions {
-            engine: engine_options(&owner, &self.opts),
-            topics: vec![topic.clone()],
-            flow_names: Vec::new(),
-            sweep_interval: self.opts.sweep,
-            max_flows: 64,
-        };
-        let worker = Worker::new(self.store.clone(), registry, opts);
-        self.wake.add(topic, worker.handle());
-        let token = tokio_util::sync::CancellationToken::new();
-        let t = token.clone();
-        let handle = tokio::spawn(async move {
-            let _ = worker.run(t).await;
-        });
-        self.workers.push((token, handle));
-    }
-
-    /// Kills every worker at once, as a crash would: flows in flight stop where they are,
-    /// still owned until their lease lapses.
+    /// Kills every worker at once, as a crash would: their runtime is dropped, flows in
+    /// flight stop where they are, still owned until their lease lapses, and the database
+    /// sees the process's connections close.
     pub async fn crash_workers(&mut self) {
         self.wake.clear();
-        for (_, h) in self.workers.drain(..) {
-            h.abort();
-            let _ = h.await;
+        if let Some(p) = self.process.take() {
+            p.rt.shutdown_background();
         }
     }
 
     /// Stops the workers cleanly.
     pub async fn stop(mut self) {
         self.wake.clear();
-        for (t, h) in self.workers.drain(..) {
-            t.cancel();
-            let _ = h.await;
+        if let Some(p) = self.process.take() {
+            for (t, h) in p.workers {
+                t.cancel();
+                let _ = h.await;
+            }
+            p.rt.shutdown_background();
         }
     }
 
@@ -197,6 +239,38 @@ impl Cluster {
         let set = self.repo.project_quotas(PROJECT).await.unwrap();
         set.resources.get(resource).cloned().unwrap_or_default()
     }
+}
+
+/// Workers running on a runtime of their own.
+struct Process {
+    rt: tokio::runtime::Runtime,
+    workers: Vec<(tokio_util::sync::CancellationToken, JoinHandle<()>)>,
+}
+
+/// Starts one worker on the current runtime.
+fn spawn(
+    store: &Arc<dyn FlowStore>,
+    wake: &LocalWake,
+    opts: &Options,
+    owner: String,
+    topic: String,
+    registry: Registry,
+) -> (tokio_util::sync::CancellationToken, JoinHandle<()>) {
+    let wopts = WorkerOptions {
+        engine: engine_options(&owner, opts),
+        topics: vec![topic.clone()],
+        flow_names: Vec::new(),
+        sweep_interval: opts.sweep,
+        max_flows: 64,
+    };
+    let worker = Worker::new(store.clone(), registry, wopts);
+    wake.add(topic, worker.handle());
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    let handle = tokio::spawn(async move {
+        let _ = worker.run(t).await;
+    });
+    (token, handle)
 }
 
 /// Feeds the scheduler the driver's own capability report and an up service.
@@ -235,7 +309,11 @@ where
             let _ = v;
             return last.unwrap();
         }
-        assert!(Instant::now() < end, "timed out waiting for {what}; last seen: {last:?}");
+        if Instant::now() >= end {
+            let mut seen = format!("{last:?}");
+            seen.truncate(1500);
+            panic!("timed out waiting for {what}; last seen: {seen}");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -305,4 +383,34 @@ pub async fn wait_gone(c: &Cluster, id: &str) {
         |s: &Option<VolumeStatus>| s.is_none(),
     )
     .await;
+}
+
+impl Cluster {
+    /// Waits until every recorded flow has ended; with `all_succeed`, checks none failed
+    /// (reverted flows are expected where a create fails on a backend).
+    pub async fn wait_idle(&self, all_succeed: bool) {
+        let store = self.store.clone();
+        let flows = poll(
+            Duration::from_secs(30),
+            "every flow to end",
+            move || {
+                let store = store.clone();
+                async move { store.list_flows(&Default::default()).await.ok() }
+            },
+            |flows: &Vec<ember_engine::FlowRecord>| flows.iter().all(|f| f.state.is_terminal()),
+        )
+        .await;
+        let failed: Vec<_> = flows
+            .iter()
+            .filter(|f| f.state != ember_engine::FlowState::Success)
+            .map(|f| (&f.id, f.state))
+            .collect();
+        assert!(!all_succeed || failed.is_empty(), "flows that did not succeed: {failed:?}");
+    }
+
+    /// How many flows named `name` are recorded.
+    pub async fn flow_count(&self, name: &str) -> usize {
+        let filter = ember_engine::FlowFilter { name: Some(name.to_owned()), ..Default::default() };
+        self.store.list_flows(&filter).await.map(|f| f.len()).unwrap_or(0)
+    }
 }
