@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use ember_api::ApiState;
 use ember_api::auth::AuthConfig;
 use ember_api::state::{Repos, Settings};
+use ember_common::repo::QuotaRepo;
 use ember_drivers::SharedDriver;
 use ember_engine::{Engine, Registry, Worker, WorkerHandle};
 use ember_flows::{API_TOPIC, Deps, DriverLookup, FlowConfig, FlowVolumeOps, SCHEDULER_TOPIC};
@@ -148,6 +149,7 @@ async fn start_scheduler(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
         )
         .await
         .context("register the scheduler service")?;
+    spawn_reservation_sweep(p);
     let deps = Arc::new(deps.with_scheduler(scheduler));
     let mut registry = Registry::new();
     ember_flows::register_scheduler(&mut registry, &deps)?;
@@ -165,6 +167,29 @@ async fn start_scheduler(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
         registration.stop().await;
     });
     Ok(())
+}
+
+/// Rolls back quota reservations older than `reservation_expire`, every
+/// `reservation_clean_interval` (Cinder's scheduler periodic task); the first sweep runs at
+/// start, so reservations a crash left behind go at once.
+fn spawn_reservation_sweep(p: &Plumbing) {
+    let every = p.config.reservation_clean_interval.unwrap_or(p.config.reservation_expire).max(1);
+    let quotas: Arc<dyn QuotaRepo> = p.repo.clone();
+    let shutdown = p.shutdown.clone();
+    p.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match quotas.expire_reservations(chrono::Utc::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "rolled back expired quota reservations"),
+                Err(err) => tracing::warn!(error = %err, "expiring quota reservations failed"),
+            }
+        }
+    });
 }
 
 /// The drivers of this process's backends, for the volume flows.
