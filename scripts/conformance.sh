@@ -17,7 +17,8 @@ EMBER_LOG=warn "$EMBER" all-in-one --data-dir "$data" --listen "127.0.0.1:$port"
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 1 300); do
-  curl -sf "http://127.0.0.1:$port/healthcheck" >/dev/null && break
+  python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+    "http://127.0.0.1:$port/healthcheck" 2>/dev/null && break
   kill -0 "$pid" 2>/dev/null || { cat "$data/ember.log"; echo "ember all-in-one exited"; exit 1; }
   sleep 0.1
 done
