@@ -122,7 +122,19 @@ fn auth_config(config: &ember_common::config::Config) -> AuthConfig {
         ember_common::config::AuthStrategy::Noauth => ember_api::auth::Strategy::Noauth,
         ember_common::config::AuthStrategy::Token => ember_api::auth::Strategy::Token,
     };
-    AuthConfig { strategy, ..AuthConfig::default() }
+    let tokens = config
+        .tokens
+        .iter()
+        .map(|(token, t)| {
+            let entry = ember_api::auth::TokenEntry {
+                user_id: t.user_id.clone(),
+                project_id: t.project_id.clone(),
+                roles: t.roles.clone(),
+            };
+            (token.clone(), entry)
+        })
+        .collect();
+    AuthConfig { strategy, tokens }
 }
 
 async fn start_scheduler(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {

@@ -20,6 +20,7 @@ pub struct TestCluster {
     pub base_url: String,
     port: u16,
     data_dir: tempfile::TempDir,
+    config: Option<PathBuf>,
 }
 
 /// A port that was free a moment ago (the kernel hands out ephemeral ports in turn).
@@ -30,9 +31,20 @@ pub fn free_port() -> u16 {
 impl TestCluster {
     /// Starts `ember all-in-one` on a free port with a fresh data directory.
     pub async fn all_in_one() -> Self {
+        Self::all_in_one_with("").await
+    }
+
+    /// Starts `ember all-in-one` with `toml` as its configuration file.
+    pub async fn all_in_one_with(toml: &str) -> Self {
         let data_dir = tempfile::tempdir().expect("create the data directory");
+        let config = (!toml.is_empty()).then(|| {
+            let path = data_dir.path().join("ember.toml");
+            std::fs::write(&path, toml).expect("write the configuration");
+            path
+        });
         let port = free_port();
-        let mut cluster = Self { child: None, base_url: format!("http://127.0.0.1:{port}"), port, data_dir };
+        let base_url = format!("http://127.0.0.1:{port}");
+        let mut cluster = Self { child: None, base_url, port, data_dir, config };
         cluster.start().await;
         cluster
     }
@@ -45,6 +57,7 @@ impl TestCluster {
             .arg(self.data_dir.path())
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .args(self.config.iter().flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]))
             .env("EMBER_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()

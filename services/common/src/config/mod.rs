@@ -57,6 +57,17 @@ pub enum AuthStrategy {
     Token,
 }
 
+/// One token the API accepts under `auth_strategy = "token"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub user_id: String,
+    pub project_id: String,
+    /// `admin` grants the admin actions (reset status, force delete, other projects...).
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
 /// Every option of every Ember process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -116,6 +127,9 @@ pub struct Config {
     pub osapi_max_limit: u32,
     /// `noauth` or `token`.
     pub auth_strategy: AuthStrategy,
+    /// With `auth_strategy = "token"`: `[tokens."<secret>"]` sections, each naming the user,
+    /// project and roles the token stands for.
+    pub tokens: BTreeMap<String, TokenConfig>,
     /// Backend sections, `[backends.<name>]`; only those in `enabled_backends` run.
     pub backends: BTreeMap<String, BackendConfig>,
 }
@@ -149,6 +163,7 @@ impl Default for Config {
             osapi_volume_listen_port: 8776,
             osapi_max_limit: 1000,
             auth_strategy: AuthStrategy::Noauth,
+            tokens: BTreeMap::new(),
             backends: BTreeMap::from([("file".to_owned(), BackendConfig::default())]),
         }
     }
@@ -249,6 +264,9 @@ impl Config {
         ];
         if let Some((name, _)) = quotas.iter().find(|(_, v)| *v < -1) {
             return Err((name, "must be -1 (unlimited) or more"));
+        }
+        if self.auth_strategy == AuthStrategy::Token && self.tokens.is_empty() {
+            return Err(("auth_strategy", "\"token\" needs at least one [tokens.\"<token>\"] section"));
         }
         let db_schemes = ["sqlite:", "postgres:", "postgresql:"];
         if let Some(url) = &self.database_url
