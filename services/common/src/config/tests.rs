@@ -111,18 +111,18 @@ fn the_example_file_loads() {
 
 #[test]
 fn token_auth_takes_its_tokens_from_the_file_and_needs_at_least_one() {
-    figment::Jail::expect_with(|jail| {
+    Jail::expect_with(|jail| {
         jail.create_file(
             "tokens.toml",
             "auth_strategy = \"token\"\n[tokens.\"s3cret\"]\nuser_id = \"alice\"\nproject_id = \"demo\"\nroles = [\"admin\"]\n",
         )?;
-        let c = Config::load_without_env(Some(std::path::Path::new("tokens.toml")), &Overrides::default())
+        let c = Config::load_without_env(Some(Path::new("tokens.toml")), &Overrides::default())
             .expect("a token configuration loads");
         assert_eq!(c.auth_strategy, AuthStrategy::Token);
         assert_eq!(c.tokens["s3cret"].project_id, "demo");
         assert_eq!(c.tokens["s3cret"].roles, ["admin"]);
         jail.create_file("none.toml", "auth_strategy = \"token\"\n")?;
-        let err = Config::load_without_env(Some(std::path::Path::new("none.toml")), &Overrides::default())
+        let err = Config::load_without_env(Some(Path::new("none.toml")), &Overrides::default())
             .expect_err("token auth without tokens is refused");
         assert!(err.to_string().contains("auth_strategy"), "{err}");
         Ok(())
