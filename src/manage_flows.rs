@@ -90,7 +90,11 @@ pub async fn run(command: Flows) -> anyhow::Result<()> {
             let detail = store.get_flow(&args.id).await?.with_context(|| missing(&args.id))?;
             print!("{}", flow_table(std::slice::from_ref(&detail.flow)));
             println!();
-            print!("{}", atom_table(&detail));
+            if detail.atoms.is_empty() {
+                println!("no atom has run yet");
+            } else {
+                print!("{}", atom_table(&detail));
+            }
             Ok(())
         }
         Flows::Draw(args) => draw(args).await,

@@ -1,12 +1,16 @@
 //! `ember manage flows`: the real binary against a SQLite file holding flows recorded by
 //! the real SQL store.
 
-use std::process::Output;
-
 use ember_db::flow_store::SqlFlowStore;
 use ember_db::testing::TestDb;
 use ember_engine::store::now_ms;
-use ember_engine::{FlowStore, NewFlow, Values};
+use std::process::Output;
+use std::sync::Arc;
+
+use ember_engine::{
+    AtomKind, AtomState, AtomWrite, Failure, Fence, FlowState, FlowStore, Intention, NewFlow, Ownership,
+    Values, WriteBatch,
+};
 
 async fn ember(url: &str, args: &[&str]) -> Output {
     let mut all = vec!["manage", "flows"];
@@ -61,8 +65,31 @@ async fn list_show_draw_resume_and_revert() {
     );
     assert!(stderr(&ember(&url, &["list", "--since", "someday"]).await).contains("invalid time"));
 
+    let show = stdout(&ember(&url, &["show", "flow-b"]).await);
+    assert!(show.contains("flow-b") && show.contains("no atom has run yet"), "{show}");
+    let mut failure = Failure::new("VolumeBackendAPIException", "create failed");
+    failure.causes.push("disk full".into());
+    let atom = AtomWrite {
+        name: Arc::from("create_volume"),
+        kind: AtomKind::Task,
+        state: AtomState::Failure,
+        intention: Intention::Revert,
+        attempts: 2,
+        result: None,
+        failure: Some(failure),
+        revert_failure: None,
+        history: None,
+    };
+    let fence = Fence { flow_id: Arc::from("flow-a"), owner: Arc::from("dead-api"), epoch: 1 };
+    let batch =
+        WriteBatch { flow_state: Some(FlowState::Running), atoms: vec![atom], ownership: Ownership::Keep };
+    store.write(&fence, batch).await.unwrap();
     let show = stdout(&ember(&url, &["show", "flow-a"]).await);
-    assert!(show.contains("flow-a") && show.contains("ATOM"), "{show}");
+    let row = show.lines().find(|l| l.starts_with("create_volume")).unwrap_or_else(|| panic!("{show}"));
+    assert!(
+        row.contains("FAILURE") && row.contains(" 2 ") && row.contains("create failed: disk full"),
+        "{row}"
+    );
     assert!(stderr(&ember(&url, &["show", "nope"]).await).contains("could not be found"));
 
     let dot = stdout(&ember(&url, &["draw", "flow-a"]).await);

@@ -1,5 +1,6 @@
 //! `/flows` (admin): the flows every process recorded, one flow with its atoms, its drawing
-//! (DOT or Mermaid) and the operator's actions (`resume`; `revert` is not supported yet).
+//! (DOT or Mermaid) and the operator's actions (`resume`; `revert` is not supported yet);
+//! and `/volumes/{id}/flows`, `/snapshots/{id}/flows`: the flows that touched a resource.
 //!
 //! These endpoints are Ember's own (Cinder has no flow engine to show); they follow the
 //! API's conventions: admin only, Cinder's fault bodies, times in Cinder's format.
@@ -28,6 +29,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/flows/{id}", get(show))
         .route("/flows/{id}/graph", get(graph))
         .route("/flows/{id}/action", post(action))
+        .route("/volumes/{id}/flows", get(of_resource))
+        .route("/snapshots/{id}/flows", get(of_resource))
 }
 
 /// The admin view, after checking the caller is an admin.
@@ -94,6 +97,24 @@ pub fn filter_from(ctx: &Ctx, max_limit: u32) -> ApiResult<FlowFilter> {
 async fn list(State(state): State<ApiState>, ctx: Ctx) -> ApiResult<Json<Value>> {
     let flows = admin(&state, &ctx)?;
     let filter = filter_from(&ctx, state.settings.osapi_max_limit)?;
+    let records = flows.store.list_flows(&filter).await.map_err(store_fault)?;
+    let items: Vec<Value> = records.iter().map(flow_views::flow).collect();
+    Ok(Json(json!({ "flows": items })))
+}
+
+/// `GET /volumes/{id}/flows`, `GET /snapshots/{id}/flows`: the flows whose subject is the
+/// resource, newest first. A deleted resource's flows are listed too, so no existence check.
+async fn of_resource(
+    State(state): State<ApiState>,
+    ctx: Ctx,
+    Params(p): Params<IdPath>,
+) -> ApiResult<Json<Value>> {
+    let flows = admin(&state, &ctx)?;
+    let filter = FlowFilter {
+        subject: Some(p.id),
+        limit: Some(state.settings.osapi_max_limit as usize),
+        ..FlowFilter::default()
+    };
     let records = flows.store.list_flows(&filter).await.map_err(store_fault)?;
     let items: Vec<Value> = records.iter().map(flow_views::flow).collect();
     Ok(Json(json!({ "flows": items })))

@@ -84,6 +84,11 @@ async fn list_filters_and_pages() {
     let page = h.get("/flows?limit=2&offset=1", ADMIN, "3.0").await;
     assert_eq!(ids(&page.body), ids(&all.body)[1..3]);
 
+    let of_volume = h.get("/volumes/vol-1/flows", ADMIN, "3.0").await;
+    assert_eq!(ids(&of_volume.body), [failed.clone()]);
+    let of_snapshot = h.get("/snapshots/vol-stuck/flows", ADMIN, "3.0").await;
+    assert_eq!(ids(&of_snapshot.body), ["stuck"]);
+
     h.get("/flows?state=sleeping", ADMIN, "3.0").await.fault(400, "badRequest");
     h.get("/flows?created_after=yesterday", ADMIN, "3.0").await.fault(400, "badRequest");
     h.get("/flows?limit=many", ADMIN, "3.0").await.fault(400, "badRequest");
@@ -176,7 +181,7 @@ async fn resume_makes_a_stuck_flow_claimable_at_once() {
 async fn only_admins_see_flows() {
     let h = Harness::with_tokens().await;
     run_demo(&h, "vol-1", false).await;
-    for path in ["/flows", "/flows/flow-vol-1", "/flows/flow-vol-1/graph"] {
+    for path in ["/flows", "/flows/flow-vol-1", "/flows/flow-vol-1/graph", "/volumes/vol-1/flows"] {
         h.get(path, "alice", "3.0").await.fault(403, "forbidden");
         assert_eq!(h.get(path, "bob", "3.0").await.status, StatusCode::FORBIDDEN);
     }
