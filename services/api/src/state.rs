@@ -23,6 +23,9 @@ pub struct ApiState {
     pub flows: Option<FlowAdmin>,
 }
 
+/// Tells the workers of a topic that a flow waits for them.
+pub type WakeTopic = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// What the admin view of flows (`/flows`) reads and acts on.
 #[derive(Clone)]
 pub struct FlowAdmin {
@@ -33,7 +36,7 @@ pub struct FlowAdmin {
     pub shapes: Arc<Registry>,
     /// Tells the workers of a topic that a flow waits for them (after a resume); without
     /// it their periodic sweep claims the flow.
-    pub wake: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    pub wake: Option<WakeTopic>,
 }
 
 impl FlowAdmin {

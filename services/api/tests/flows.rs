@@ -67,11 +67,11 @@ async fn list_filters_and_pages() {
     assert_eq!(all.status, StatusCode::OK, "{:?}", all.body);
     assert_eq!(ids(&all.body).len(), 3);
     let by_subject = h.get("/flows?subject=vol-1", ADMIN, "3.0").await;
-    assert_eq!(ids(&by_subject.body), [failed.clone()]);
+    assert_eq!(ids(&by_subject.body), [failed.as_str()]);
     let state = by_subject.body["flows"][0]["state"].as_str().unwrap().to_owned();
     assert_eq!(state, "REVERTED");
     let by_state = h.get("/flows?state=success", ADMIN, "3.0").await;
-    assert_eq!(ids(&by_state.body), [done]);
+    assert_eq!(ids(&by_state.body), [done.as_str()]);
     let by_owner = h.get("/flows?owner=dead-worker", ADMIN, "3.0").await;
     assert_eq!(ids(&by_owner.body), ["stuck"]);
     let by_name = h.get("/flows?name=other", ADMIN, "3.0").await;
@@ -85,7 +85,7 @@ async fn list_filters_and_pages() {
     assert_eq!(ids(&page.body), ids(&all.body)[1..3]);
 
     let of_volume = h.get("/volumes/vol-1/flows", ADMIN, "3.0").await;
-    assert_eq!(ids(&of_volume.body), [failed.clone()]);
+    assert_eq!(ids(&of_volume.body), [failed.as_str()]);
     let of_snapshot = h.get("/snapshots/vol-stuck/flows", ADMIN, "3.0").await;
     assert_eq!(ids(&of_snapshot.body), ["stuck"]);
 
