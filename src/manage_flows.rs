@@ -86,8 +86,9 @@ pub async fn run(command: Flows) -> anyhow::Result<()> {
             Ok(())
         }
         Flows::Show(args) => {
-            let (store, _) = open(&args.config).await?;
-            let detail = store.get_flow(&args.id).await?.with_context(|| missing(&args.id))?;
+            let (store, repo) = open(&args.config).await?;
+            let mut detail = store.get_flow(&args.id).await?.with_context(|| missing(&args.id))?;
+            flow_views::order_atoms(&mut detail, &shapes(store, repo));
             print!("{}", flow_table(std::slice::from_ref(&detail.flow)));
             println!();
             if detail.atoms.is_empty() {
@@ -171,15 +172,20 @@ async fn draw(args: DrawArgs) -> anyhow::Result<()> {
     };
     let (store, repo) = open(&args.config).await?;
     let detail = store.get_flow(&args.id).await?.with_context(|| missing(&args.id))?;
-    let store: Arc<dyn FlowStore> = store;
-    let deps = Arc::new(Deps::new(repo, store, Arc::new(LocalWake::new()), FlowConfig::default()));
-    let mut shapes = Registry::new();
-    ember_flows::register_shapes(&mut shapes, &deps);
-    let compiled = shapes
+    let compiled = shapes(store, repo)
         .build(&detail.flow.name, &detail.flow.inputs)
         .with_context(|| format!("draw flow {} ({})", detail.flow.id, detail.flow.name))?;
     print!("{}", if mermaid { compiled.to_mermaid() } else { compiled.to_dot() });
     Ok(())
+}
+
+/// Every flow's factory, to rebuild a stored flow's shape (never to run it).
+fn shapes(store: Arc<SqlFlowStore>, repo: Arc<SqlRepo>) -> Registry {
+    let store: Arc<dyn FlowStore> = store;
+    let deps = Arc::new(Deps::new(repo, store, Arc::new(LocalWake::new()), FlowConfig::default()));
+    let mut shapes = Registry::new();
+    ember_flows::register_shapes(&mut shapes, &deps);
+    shapes
 }
 
 /// `2026-11-21 20:11:51.123`, or `-`.

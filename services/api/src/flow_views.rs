@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use ember_engine::{AtomRecord, Failure, FlowDetail, FlowRecord, Values};
+use ember_engine::{AtomRecord, Failure, FlowDetail, FlowRecord, Registry, Values};
 
 use crate::views::time;
 
@@ -92,6 +92,14 @@ pub fn atom(a: &AtomRecord) -> Value {
         m.insert("retry_attempts".into(), json!(history.len()));
     }
     Value::Object(m)
+}
+
+/// Puts the atoms in the order of the compiled flow when `shapes` can rebuild it (the
+/// store lists atoms written in the same millisecond by name); atoms it does not know go last.
+pub fn order_atoms(detail: &mut FlowDetail, shapes: &Registry) {
+    let Ok(compiled) = shapes.build(&detail.flow.name, &detail.flow.inputs) else { return };
+    let order: Vec<&str> = compiled.atom_names().collect();
+    detail.atoms.sort_by_key(|a| order.iter().position(|n| *n == a.name).unwrap_or(usize::MAX));
 }
 
 /// One flow with its inputs and atoms.

@@ -120,10 +120,12 @@ async fn of_resource(
     Ok(Json(json!({ "flows": items })))
 }
 
-/// `GET /flows/{id}`: the flow with its atoms.
+/// `GET /flows/{id}`: the flow with its atoms, in the flow's order.
 async fn show(State(state): State<ApiState>, ctx: Ctx, Params(p): Params<IdPath>) -> ApiResult<Json<Value>> {
     let flows = admin(&state, &ctx)?;
-    let detail = flows.store.get_flow(&p.id).await.map_err(store_fault)?.ok_or_else(|| not_found(&p.id))?;
+    let mut detail =
+        flows.store.get_flow(&p.id).await.map_err(store_fault)?.ok_or_else(|| not_found(&p.id))?;
+    flow_views::order_atoms(&mut detail, &flows.shapes);
     Ok(Json(json!({ "flow": flow_views::detail(&detail) })))
 }
 
