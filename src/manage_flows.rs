@@ -85,40 +85,9 @@ pub async fn run(command: Flows) -> anyhow::Result<()> {
             print!("{}", flow_table(&flows));
             Ok(())
         }
-        Flows::Show(args) => {
-            let (store, repo) = open(&args.config).await?;
-            let mut detail = store.get_flow(&args.id).await?.with_context(|| missing(&args.id))?;
-            flow_views::order_atoms(&mut detail, &shapes(store, repo));
-            print!("{}", flow_table(std::slice::from_ref(&detail.flow)));
-            println!();
-            if detail.atoms.is_empty() {
-                println!("no atom has run yet");
-            } else {
-                print!("{}", atom_table(&detail));
-            }
-            Ok(())
-        }
+        Flows::Show(args) => show(args).await,
         Flows::Draw(args) => draw(args).await,
-        Flows::Resume(args) => {
-            let (store, _) = open(&args.config).await?;
-            match store.release(&args.id).await? {
-                Some(f) => {
-                    println!(
-                        "flow {} ({}) released: a worker of topic {} claims it at its next sweep",
-                        f.id, f.state, f.topic
-                    );
-                    Ok(())
-                }
-                None => match store.get_flow(&args.id).await? {
-                    Some(d) => bail!(
-                        "flow {} has finished ({}); there is nothing to resume",
-                        d.flow.id,
-                        d.flow.state
-                    ),
-                    None => bail!(missing(&args.id)),
-                },
-            }
-        }
+        Flows::Resume(args) => resume(args).await,
         Flows::Revert(args) => {
             let (store, _) = open(&args.config).await?;
             store.get_flow(&args.id).await?.with_context(|| missing(&args.id))?;
@@ -126,6 +95,37 @@ pub async fn run(command: Flows) -> anyhow::Result<()> {
                 "reverting a stored flow is not supported yet: the engine cannot be asked to revert a flow it is not running"
             )
         }
+    }
+}
+
+async fn show(args: IdArgs) -> anyhow::Result<()> {
+    let (store, repo) = open(&args.config).await?;
+    let mut detail = store.get_flow(&args.id).await?.with_context(|| missing(&args.id))?;
+    flow_views::order_atoms(&mut detail, &shapes(store, repo));
+    print!("{}", flow_table(std::slice::from_ref(&detail.flow)));
+    println!();
+    if detail.atoms.is_empty() {
+        println!("no atom has run yet");
+    } else {
+        print!("{}", atom_table(&detail));
+    }
+    Ok(())
+}
+
+/// Releases the flow (a compare-and-swap on a live state); this process cannot wake the
+/// workers, so the flow waits for their next sweep (2 s).
+async fn resume(args: IdArgs) -> anyhow::Result<()> {
+    let (store, _) = open(&args.config).await?;
+    if let Some(f) = store.release(&args.id).await? {
+        println!(
+            "flow {} ({}) released: a worker of topic {} claims it at its next sweep",
+            f.id, f.state, f.topic
+        );
+        return Ok(());
+    }
+    match store.get_flow(&args.id).await? {
+        Some(d) => bail!("flow {} has finished ({}); there is nothing to resume", d.flow.id, d.flow.state),
+        None => bail!(missing(&args.id)),
     }
 }
 
