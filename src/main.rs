@@ -1,6 +1,7 @@
 //! The `ember` binary: every Ember process, the management commands and the benchmarks.
 
 mod bench;
+mod manage_flows;
 mod process;
 mod server;
 
@@ -82,6 +83,9 @@ enum Manage {
     /// Database commands.
     #[command(subcommand)]
     Db(ManageDb),
+    /// The flows every process recorded: list, show, draw, resume, revert.
+    #[command(subcommand)]
+    Flows(manage_flows::Flows),
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("database {} is up to date", db.kind());
             Ok(())
         }
+        Command::Manage(Manage::Flows(command)) => manage_flows::run(command).await,
         Command::Bench(args) => {
             let (name, json) = match &args.which {
                 Bench::Engine(_) => ("engine", args.json),

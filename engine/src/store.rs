@@ -180,6 +180,12 @@ pub trait FlowStore: Send + Sync + 'static {
 
     /// Flows matching `filter`, newest first.
     async fn list_flows(&self, filter: &FlowFilter) -> Result<Vec<FlowRecord>>;
+
+    /// An operator's resume: clears the owner and lease of a flow that has not finished and
+    /// bumps its claim epoch, so any worker of its topic claims it at once and a previous
+    /// owner still running it is fenced out at its next write. Returns the released flow, or
+    /// `None` when it is missing or finished (a compare-and-swap on the state).
+    async fn release(&self, id: &str) -> Result<Option<FlowRecord>>;
 }
 
 /// Whether a worker may claim `f` at `now`.
@@ -337,5 +343,16 @@ impl FlowStore for MemoryStore {
             flows.values().filter(|f| filter.matches(&f.record)).map(|f| f.record.clone()).collect();
         out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
         Ok(out.into_iter().skip(filter.offset).take(filter.limit.unwrap_or(usize::MAX)).collect())
+    }
+
+    async fn release(&self, id: &str) -> Result<Option<FlowRecord>> {
+        let mut flows = self.flows.lock();
+        Ok(flows.get_mut(id).filter(|f| !f.record.state.is_terminal()).map(|f| {
+            f.record.owner = None;
+            f.record.lease_expires_at = None;
+            f.record.claim_epoch += 1;
+            f.record.updated_at = now_ms();
+            f.record.clone()
+        }))
     }
 }

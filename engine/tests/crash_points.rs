@@ -46,6 +46,9 @@ impl FlowStore for CrashingStore {
     async fn list_flows(&self, filter: &FlowFilter) -> ember_engine::Result<Vec<FlowRecord>> {
         self.inner.list_flows(filter).await
     }
+    async fn release(&self, id: &str) -> ember_engine::Result<Option<FlowRecord>> {
+        self.inner.release(id).await
+    }
 }
 
 fn build(n: usize, edges: &[(usize, usize)], fail: Option<usize>, retry: bool, log: &Log) -> Flow {

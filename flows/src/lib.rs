@@ -91,4 +91,4 @@ pub use deps::{Deps, DriverLookup, FlowConfig, LocalWake, Wake};
 pub use error::{Error, Result};
 pub use handoff::{API_TOPIC, SCHEDULER_TOPIC, volume_topic};
 pub use ops::FlowVolumeOps;
-pub use register::{register_api, register_scheduler, register_volume};
+pub use register::{register_api, register_scheduler, register_shapes, register_volume};

@@ -45,3 +45,16 @@ pub fn register_volume(registry: &mut Registry, deps: &Arc<Deps>) -> Result<()> 
     add(registry, manager::delete_snapshot::FLOW, deps, manager::delete_snapshot::get_flow);
     Ok(())
 }
+
+/// Every role's flows, for drawing only (the admin view rebuilds a stored flow's shape from
+/// its name). The flows are built without the scheduler or drivers their tasks need to
+/// execute, so this registry must never be given to a worker.
+pub fn register_shapes(registry: &mut Registry, deps: &Arc<Deps>) {
+    register_api(registry, deps);
+    add(registry, scheduler::create_volume::FLOW, deps, scheduler::create_volume::get_flow);
+    add(registry, manager::create_volume::FLOW, deps, manager::create_volume::get_flow);
+    add(registry, manager::delete_volume::FLOW, deps, manager::delete_volume::get_flow);
+    add(registry, manager::extend_volume::FLOW, deps, manager::extend_volume::get_flow);
+    add(registry, manager::create_snapshot::FLOW, deps, manager::create_snapshot::get_flow);
+    add(registry, manager::delete_snapshot::FLOW, deps, manager::delete_snapshot::get_flow);
+}

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use ember_api::ApiState;
 use ember_api::auth::AuthConfig;
 use ember_api::state::{Repos, Settings};
+use ember_api::{ApiState, FlowAdmin};
 use ember_common::repo::QuotaRepo;
 use ember_drivers::SharedDriver;
 use ember_engine::{Engine, Registry, Worker, WorkerHandle};
@@ -92,12 +92,17 @@ async fn start_api(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
     // A peer's (or our own previous life's) api flows are resumed by this worker.
     spawn_worker(p, "api", vec![API_TOPIC.to_owned()], registry);
     let engine = Engine::with_options(p.store.clone(), p.engine_options("api"));
+    let mut shapes = Registry::new();
+    ember_flows::register_shapes(&mut shapes, &deps);
+    let wake = deps.wake.clone();
+    let flows = FlowAdmin::new(p.store.clone(), shapes).with_wake(move |topic| wake.wake(topic));
     let ops = FlowVolumeOps::new(engine, deps).context("compile the api flows")?;
     let state = ApiState {
         auth: Arc::new(auth_config(&p.config)),
         repos: Repos::all(p.repo.clone()),
         ops: Arc::new(ops),
         settings: Arc::new(Settings::from_config(&p.config)),
+        flows: Some(flows),
     };
     let listen: SocketAddr =
         format!("{}:{}", p.config.osapi_volume_listen, p.config.osapi_volume_listen_port)

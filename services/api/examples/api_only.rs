@@ -86,6 +86,7 @@ async fn main() {
         repos: Repos::all(repo.clone()),
         ops: Arc::new(Instant(ops::TestOps::new(repo.clone()), repo)),
         settings: Arc::new(Settings::default()),
+        flows: None,
     };
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18776".into());
     let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();

@@ -9,6 +9,8 @@ pub mod auth;
 pub mod context;
 pub mod extract;
 pub mod fault;
+pub mod flow_views;
+pub mod flows;
 pub mod listing;
 pub mod microversion;
 pub mod projectless;
@@ -32,7 +34,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument as _;
 
 pub use ember_common::ops::VolumeOps;
-pub use state::{ApiState, Repos, Settings, UnwiredOps};
+pub use state::{ApiState, FlowAdmin, Repos, Settings, UnwiredOps};
 
 use crate::context::RequestId;
 use crate::fault::Fault;
@@ -46,6 +48,7 @@ pub fn app(state: ApiState) -> Router {
         .merge(types::routes())
         .merge(quotas::routes())
         .merge(services::routes())
+        .merge(flows::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(bad_method)
         .layer(middleware::from_fn_with_state(state.auth.clone(), auth::layer))

@@ -7,6 +7,7 @@ use ember_common::model::{Snapshot, Volume};
 use ember_common::ops::{CreateSnapshot, CreateVolume, DeleteVolume, RequestContext, VolumeOps};
 use ember_common::repo::{AttachmentRepo, QuotaRepo, ServiceRepo, SnapshotRepo, VolumeRepo, VolumeTypeRepo};
 use ember_common::{ErrorKind, ServiceError};
+use ember_engine::{FlowStore, Registry};
 
 use crate::auth::AuthConfig;
 
@@ -18,6 +19,37 @@ pub struct ApiState {
     /// The operations that run as flows (create, delete, extend, snapshot create and delete).
     pub ops: Arc<dyn VolumeOps>,
     pub settings: Arc<Settings>,
+    /// The admin view of flows; `None` answers its endpoints with 503.
+    pub flows: Option<FlowAdmin>,
+}
+
+/// Tells the workers of a topic that a flow waits for them.
+pub type WakeTopic = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// What the admin view of flows (`/flows`) reads and acts on.
+#[derive(Clone)]
+pub struct FlowAdmin {
+    /// Where every process records its flows.
+    pub store: Arc<dyn FlowStore>,
+    /// Every flow's factory, used only to rebuild a stored flow's shape for drawing; it is
+    /// never given to a worker, so its flows may lack what their tasks need to execute.
+    pub shapes: Arc<Registry>,
+    /// Tells the workers of a topic that a flow waits for them (after a resume); without
+    /// it their periodic sweep claims the flow.
+    pub wake: Option<WakeTopic>,
+}
+
+impl FlowAdmin {
+    /// The admin view on `store`, drawing the flows `shapes` knows.
+    pub fn new(store: Arc<dyn FlowStore>, shapes: Registry) -> Self {
+        Self { store, shapes: Arc::new(shapes), wake: None }
+    }
+
+    /// Wakes the workers of a resumed flow's topic through `wake`.
+    pub fn with_wake(mut self, wake: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.wake = Some(Arc::new(wake));
+        self
+    }
 }
 
 /// The repositories the API reads and writes directly.

@@ -567,6 +567,20 @@ impl FlowStore for SqlFlowStore {
         });
         rows.into_iter().map(flow_record).collect()
     }
+
+    async fn release(&self, id: &str) -> EResult<Option<FlowRecord>> {
+        let sql = format!(
+            "UPDATE flows SET owner = NULL, lease_expires_at = NULL, claim_epoch = claim_epoch + 1, \
+             updated_at = $1 WHERE id = $2 AND state NOT IN {TERMINAL} RETURNING {FLOW_COLUMNS}"
+        );
+        let row: Option<FlowRow> = with_pool!(&self.db, |pool| sqlx::query_as(&sql)
+            .bind(now_ms())
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(store_err)?);
+        row.map(flow_record).transpose()
+    }
 }
 
 /// Flows a claim may take: unowned or with a lapsed lease, oldest first.

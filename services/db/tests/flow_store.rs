@@ -166,6 +166,26 @@ async fn lists_filter_and_page(store: &dyn FlowStore) {
     assert!(store.get_flow("missing").await.unwrap().is_none());
 }
 
+async fn release_makes_a_flow_claimable_and_fences_its_owner(store: &dyn FlowStore) {
+    let lease = now_ms() + 60_000;
+    store.create_flow(&new_flow("r1", "release", Some(("w1", lease)))).await.unwrap();
+    assert!(store.claim(&claim_req("w2", "release", lease)).await.unwrap().is_empty(), "leased");
+    let released = store.release("r1").await.unwrap().unwrap();
+    assert_eq!((released.owner, released.lease_expires_at, released.claim_epoch), (None, None, 2));
+    let stale =
+        WriteBatch { flow_state: Some(FlowState::Running), atoms: Vec::new(), ownership: Ownership::Keep };
+    let err = store.write(&fence("r1", "w1", 1), stale).await.unwrap_err();
+    assert!(matches!(err, EngineError::LeaseLost { .. }), "{err:?}");
+    let claimed = store.claim(&claim_req("w2", "release", lease)).await.unwrap();
+    assert_eq!(claimed.iter().map(|f| (f.id.as_str(), f.claim_epoch)).collect::<Vec<_>>(), [("r1", 3)]);
+    let fin =
+        WriteBatch { flow_state: Some(FlowState::Success), atoms: Vec::new(), ownership: Ownership::Finish };
+    store.write(&fence("r1", "w2", 3), fin).await.unwrap();
+    assert!(store.release("r1").await.unwrap().is_none(), "a finished flow stays finished");
+    assert!(store.release("missing").await.unwrap().is_none());
+    assert_eq!(store.get_flow("r1").await.unwrap().unwrap().flow.owner.as_deref(), Some("w2"));
+}
+
 async fn concurrent_writes_group_commit(store: Arc<dyn FlowStore>) {
     let lease = now_ms() + 60_000;
     let mut handles = Vec::new();
@@ -197,6 +217,7 @@ async fn suite(store: Arc<dyn FlowStore>) {
     writes_are_fenced_and_round_trip(&*store).await;
     claims_have_one_winner_and_fence_the_loser(&*store).await;
     lists_filter_and_page(&*store).await;
+    release_makes_a_flow_claimable_and_fences_its_owner(&*store).await;
     concurrent_writes_group_commit(store).await;
 }
 

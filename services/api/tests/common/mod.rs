@@ -2,6 +2,7 @@
 //! where `EMBER_TEST_DATABASE_URL` is set), with [`TestOps`] standing in for the flows.
 #![allow(dead_code)]
 
+pub mod demo;
 pub mod ops;
 
 use std::collections::HashMap;
@@ -14,10 +15,11 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use ember_api::auth::{AuthConfig, Strategy, TokenEntry};
-use ember_api::{ApiState, Repos, Settings, app};
+use ember_api::{ApiState, FlowAdmin, Repos, Settings, app};
 use ember_common::model::{ListOptions, Volume, VolumeChanges, VolumeExpect, VolumeFilter, VolumeStatus};
 use ember_common::repo::VolumeRepo;
 use ember_db::SqlRepo;
+use ember_db::flow_store::SqlFlowStore;
 use ember_db::testing::TestDb;
 
 pub use ops::TestOps;
@@ -29,6 +31,8 @@ pub const ADMIN: &str = "admin:p1";
 pub struct Harness {
     pub tdb: TestDb,
     pub repo: Arc<SqlRepo>,
+    /// The flow store behind `/flows`.
+    pub flows: Arc<SqlFlowStore>,
     pub app: Router,
 }
 
@@ -84,13 +88,15 @@ impl Harness {
 
     fn on(tdb: TestDb, auth: AuthConfig, settings: Settings) -> Self {
         let repo = Arc::new(SqlRepo::new(tdb.db.clone(), Default::default()));
+        let flows = Arc::new(SqlFlowStore::new(tdb.db.clone()));
         let state = ApiState {
             auth: Arc::new(auth),
             repos: Repos::all(repo.clone()),
             ops: Arc::new(TestOps::new(repo.clone())),
             settings: Arc::new(settings),
+            flows: Some(FlowAdmin::new(flows.clone(), demo::registry())),
         };
-        Self { tdb, repo, app: app(state) }
+        Self { tdb, repo, flows, app: app(state) }
     }
 
     pub async fn cleanup(self) {
@@ -135,6 +141,26 @@ impl Harness {
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Answer { status, headers, body }
+    }
+
+    /// Sends a GET as `token` and returns the status, the content type and the body as text.
+    pub async fn get_text(&self, path: &str, token: &str) -> (StatusCode, String, String) {
+        let uri = format!("/v3/{}{path}", self.project_of(token));
+        let req = Request::builder()
+            .uri(uri)
+            .header("host", "ember.test:8776")
+            .header("x-auth-token", token)
+            .body(Body::empty())
+            .unwrap();
+        let response = self.app.clone().oneshot(req).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, content_type, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
     pub async fn get(&self, path: &str, token: &str, mv: &str) -> Answer {

@@ -1,0 +1,32 @@
+//! The drawing registry (`register_shapes`) knows every flow of every role and compiles each
+//! without a scheduler or drivers, so the admin view can draw any stored flow.
+
+use std::sync::Arc;
+
+use ember_common::model::QuotaDefaults;
+use ember_db::SqlRepo;
+use ember_db::flow_store::SqlFlowStore;
+use ember_db::testing::TestDb;
+use ember_engine::{FlowStore, Registry, Values};
+use ember_flows::{Deps, FlowConfig, LocalWake, register_api, register_shapes};
+
+#[tokio::test]
+async fn every_flow_of_every_role_can_be_drawn() {
+    let db = TestDb::sqlite().await.unwrap();
+    let repo = Arc::new(SqlRepo::new(db.db.clone(), QuotaDefaults::default()));
+    let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(db.db.clone()));
+    let deps = Arc::new(Deps::new(repo, store, Arc::new(LocalWake::new()), FlowConfig::default()));
+    let mut shapes = Registry::new();
+    register_shapes(&mut shapes, &deps);
+    let mut api = Registry::new();
+    register_api(&mut api, &deps);
+    let names: Vec<&str> = shapes.names().collect();
+    assert_eq!(names.len(), 11, "5 api, 1 scheduler and 5 volume flows: {names:?}");
+    assert!(api.names().all(|n| names.contains(&n)));
+    for name in names {
+        let compiled = shapes.build(name, &Values::new()).unwrap();
+        assert!(compiled.to_dot().contains("->"), "{name} has edges");
+        assert!(compiled.to_mermaid().starts_with("flowchart TD"));
+    }
+    db.cleanup().await.unwrap();
+}
