@@ -110,7 +110,12 @@ async fn openapi_json_is_served_without_a_token() {
     );
     assert_eq!(create["security"][0]["token"], serde_json::json!([]));
     assert!(doc["components"]["schemas"]["VolumeView"]["properties"]["size"].is_object());
-    // Every operation under a project names the token and the microversion header.
+    // Operation ids are unique, and every operation under a project names the token and
+    // the microversion header.
+    let ids: Vec<_> =
+        documented(&doc).iter().map(|(m, p)| doc["paths"][p][m]["operationId"].clone()).collect();
+    assert_eq!(ids.iter().map(Value::to_string).collect::<BTreeSet<_>>().len(), ids.len(), "{ids:?}");
+    assert!(ids.iter().all(Value::is_string));
     for ((method, path), op) in documented(&doc).iter().map(|k| (k.clone(), &doc["paths"][&k.1][&k.0])) {
         assert!(op["summary"].is_string(), "{method} {path}");
         assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}");
