@@ -110,6 +110,12 @@ async fn openapi_json_is_served_without_a_token() {
     );
     assert_eq!(create["security"][0]["token"], serde_json::json!([]));
     assert!(doc["components"]["schemas"]["VolumeView"]["properties"]["size"].is_object());
+    let action = &doc["paths"]["/v3/{project_id}/volumes/{id}/action"]["post"];
+    assert_eq!(
+        action["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/VolumeAction"
+    );
+    assert!(doc["components"]["schemas"]["VolumeAction"]["properties"]["os-extend"].is_object());
     // Operation ids are unique, and every operation under a project names the token and
     // the microversion header.
     let ids: Vec<_> =

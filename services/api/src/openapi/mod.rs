@@ -41,7 +41,7 @@ pub const ROUTES: &[Route] = &[
         "post",
         "/v3/{project_id}/volumes/{id}/action",
         "A volume action: os-extend, os-reset_status, os-force_delete, os-set_bootable, \
-         os-update_readonly_flag, os-attach, os-detach...",
+         os-update_readonly_flag",
         "volumes",
     ),
     ("get", "/v3/{project_id}/volumes/{id}/metadata", "Shows a volume's metadata (ETag 3.15+)", "volumes"),
@@ -141,6 +141,7 @@ pub const ROUTES: &[Route] = &[
         crate::volumes::metadata::index,
         crate::volumes::metadata::create,
         crate::volumes::metadata::replace,
+        crate::volumes::actions::action,
     ),
     components(schemas(
         schemas::VolumeCreateRequest,
@@ -151,6 +152,11 @@ pub const ROUTES: &[Route] = &[
         schemas::VolumeUpdateRequest,
         schemas::VolumeUpdate,
         schemas::Metadata,
+        schemas::VolumeAction,
+        schemas::NewSize,
+        schemas::ResetStatus,
+        schemas::Bootable,
+        schemas::Readonly,
         schemas::Link,
         schemas::Fault,
         schemas::FaultDetail,

@@ -121,6 +121,58 @@ pub struct Metadata {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// `POST /volumes/{id}/action`: exactly one of these keys.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct VolumeAction {
+    /// Grows the volume (202).
+    #[schema(rename = "os-extend")]
+    pub extend: Option<NewSize>,
+    /// Admin: sets the status fields directly (202).
+    #[schema(rename = "os-reset_status")]
+    pub reset_status: Option<ResetStatus>,
+    /// Admin: deletes whatever the status (202); the value is `{}` or null.
+    #[schema(rename = "os-force_delete")]
+    pub force_delete: Option<BTreeMap<String, serde_json::Value>>,
+    /// Sets the bootable flag (200).
+    #[schema(rename = "os-set_bootable")]
+    pub set_bootable: Option<Bootable>,
+    /// Sets the read-only flag (202).
+    #[schema(rename = "os-update_readonly_flag")]
+    pub update_readonly_flag: Option<Readonly>,
+}
+
+/// `os-extend`'s argument.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct NewSize {
+    /// GiB, larger than the current size.
+    pub new_size: i64,
+}
+
+/// `os-reset_status`'s arguments; at least one is given.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ResetStatus {
+    pub status: Option<String>,
+    pub attach_status: Option<String>,
+    pub migration_status: Option<String>,
+}
+
+/// `os-set_bootable`'s argument (a boolean or `"true"`/`"false"`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Bootable {
+    pub bootable: bool,
+}
+
+/// `os-update_readonly_flag`'s argument (a boolean or `"true"`/`"false"`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Readonly {
+    pub readonly: bool,
+}
+
 /// Cinder's fault body: one key naming the fault (`badRequest`, `itemNotFound`,
 /// `overLimit`, `conflictingRequest`...) holding `code` and `message`.
 #[derive(ToSchema)]
