@@ -116,6 +116,11 @@ async fn openapi_json_is_served_without_a_token() {
         "#/components/schemas/VolumeAction"
     );
     assert!(doc["components"]["schemas"]["VolumeAction"]["properties"]["os-extend"].is_object());
+    let snapshot = &doc["paths"]["/v3/{project_id}/snapshots"]["post"];
+    assert_eq!(
+        snapshot["responses"]["202"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/SnapshotResponse"
+    );
     // Operation ids are unique, and every operation under a project names the token and
     // the microversion header.
     let ids: Vec<_> =

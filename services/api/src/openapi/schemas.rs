@@ -173,6 +173,51 @@ pub struct Readonly {
     pub readonly: bool,
 }
 
+/// `POST /snapshots`: `{"snapshot": {...}}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SnapshotCreateRequest {
+    pub snapshot: SnapshotCreate,
+}
+
+/// The fields of a snapshot to create.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SnapshotCreate {
+    pub volume_id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// Snapshots an `in-use` volume too.
+    pub force: Option<bool>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// `{"snapshot": {...}}` as create and show answer it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SnapshotResponse {
+    pub snapshot: SnapshotView,
+}
+
+/// The detail view of a snapshot; `group_snapshot_id` from 3.14, `user_id` from 3.41,
+/// `consumes_quota` from 3.65; show and detail add the
+/// `os-extended-snapshot-attributes:progress` and `:project_id` attributes.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SnapshotView {
+    pub id: String,
+    pub created_at: String,
+    pub updated_at: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub volume_id: String,
+    /// `creating`, `available`, `deleting`, `error`...
+    pub status: String,
+    /// The volume's size in GiB.
+    pub size: i64,
+    pub metadata: BTreeMap<String, String>,
+}
+
 /// Cinder's fault body: one key naming the fault (`badRequest`, `itemNotFound`,
 /// `overLimit`, `conflictingRequest`...) holding `code` and `message`.
 #[derive(ToSchema)]
