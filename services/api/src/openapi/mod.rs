@@ -129,7 +129,8 @@ pub const ROUTES: &[Route] = &[
 #[openapi(
     info(
         title = "Ember Block Storage API v3",
-        description = "OpenStack Cinder's Block Storage API v3 (microversions 3.0 to 3.71), as Ember serves it."
+        description = "OpenStack Cinder's Block Storage API v3 (microversions 3.0 to 3.71), \
+                       as Ember serves it."
     ),
     paths(
         crate::volumes::list,
@@ -202,7 +203,8 @@ pub fn document() -> Value {
             "type": "apiKey",
             "in": "header",
             "name": "X-Auth-Token",
-            "description": "noauth: `user:project` (Cinder's noauth); token auth: a token from the configuration"
+            "description": "noauth: `user:project` (Cinder's noauth); \
+                            token auth: a token from the configuration"
         }
     });
     doc["components"]["parameters"] = json!({
@@ -210,7 +212,8 @@ pub fn document() -> Value {
             "name": "OpenStack-API-Version",
             "in": "header",
             "required": false,
-            "description": "`volume 3.N` (3.0 to 3.71, `volume latest`); echoed in the answer, 406 out of range",
+            "description": "`volume 3.N` (3.0 to 3.71, `volume latest`); \
+                            echoed in the answer, 406 out of range",
             "schema": {"type": "string", "example": "volume 3.71"}
         }
     });

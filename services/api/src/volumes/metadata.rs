@@ -44,9 +44,23 @@ fn item_not_found() -> Fault {
     Fault::not_found("Metadata item was not found")
 }
 
-#[utoipa::path(get, path = "/v3/{project_id}/volumes/{id}/metadata", tag = "volumes", params(("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"), ("id" = String, Path, description = "The volume's id")),
-    responses((status = 200, description = "The metadata; from 3.15 with an `ETag` header", body = crate::openapi::schemas::Metadata,
-        headers(("ETag" = String, description = "MD5 of the metadata document (3.15+)")))))]
+#[utoipa::path(
+    get,
+    path = "/v3/{project_id}/volumes/{id}/metadata",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+        ("id" = String, Path, description = "The volume's id"),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The metadata; from 3.15 with an `ETag` header",
+            body = crate::openapi::schemas::Metadata,
+            headers(("ETag" = String, description = "MD5 of the metadata document (3.15+)")),
+        ),
+    ),
+)]
 pub async fn index(
     State(state): State<ApiState>,
     ctx: Ctx,
@@ -57,10 +71,29 @@ pub async fn index(
 }
 
 /// `POST`: adds or changes the given keys, keeps the others.
-#[utoipa::path(post, path = "/v3/{project_id}/volumes/{id}/metadata", tag = "volumes", params(("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"), ("id" = String, Path, description = "The volume's id"), ("If-Match" = Option<String>, Header, description = "3.15+: the ETag read before; another one answers 412")),
+#[utoipa::path(
+    post,
+    path = "/v3/{project_id}/volumes/{id}/metadata",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+        ("id" = String, Path, description = "The volume's id"),
+        (
+            "If-Match" = Option<String>,
+            Header,
+            description = "3.15+: the ETag read before; another one answers 412",
+        ),
+    ),
     request_body = crate::openapi::schemas::Metadata,
-    responses((status = 200, description = "All the metadata after the change", body = crate::openapi::schemas::Metadata),
-        (status = 412, description = "If-Match names another ETag", body = crate::openapi::schemas::Fault)))]
+    responses(
+        (
+            status = 200,
+            description = "All the metadata after the change",
+            body = crate::openapi::schemas::Metadata,
+        ),
+        (status = 412, description = "If-Match names another ETag", body = crate::openapi::schemas::Fault),
+    ),
+)]
 pub async fn create(
     State(state): State<ApiState>,
     ctx: Ctx,
@@ -76,10 +109,25 @@ pub async fn create(
 }
 
 /// `PUT`: replaces the whole metadata.
-#[utoipa::path(put, path = "/v3/{project_id}/volumes/{id}/metadata", tag = "volumes", params(("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"), ("id" = String, Path, description = "The volume's id"), ("If-Match" = Option<String>, Header, description = "3.15+: the ETag read before; another one answers 412")),
+#[utoipa::path(
+    put,
+    path = "/v3/{project_id}/volumes/{id}/metadata",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+        ("id" = String, Path, description = "The volume's id"),
+        (
+            "If-Match" = Option<String>,
+            Header,
+            description = "3.15+: the ETag read before; another one answers 412",
+        ),
+    ),
     request_body = crate::openapi::schemas::Metadata,
-    responses((status = 200, description = "The new metadata", body = crate::openapi::schemas::Metadata),
-        (status = 412, description = "If-Match names another ETag", body = crate::openapi::schemas::Fault)))]
+    responses(
+        (status = 200, description = "The new metadata", body = crate::openapi::schemas::Metadata),
+        (status = 412, description = "If-Match names another ETag", body = crate::openapi::schemas::Fault),
+    ),
+)]
 pub async fn replace(
     State(state): State<ApiState>,
     ctx: Ctx,

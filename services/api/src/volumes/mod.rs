@@ -61,12 +61,29 @@ async fn one(state: &ApiState, ctx: &Ctx, v: &Volume, extended: bool) -> ApiResu
 }
 
 /// `POST /volumes` → 202 with the new volume in `creating`.
-#[utoipa::path(post, path = "/v3/{project_id}/volumes", tag = "volumes", params(("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)")),
+#[utoipa::path(
+    post,
+    path = "/v3/{project_id}/volumes",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+    ),
     request_body = crate::openapi::schemas::VolumeCreateRequest,
-    responses((status = 202, description = "Accepted; the volume is `creating`", body = crate::openapi::schemas::VolumeResponse),
+    responses(
+        (
+            status = 202,
+            description = "Accepted; the volume is `creating`",
+            body = crate::openapi::schemas::VolumeResponse,
+        ),
         (status = 400, description = "Bad input", body = crate::openapi::schemas::Fault),
-        (status = 404, description = "Unknown type, snapshot, source volume or backup", body = crate::openapi::schemas::Fault),
-        (status = 413, description = "Over quota (overLimit)", body = crate::openapi::schemas::Fault)))]
+        (
+            status = 404,
+            description = "Unknown type, snapshot, source volume or backup",
+            body = crate::openapi::schemas::Fault,
+        ),
+        (status = 413, description = "Over quota (overLimit)", body = crate::openapi::schemas::Fault),
+    ),
+)]
 pub(crate) async fn create(
     State(state): State<ApiState>,
     ctx: Ctx,
@@ -85,7 +102,12 @@ pub(crate) async fn create(
 }
 
 /// `GET /volumes`: summaries.
-#[utoipa::path(get, path = "/v3/{project_id}/volumes", tag = "volumes", params(("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+#[utoipa::path(
+    get,
+    path = "/v3/{project_id}/volumes",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
         ("limit" = Option<u32>, Query, description = "At most this many (capped by osapi_max_limit)"),
         ("marker" = Option<String>, Query, description = "The id of the last volume of the previous page"),
         ("sort" = Option<String>, Query, description = "`key[:asc|desc],...`"),
@@ -94,14 +116,21 @@ pub(crate) async fn create(
         ("all_tenants" = Option<bool>, Query, description = "Admin: every project's volumes"),
         ("name" = Option<String>, Query, description = "Filter by name"),
         ("status" = Option<String>, Query, description = "Filter by status"),
-        ("metadata" = Option<String>, Query, description = "Filter by metadata, a Python dict literal")),
-    responses((status = 200, description = "Summaries (id, name, links)", body = serde_json::Value)))]
+        ("metadata" = Option<String>, Query, description = "Filter by metadata, a Python dict literal"),
+    ),
+    responses((status = 200, description = "Summaries (id, name, links)", body = serde_json::Value)),
+)]
 pub(crate) async fn list(State(state): State<ApiState>, ctx: Ctx) -> ApiResult<Json<Value>> {
     list_volumes(&state, &ctx, false).await.map(Json)
 }
 
 /// `GET /volumes/detail`: detail views.
-#[utoipa::path(get, path = "/v3/{project_id}/volumes/detail", tag = "volumes", params(("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+#[utoipa::path(
+    get,
+    path = "/v3/{project_id}/volumes/detail",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
         ("limit" = Option<u32>, Query, description = "At most this many (capped by osapi_max_limit)"),
         ("marker" = Option<String>, Query, description = "The id of the last volume of the previous page"),
         ("sort" = Option<String>, Query, description = "`key[:asc|desc],...`"),
@@ -110,8 +139,10 @@ pub(crate) async fn list(State(state): State<ApiState>, ctx: Ctx) -> ApiResult<J
         ("all_tenants" = Option<bool>, Query, description = "Admin: every project's volumes"),
         ("name" = Option<String>, Query, description = "Filter by name"),
         ("status" = Option<String>, Query, description = "Filter by status"),
-        ("metadata" = Option<String>, Query, description = "Filter by metadata, a Python dict literal")),
-    responses((status = 200, description = "Detail views", body = crate::openapi::schemas::VolumeList)))]
+        ("metadata" = Option<String>, Query, description = "Filter by metadata, a Python dict literal"),
+    ),
+    responses((status = 200, description = "Detail views", body = crate::openapi::schemas::VolumeList)),
+)]
 pub(crate) async fn list_detail(State(state): State<ApiState>, ctx: Ctx) -> ApiResult<Json<Value>> {
     list_volumes(&state, &ctx, true).await.map(Json)
 }
@@ -184,9 +215,23 @@ fn empty_page(query: &listing::ListQuery) -> Value {
 }
 
 /// `GET /volumes/{id}`.
-#[utoipa::path(get, path = "/v3/{project_id}/volumes/{id}", tag = "volumes", params(("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"), ("id" = String, Path, description = "The volume's id")),
-    responses((status = 200, description = "The volume", body = crate::openapi::schemas::VolumeResponse),
-        (status = 404, description = "No such volume visible to the caller", body = crate::openapi::schemas::Fault)))]
+#[utoipa::path(
+    get,
+    path = "/v3/{project_id}/volumes/{id}",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+        ("id" = String, Path, description = "The volume's id"),
+    ),
+    responses(
+        (status = 200, description = "The volume", body = crate::openapi::schemas::VolumeResponse),
+        (
+            status = 404,
+            description = "No such volume visible to the caller",
+            body = crate::openapi::schemas::Fault,
+        ),
+    ),
+)]
 pub(crate) async fn show(
     State(state): State<ApiState>,
     ctx: Ctx,
@@ -197,11 +242,21 @@ pub(crate) async fn show(
 }
 
 /// `PUT /volumes/{id}`: name, description and metadata (which replaces the old one).
-#[utoipa::path(put, path = "/v3/{project_id}/volumes/{id}", tag = "volumes", params(("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"), ("id" = String, Path, description = "The volume's id")),
+#[utoipa::path(
+    put,
+    path = "/v3/{project_id}/volumes/{id}",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+        ("id" = String, Path, description = "The volume's id"),
+    ),
     request_body = crate::openapi::schemas::VolumeUpdateRequest,
-    responses((status = 200, description = "The changed volume", body = crate::openapi::schemas::VolumeResponse),
+    responses(
+        (status = 200, description = "The changed volume", body = crate::openapi::schemas::VolumeResponse),
         (status = 400, description = "Bad input", body = crate::openapi::schemas::Fault),
-        (status = 404, description = "No such volume", body = crate::openapi::schemas::Fault)))]
+        (status = 404, description = "No such volume", body = crate::openapi::schemas::Fault),
+    ),
+)]
 pub(crate) async fn update(
     State(state): State<ApiState>,
     ctx: Ctx,
@@ -252,12 +307,22 @@ fn first_present(v: &validate::Object, key: &str, legacy: &str) -> ApiResult<Opt
 }
 
 /// `DELETE /volumes/{id}[?cascade=true][&force=true]` → 202.
-#[utoipa::path(delete, path = "/v3/{project_id}/volumes/{id}", tag = "volumes", params(("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"), ("id" = String, Path, description = "The volume's id"),
+#[utoipa::path(
+    delete,
+    path = "/v3/{project_id}/volumes/{id}",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+        ("id" = String, Path, description = "The volume's id"),
         ("cascade" = Option<bool>, Query, description = "Also deletes the volume's snapshots"),
-        ("force" = Option<bool>, Query, description = "3.23+, admin: deletes whatever the status")),
-    responses((status = 202, description = "Accepted; the volume is `deleting`"),
+        ("force" = Option<bool>, Query, description = "3.23+, admin: deletes whatever the status"),
+    ),
+    responses(
+        (status = 202, description = "Accepted; the volume is `deleting`"),
         (status = 400, description = "The volume's status forbids it", body = crate::openapi::schemas::Fault),
-        (status = 404, description = "No such volume", body = crate::openapi::schemas::Fault)))]
+        (status = 404, description = "No such volume", body = crate::openapi::schemas::Fault),
+    ),
+)]
 pub(crate) async fn delete(
     State(state): State<ApiState>,
     ctx: Ctx,
