@@ -7,12 +7,14 @@
 pub mod attachments;
 pub mod auth;
 pub mod context;
+pub mod etag;
 pub mod extract;
 pub mod fault;
 pub mod flow_views;
 pub mod flows;
 pub mod listing;
 pub mod microversion;
+pub mod openapi;
 pub mod projectless;
 pub mod quotas;
 pub mod services;
@@ -61,6 +63,7 @@ pub fn app(state: ApiState) -> Router {
         // token there: it gets the versions document, as at `/v3/`.
         .route("/v3/{project_id}", get(versions::v3))
         .route("/healthcheck", get(|| async { "OK" }))
+        .route("/openapi.json", get(openapi::serve))
         .nest("/v3/{project_id}", project)
         .fallback(not_found)
         .method_not_allowed_fallback(bad_method)

@@ -2,10 +2,12 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::context::{Ctx, IdPath, KeyPath, Params};
+use crate::etag;
 use crate::extract::Body;
 use crate::fault::{ApiResult, Fault};
 use crate::state::ApiState;
@@ -19,33 +21,37 @@ pub async fn index(
     State(state): State<ApiState>,
     ctx: Ctx,
     Params(p): Params<IdPath>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let s = super::load(&state, &ctx, &p.id).await?;
-    Ok(Json(json!({ "metadata": s.metadata })))
+    Ok(etag::metadata_response(&ctx, s.metadata))
 }
 
 pub async fn create(
     State(state): State<ApiState>,
     ctx: Ctx,
     Params(p): Params<IdPath>,
+    headers: HeaderMap,
     Body(body): Body<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let items = metadata_body(&body)?;
-    super::load(&state, &ctx, &p.id).await?;
+    let current = super::load(&state, &ctx, &p.id).await?;
+    etag::check(&ctx, &headers, &current.metadata)?;
     let all = state.repos.snapshots.set_snapshot_metadata(&p.id, &items, false).await?;
-    Ok(Json(json!({ "metadata": all })))
+    Ok(etag::metadata_response(&ctx, all))
 }
 
 pub async fn replace(
     State(state): State<ApiState>,
     ctx: Ctx,
     Params(p): Params<IdPath>,
+    headers: HeaderMap,
     Body(body): Body<Value>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let items = metadata_body(&body)?;
-    super::load(&state, &ctx, &p.id).await?;
+    let current = super::load(&state, &ctx, &p.id).await?;
+    etag::check(&ctx, &headers, &current.metadata)?;
     let all = state.repos.snapshots.set_snapshot_metadata(&p.id, &items, true).await?;
-    Ok(Json(json!({ "metadata": all })))
+    Ok(etag::metadata_response(&ctx, all))
 }
 
 pub async fn show(
@@ -62,10 +68,12 @@ pub async fn update_key(
     State(state): State<ApiState>,
     ctx: Ctx,
     Params(p): Params<KeyPath>,
+    headers: HeaderMap,
     Body(body): Body<Value>,
 ) -> ApiResult<Json<Value>> {
     let items = meta_item(&body, &p.key)?;
-    super::load(&state, &ctx, &p.id).await?;
+    let current = super::load(&state, &ctx, &p.id).await?;
+    etag::check(&ctx, &headers, &current.metadata)?;
     state.repos.snapshots.set_snapshot_metadata(&p.id, &items, false).await?;
     Ok(Json(json!({ "meta": items })))
 }

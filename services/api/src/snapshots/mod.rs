@@ -48,7 +48,32 @@ pub async fn load(state: &ApiState, ctx: &Ctx, id: &str) -> ApiResult<Snapshot> 
 }
 
 /// `POST /snapshots` → 202 with the new snapshot in `creating`.
-async fn create(State(state): State<ApiState>, ctx: Ctx, Body(body): Body<Value>) -> ApiResult<Response> {
+#[utoipa::path(
+    post,
+    path = "/v3/{project_id}/snapshots",
+    tag = "snapshots",
+    params(("project_id" = String, Path, description = "The caller's project")),
+    request_body = crate::openapi::schemas::SnapshotCreateRequest,
+    responses(
+        (
+            status = 202,
+            description = "Accepted; the snapshot is `creating`",
+            body = crate::openapi::schemas::SnapshotResponse,
+        ),
+        (
+            status = 400,
+            description = "Bad input or a volume status that forbids it",
+            body = crate::openapi::schemas::Fault,
+        ),
+        (status = 404, description = "No such volume", body = crate::openapi::schemas::Fault),
+        (status = 413, description = "Over quota (overLimit)", body = crate::openapi::schemas::Fault),
+    ),
+)]
+pub(crate) async fn create(
+    State(state): State<ApiState>,
+    ctx: Ctx,
+    Body(body): Body<Value>,
+) -> ApiResult<Response> {
     let s = validate::section(&body, "snapshot")?;
     validate::only_keys(
         s,
@@ -151,7 +176,28 @@ fn snapshot_filter(ctx: &Ctx, query: &ListQuery) -> ApiResult<Option<SnapshotFil
     Ok(Some(f))
 }
 
-async fn show(State(state): State<ApiState>, ctx: Ctx, Params(p): Params<IdPath>) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/v3/{project_id}/snapshots/{id}",
+    tag = "snapshots",
+    params(
+        ("project_id" = String, Path, description = "The caller's project"),
+        ("id" = String, Path, description = "The snapshot's id"),
+    ),
+    responses(
+        (status = 200, description = "The snapshot", body = crate::openapi::schemas::SnapshotResponse),
+        (
+            status = 404,
+            description = "No such snapshot visible to the caller",
+            body = crate::openapi::schemas::Fault,
+        ),
+    ),
+)]
+pub(crate) async fn show(
+    State(state): State<ApiState>,
+    ctx: Ctx,
+    Params(p): Params<IdPath>,
+) -> ApiResult<Json<Value>> {
     let s = load(&state, &ctx, &p.id).await?;
     Ok(Json(json!({ "snapshot": views::detail(&ctx, &s, true) })))
 }

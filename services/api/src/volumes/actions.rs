@@ -47,6 +47,30 @@ const RESETTABLE: &[VolumeStatus] = {
 };
 
 /// Dispatches on the body's one key.
+#[utoipa::path(
+    post,
+    path = "/v3/{project_id}/volumes/{id}/action",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project"),
+        ("id" = String, Path, description = "The volume's id"),
+    ),
+    request_body = crate::openapi::schemas::VolumeAction,
+    responses(
+        (
+            status = 202,
+            description = "Accepted (os-extend, os-reset_status, os-force_delete, os-update_readonly_flag)",
+        ),
+        (status = 200, description = "Done (os-set_bootable)"),
+        (
+            status = 400,
+            description = "Bad input, an unknown action or a status that forbids it",
+            body = crate::openapi::schemas::Fault,
+        ),
+        (status = 404, description = "No such volume", body = crate::openapi::schemas::Fault),
+        (status = 413, description = "Over quota (os-extend)", body = crate::openapi::schemas::Fault),
+    ),
+)]
 pub async fn action(
     State(state): State<ApiState>,
     ctx: Ctx,

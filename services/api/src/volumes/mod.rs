@@ -61,7 +61,34 @@ async fn one(state: &ApiState, ctx: &Ctx, v: &Volume, extended: bool) -> ApiResu
 }
 
 /// `POST /volumes` → 202 with the new volume in `creating`.
-async fn create(State(state): State<ApiState>, ctx: Ctx, Body(body): Body<Value>) -> ApiResult<Response> {
+#[utoipa::path(
+    post,
+    path = "/v3/{project_id}/volumes",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+    ),
+    request_body = crate::openapi::schemas::VolumeCreateRequest,
+    responses(
+        (
+            status = 202,
+            description = "Accepted; the volume is `creating`",
+            body = crate::openapi::schemas::VolumeResponse,
+        ),
+        (status = 400, description = "Bad input", body = crate::openapi::schemas::Fault),
+        (
+            status = 404,
+            description = "Unknown type, snapshot, source volume or backup",
+            body = crate::openapi::schemas::Fault,
+        ),
+        (status = 413, description = "Over quota (overLimit)", body = crate::openapi::schemas::Fault),
+    ),
+)]
+pub(crate) async fn create(
+    State(state): State<ApiState>,
+    ctx: Ctx,
+    Body(body): Body<Value>,
+) -> ApiResult<Response> {
     let req = create::parse(&body, ctx.at_least(53), ctx.at_least(47))?;
     // A source the caller may not see is "not found", whatever the flows would do with it.
     if let Some(id) = &req.snapshot_id {
@@ -75,12 +102,48 @@ async fn create(State(state): State<ApiState>, ctx: Ctx, Body(body): Body<Value>
 }
 
 /// `GET /volumes`: summaries.
-async fn list(State(state): State<ApiState>, ctx: Ctx) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/v3/{project_id}/volumes",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+        ("limit" = Option<u32>, Query, description = "At most this many (capped by osapi_max_limit)"),
+        ("marker" = Option<String>, Query, description = "The id of the last volume of the previous page"),
+        ("sort" = Option<String>, Query, description = "`key[:asc|desc],...`"),
+        ("offset" = Option<u32>, Query, description = "Skips this many"),
+        ("with_count" = Option<bool>, Query, description = "3.45+: adds `count`"),
+        ("all_tenants" = Option<bool>, Query, description = "Admin: every project's volumes"),
+        ("name" = Option<String>, Query, description = "Filter by name"),
+        ("status" = Option<String>, Query, description = "Filter by status"),
+        ("metadata" = Option<String>, Query, description = "Filter by metadata, a Python dict literal"),
+    ),
+    responses((status = 200, description = "Summaries (id, name, links)", body = serde_json::Value)),
+)]
+pub(crate) async fn list(State(state): State<ApiState>, ctx: Ctx) -> ApiResult<Json<Value>> {
     list_volumes(&state, &ctx, false).await.map(Json)
 }
 
 /// `GET /volumes/detail`: detail views.
-async fn list_detail(State(state): State<ApiState>, ctx: Ctx) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/v3/{project_id}/volumes/detail",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+        ("limit" = Option<u32>, Query, description = "At most this many (capped by osapi_max_limit)"),
+        ("marker" = Option<String>, Query, description = "The id of the last volume of the previous page"),
+        ("sort" = Option<String>, Query, description = "`key[:asc|desc],...`"),
+        ("offset" = Option<u32>, Query, description = "Skips this many"),
+        ("with_count" = Option<bool>, Query, description = "3.45+: adds `count`"),
+        ("all_tenants" = Option<bool>, Query, description = "Admin: every project's volumes"),
+        ("name" = Option<String>, Query, description = "Filter by name"),
+        ("status" = Option<String>, Query, description = "Filter by status"),
+        ("metadata" = Option<String>, Query, description = "Filter by metadata, a Python dict literal"),
+    ),
+    responses((status = 200, description = "Detail views", body = crate::openapi::schemas::VolumeList)),
+)]
+pub(crate) async fn list_detail(State(state): State<ApiState>, ctx: Ctx) -> ApiResult<Json<Value>> {
     list_volumes(&state, &ctx, true).await.map(Json)
 }
 
@@ -152,13 +215,49 @@ fn empty_page(query: &listing::ListQuery) -> Value {
 }
 
 /// `GET /volumes/{id}`.
-async fn show(State(state): State<ApiState>, ctx: Ctx, Params(p): Params<IdPath>) -> ApiResult<Json<Value>> {
+#[utoipa::path(
+    get,
+    path = "/v3/{project_id}/volumes/{id}",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+        ("id" = String, Path, description = "The volume's id"),
+    ),
+    responses(
+        (status = 200, description = "The volume", body = crate::openapi::schemas::VolumeResponse),
+        (
+            status = 404,
+            description = "No such volume visible to the caller",
+            body = crate::openapi::schemas::Fault,
+        ),
+    ),
+)]
+pub(crate) async fn show(
+    State(state): State<ApiState>,
+    ctx: Ctx,
+    Params(p): Params<IdPath>,
+) -> ApiResult<Json<Value>> {
     let volume = load(&state, &ctx, &p.id).await?;
     one(&state, &ctx, &volume, true).await.map(Json)
 }
 
 /// `PUT /volumes/{id}`: name, description and metadata (which replaces the old one).
-async fn update(
+#[utoipa::path(
+    put,
+    path = "/v3/{project_id}/volumes/{id}",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+        ("id" = String, Path, description = "The volume's id"),
+    ),
+    request_body = crate::openapi::schemas::VolumeUpdateRequest,
+    responses(
+        (status = 200, description = "The changed volume", body = crate::openapi::schemas::VolumeResponse),
+        (status = 400, description = "Bad input", body = crate::openapi::schemas::Fault),
+        (status = 404, description = "No such volume", body = crate::openapi::schemas::Fault),
+    ),
+)]
+pub(crate) async fn update(
     State(state): State<ApiState>,
     ctx: Ctx,
     Params(p): Params<IdPath>,
@@ -208,7 +307,27 @@ fn first_present(v: &validate::Object, key: &str, legacy: &str) -> ApiResult<Opt
 }
 
 /// `DELETE /volumes/{id}[?cascade=true][&force=true]` → 202.
-async fn delete(State(state): State<ApiState>, ctx: Ctx, Params(p): Params<IdPath>) -> ApiResult<StatusCode> {
+#[utoipa::path(
+    delete,
+    path = "/v3/{project_id}/volumes/{id}",
+    tag = "volumes",
+    params(
+        ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
+        ("id" = String, Path, description = "The volume's id"),
+        ("cascade" = Option<bool>, Query, description = "Also deletes the volume's snapshots"),
+        ("force" = Option<bool>, Query, description = "3.23+, admin: deletes whatever the status"),
+    ),
+    responses(
+        (status = 202, description = "Accepted; the volume is `deleting`"),
+        (status = 400, description = "The volume's status forbids it", body = crate::openapi::schemas::Fault),
+        (status = 404, description = "No such volume", body = crate::openapi::schemas::Fault),
+    ),
+)]
+pub(crate) async fn delete(
+    State(state): State<ApiState>,
+    ctx: Ctx,
+    Params(p): Params<IdPath>,
+) -> ApiResult<StatusCode> {
     let cascade = ctx.param("cascade").map(|t| bool_param("cascade", t)).transpose()?.unwrap_or(false);
     let force = match ctx.param("force") {
         Some(text) if ctx.at_least(23) => bool_param("force", text)?,
