@@ -90,5 +90,6 @@ async fn api_scheduler_and_two_volume_services_on_postgres_and_rabbitmq() {
     cinder.wait_quota(PROJECT, "gigabytes", (0, 0), Instant::now() + Duration::from_secs(30)).await;
 
     fifty_operations(&cinder, PROJECT, &|| cluster.files(&good, "file")).await;
-    cluster.stop().await;
+    let queues = [format!("ember-volume.{good}@file"), format!("ember-volume.{broken}@fake")];
+    cluster.stop(&amqp, &queues).await;
 }

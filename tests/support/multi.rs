@@ -118,11 +118,13 @@ impl MultiProcess {
         list_files(&self.data_dir(host).join("volumes").join(backend))
     }
 
-    /// Kills every process and drops the database.
-    pub async fn stop(mut self) {
+    /// Kills every process, deletes the durable queues named after its volume hosts (the
+    /// processes died without a chance to) and drops the database.
+    pub async fn stop(mut self, amqp: &str, queues: &[String]) {
         self.api.kill();
         self.scheduler.kill();
         self.volumes.iter_mut().for_each(Process::kill);
+        delete_queues(amqp, queues).await;
         if let Some(db) = self.db.take() {
             db.cleanup().await.expect("drop the test database");
         }
@@ -149,4 +151,20 @@ pub fn list_files(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// Deletes `queues` on the broker at `amqp`.
+async fn delete_queues(amqp: &str, queues: &[String]) {
+    use lapin::options::QueueDeleteOptions;
+    let connection = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ to clean up");
+    let channel = connection.create_channel().await.expect("open a channel to clean up");
+    for name in queues {
+        channel
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .expect("delete a test queue");
+    }
+    let _ = connection.close(0, "".into()).await;
 }
