@@ -100,6 +100,15 @@ fn served() -> BTreeSet<(String, String)> {
 async fn openapi_json_is_served_without_a_token() {
     let h = Harness::sqlite().await;
     let doc = fetch_document(&h).await;
+    for path in ["/v3/{project_id}/volumes", "/v3/{project_id}/volumes/detail"] {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().cloned().unwrap_or_default();
+        for name in ["limit", "marker", "sort", "with_count", "all_tenants", "metadata"] {
+            assert!(
+                params.iter().any(|p| p["name"] == name && p["in"] == "query"),
+                "{path} documents {name}"
+            );
+        }
+    }
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{}", doc["openapi"]);
     assert!(doc["info"]["title"].is_string());
     assert_eq!(doc["components"]["securitySchemes"]["token"]["name"], "X-Auth-Token");

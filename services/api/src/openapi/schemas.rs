@@ -234,3 +234,27 @@ pub struct FaultDetail {
     pub code: u16,
     pub message: String,
 }
+
+/// The query of a volume list (`GET /volumes`, `GET /volumes/detail`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VolumeListQuery {
+    /// At most this many (capped by osapi_max_limit)
+    pub limit: Option<u32>,
+    /// The id of the last volume of the previous page
+    pub marker: Option<String>,
+    /// `key[:asc|desc],...`
+    pub sort: Option<String>,
+    /// Skips this many
+    pub offset: Option<u32>,
+    /// 3.45+: adds `count`
+    pub with_count: Option<bool>,
+    /// Admin: every project's volumes
+    pub all_tenants: Option<bool>,
+    /// Filter by name
+    pub name: Option<String>,
+    /// Filter by status
+    pub status: Option<String>,
+    /// Filter by metadata, a Python dict literal
+    pub metadata: Option<String>,
+}

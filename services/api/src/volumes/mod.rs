@@ -108,15 +108,7 @@ pub(crate) async fn create(
     tag = "volumes",
     params(
         ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
-        ("limit" = Option<u32>, Query, description = "At most this many (capped by osapi_max_limit)"),
-        ("marker" = Option<String>, Query, description = "The id of the last volume of the previous page"),
-        ("sort" = Option<String>, Query, description = "`key[:asc|desc],...`"),
-        ("offset" = Option<u32>, Query, description = "Skips this many"),
-        ("with_count" = Option<bool>, Query, description = "3.45+: adds `count`"),
-        ("all_tenants" = Option<bool>, Query, description = "Admin: every project's volumes"),
-        ("name" = Option<String>, Query, description = "Filter by name"),
-        ("status" = Option<String>, Query, description = "Filter by status"),
-        ("metadata" = Option<String>, Query, description = "Filter by metadata, a Python dict literal"),
+        crate::openapi::schemas::VolumeListQuery,
     ),
     responses((status = 200, description = "Summaries (id, name, links)", body = serde_json::Value)),
 )]
@@ -131,15 +123,7 @@ pub(crate) async fn list(State(state): State<ApiState>, ctx: Ctx) -> ApiResult<J
     tag = "volumes",
     params(
         ("project_id" = String, Path, description = "The caller's project (left out of the URL from 3.67)"),
-        ("limit" = Option<u32>, Query, description = "At most this many (capped by osapi_max_limit)"),
-        ("marker" = Option<String>, Query, description = "The id of the last volume of the previous page"),
-        ("sort" = Option<String>, Query, description = "`key[:asc|desc],...`"),
-        ("offset" = Option<u32>, Query, description = "Skips this many"),
-        ("with_count" = Option<bool>, Query, description = "3.45+: adds `count`"),
-        ("all_tenants" = Option<bool>, Query, description = "Admin: every project's volumes"),
-        ("name" = Option<String>, Query, description = "Filter by name"),
-        ("status" = Option<String>, Query, description = "Filter by status"),
-        ("metadata" = Option<String>, Query, description = "Filter by metadata, a Python dict literal"),
+        crate::openapi::schemas::VolumeListQuery,
     ),
     responses((status = 200, description = "Detail views", body = crate::openapi::schemas::VolumeList)),
 )]
