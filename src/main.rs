@@ -168,6 +168,10 @@ async fn open_db(config: &Config) -> anyhow::Result<Db> {
 /// Runs `roles` in this process until Ctrl-C or SIGTERM.
 async fn serve(args: AllInOneArgs, roles: &[Role]) -> anyhow::Result<()> {
     let config = args.config.load()?;
+    let failpoints = ember_engine::failpoint::setup_from_env().map_err(anyhow::Error::msg)?;
+    if failpoints > 0 {
+        tracing::warn!(failpoints, "failpoints are armed (FAILPOINTS): this process is under a crash test");
+    }
     let plumbing = Plumbing::open(config).await?;
     let started = process::run_roles(&plumbing, roles).await;
     if started.is_ok() {

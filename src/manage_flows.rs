@@ -24,7 +24,7 @@ pub enum Flows {
     Draw(DrawArgs),
     /// Makes a flow that has not finished claimable now by any worker of its topic.
     Resume(IdArgs),
-    /// Reverts a flow that cannot finish (not supported yet).
+    /// Reverts a flow that cannot finish: a worker reverts what ran, in reverse order.
     Revert(IdArgs),
 }
 
@@ -88,13 +88,27 @@ pub async fn run(command: Flows) -> anyhow::Result<()> {
         Flows::Show(args) => show(args).await,
         Flows::Draw(args) => draw(args).await,
         Flows::Resume(args) => resume(args).await,
-        Flows::Revert(args) => {
-            let (store, _) = open(&args.config).await?;
-            store.get_flow(&args.id).await?.with_context(|| missing(&args.id))?;
-            bail!(
-                "reverting a stored flow is not supported yet: the engine cannot be asked to revert a flow it is not running"
-            )
+        Flows::Revert(args) => revert(args).await,
+    }
+}
+
+async fn revert(args: IdArgs) -> anyhow::Result<()> {
+    let (store, _) = open(&args.config).await?;
+    if let Some(f) = store.request_revert(&args.id).await? {
+        if f.state == FlowState::Reverted {
+            println!("flow {} ({}) reverted: none of its tasks had run", f.id, f.name);
+        } else {
+            println!(
+                "flow {} ({}) marked for revert: a worker of topic {} claims it at its next sweep and reverts \
+                 what ran, in reverse order",
+                f.id, f.name, f.topic
+            );
         }
+        return Ok(());
+    }
+    match store.get_flow(&args.id).await? {
+        Some(d) => bail!("flow {} has ended in {}; there is nothing to revert", d.flow.id, d.flow.state),
+        None => bail!(missing(&args.id)),
     }
 }
 

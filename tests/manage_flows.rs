@@ -100,6 +100,13 @@ async fn list_show_draw_resume_and_revert() {
     let resumed = stdout(&ember(&url, &["resume", "flow-a"]).await);
     assert!(resumed.contains("released"), "{resumed}");
     assert_eq!(store.get_flow("flow-a").await.unwrap().unwrap().flow.owner, None);
-    assert!(stderr(&ember(&url, &["revert", "flow-a"]).await).contains("not supported yet"));
+    // flow-a's create_volume ran (and failed): a worker of its topic reverts it.
+    let reverted = stdout(&ember(&url, &["revert", "flow-a"]).await);
+    assert!(reverted.contains("marked for revert"), "{reverted}");
+    let stored = store.get_flow("flow-a").await.unwrap().unwrap();
+    assert_eq!((stored.flow.state, stored.atoms[0].intention), (FlowState::Running, Intention::Revert));
+    let reverted = stdout(&ember(&url, &["revert", "flow-b"]).await);
+    assert!(reverted.contains("none of its tasks had run"), "{reverted}");
+    assert!(stderr(&ember(&url, &["revert", "flow-b"]).await).contains("nothing to revert"));
     db.cleanup().await.unwrap();
 }

@@ -114,6 +114,7 @@
 pub mod compile;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod flow;
 pub mod listener;
 mod render;
@@ -141,7 +142,7 @@ pub use store::{
 };
 pub use task::{AtomSpec, Context, RevertContext, Task};
 pub use value::{Failure, Key, Name, Slot, Value, Values};
-pub use worker::{Registry, Worker, WorkerHandle, WorkerOptions};
+pub use worker::{Registry, Worker, WorkerHandle, WorkerOptions, WorkerStats};
 
 /// Re-exported so tasks can be written without naming the crate's dependency.
 pub use async_trait::async_trait;

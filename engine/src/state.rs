@@ -108,13 +108,14 @@ impl Transitions for FlowState {
         use FlowState::*;
         self == to
             || match self {
-                Pending => matches!(to, Running),
+                // An operator's revert of a flow in which nothing ran ends it at once.
+                Pending => matches!(to, Running | Reverted),
                 Running => matches!(to, Success | Failure | Reverted | Suspending | Resuming | Suspended),
                 Success => matches!(to, Running | Pending),
                 Failure => matches!(to, Running),
                 Reverted => matches!(to, Pending),
                 Suspending => matches!(to, Suspended | Success | Failure | Reverted | Resuming),
-                Suspended => matches!(to, Running),
+                Suspended => matches!(to, Running | Reverted),
                 Resuming => matches!(to, Suspended | Running),
             }
     }
@@ -129,9 +130,11 @@ impl Transitions for AtomState {
 
 /// The atom transition table, for tasks and for retry controllers.
 ///
-/// It is taskflow's table with one addition: RUNNING -> REVERTING, taken only when a flow
+/// It is taskflow's table with two additions: RUNNING -> REVERTING, taken only when a flow
 /// is resumed and finds an atom that was running when a revert was decided (taskflow does
-/// the same without saying so). Retries may also go SUCCESS -> RETRYING -> RUNNING.
+/// the same without saying so); and REVERT_FAILURE -> FAILURE, taken only by an operator's
+/// revert request ([`crate::FlowStore::request_revert`]), which gives a failed revert
+/// another try. Retries may also go SUCCESS -> RETRYING -> RUNNING.
 pub fn can_transition_atom(kind: AtomKind, from: AtomState, to: AtomState) -> bool {
     use AtomState::*;
     if from == to {
@@ -143,7 +146,8 @@ pub fn can_transition_atom(kind: AtomKind, from: AtomState, to: AtomState) -> bo
         Success | Failure => matches!(to, Reverting),
         Reverting => matches!(to, Reverted | RevertFailure),
         Reverted | Ignore => matches!(to, Pending),
-        RevertFailure | Retrying => false,
+        RevertFailure => matches!(to, Failure),
+        Retrying => false,
     };
     task || (kind == AtomKind::Retry
         && matches!((from, to), (Success, Retrying) | (Retrying, Running) | (Reverted, Retrying)))
@@ -191,6 +195,7 @@ mod tests {
         assert!(can_transition(Pending, Running));
         assert!(!can_transition(Pending, Reverting));
         assert!(!can_transition(RevertFailure, Pending));
+        assert!(!can_transition(RevertFailure, Reverting));
         assert!(!can_transition(Success, Retrying));
         assert!(can_transition_atom(AtomKind::Retry, Success, Retrying));
         assert!(!can_transition(FlowState::Success, FlowState::Reverted));

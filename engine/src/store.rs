@@ -132,6 +132,26 @@ pub struct ClaimRequest {
     pub lease_until: i64,
     pub now: i64,
     pub limit: usize,
+    /// Takes, instead of unowned and lapsed flows, the unfinished flows of these topics and
+    /// names whose owner starts with this prefix but is not `owner`, whatever their lease:
+    /// an earlier life of the same worker (`host:role:`) that crashed before its lease ran
+    /// out. Only a worker that starts uses it.
+    pub reclaim: Option<String>,
+}
+
+impl ClaimRequest {
+    /// Whether `f` is one this request takes at `self.now`.
+    pub fn takes(&self, f: &FlowRecord) -> bool {
+        if f.state.is_terminal() || !(self.topics.contains(&f.topic) || self.names.contains(&f.name)) {
+            return false;
+        }
+        match &self.reclaim {
+            None => claimable(f, self.now),
+            Some(prefix) => {
+                f.owner.as_ref().is_some_and(|o| o.starts_with(prefix.as_str()) && *o != self.owner)
+            }
+        }
+    }
 }
 
 /// Filters of [`FlowStore::list_flows`]; newest first.
@@ -186,6 +206,24 @@ pub trait FlowStore: Send + Sync + 'static {
     /// owner still running it is fenced out at its next write. Returns the released flow, or
     /// `None` when it is missing or finished (a compare-and-swap on the state).
     async fn release(&self, id: &str) -> Result<Option<FlowRecord>>;
+
+    /// An operator's revert of a flow that cannot finish: every atom's intention becomes
+    /// REVERT (an atom whose revert failed is given another try), the owner and lease are
+    /// cleared and the claim epoch bumped, so a worker of its topic claims it and reverts
+    /// what ran, in reverse order. A flow in which nothing ran becomes REVERTED at once.
+    /// Returns the flow, or `None` when it is missing, succeeded or already reverted.
+    async fn request_revert(&self, id: &str) -> Result<Option<FlowRecord>>;
+}
+
+/// Whether an atom in `state` has run and so needs a revert when its flow is reverted.
+pub fn atom_ran(state: crate::AtomState) -> bool {
+    use crate::AtomState::*;
+    !matches!(state, Pending | Reverted | Ignore)
+}
+
+/// Whether a flow in `state` may be reverted by an operator.
+pub fn revertible(state: FlowState) -> bool {
+    !matches!(state, FlowState::Success | FlowState::Reverted)
 }
 
 /// Whether a worker may claim `f` at `now`.
@@ -298,13 +336,7 @@ impl FlowStore for MemoryStore {
 
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<FlowRecord>> {
         let mut flows = self.flows.lock();
-        let mut cands: Vec<&mut MemFlow> = flows
-            .values_mut()
-            .filter(|f| {
-                claimable(&f.record, req.now)
-                    && (req.topics.contains(&f.record.topic) || req.names.contains(&f.record.name))
-            })
-            .collect();
+        let mut cands: Vec<&mut MemFlow> = flows.values_mut().filter(|f| req.takes(&f.record)).collect();
         cands.sort_by_key(|f| (f.record.created_at, f.record.id.clone()));
         Ok(cands
             .into_iter()
@@ -352,6 +384,32 @@ impl FlowStore for MemoryStore {
             f.record.lease_expires_at = None;
             f.record.claim_epoch += 1;
             f.record.updated_at = now_ms();
+            f.record.clone()
+        }))
+    }
+
+    async fn request_revert(&self, id: &str) -> Result<Option<FlowRecord>> {
+        let mut flows = self.flows.lock();
+        let now = now_ms();
+        Ok(flows.get_mut(id).filter(|f| revertible(f.record.state)).map(|f| {
+            let mut ran = false;
+            for a in f.atoms.values_mut() {
+                ran |= atom_ran(a.state);
+                a.intention = Intention::Revert;
+                if a.state == crate::AtomState::RevertFailure {
+                    a.state = crate::AtomState::Failure;
+                }
+                a.updated_at = now;
+            }
+            f.record.state = match f.record.state {
+                _ if !ran => FlowState::Reverted,
+                FlowState::Failure => FlowState::Running,
+                s => s,
+            };
+            f.record.owner = None;
+            f.record.lease_expires_at = None;
+            f.record.claim_epoch += 1;
+            f.record.updated_at = now;
             f.record.clone()
         }))
     }

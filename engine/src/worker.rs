@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -70,6 +71,11 @@ pub struct WorkerOptions {
     pub sweep_interval: Duration,
     /// At most this many flows at once.
     pub max_flows: usize,
+    /// At start, take over at once (without waiting for their leases to lapse) the
+    /// unfinished flows of these topics whose owner starts with this prefix: an earlier life
+    /// of this worker that died. Owners are `host:role:uuid`, so the prefix is `host:role:`;
+    /// two live workers must therefore never share a prefix and a topic.
+    pub reclaim_prefix: Option<String>,
 }
 
 impl Default for WorkerOptions {
@@ -80,6 +86,7 @@ impl Default for WorkerOptions {
             flow_names: Vec::new(),
             sweep_interval: Duration::from_secs(5),
             max_flows: 64,
+            reclaim_prefix: None,
         }
     }
 }
@@ -97,19 +104,68 @@ impl WorkerHandle {
     }
 }
 
+/// What a worker did since it started, for logs and metrics. Counters only grow.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Flows taken over at start from an earlier life of this worker.
+    pub reclaimed_at_start: AtomicU64,
+    /// Flows claimed by the first sweep at start: hand-offs waiting, and flows whose
+    /// owner's lease had lapsed (orphans of a peer).
+    pub claimed_at_start: AtomicU64,
+    /// Flows claimed since (hand-offs and orphans).
+    pub claimed: AtomicU64,
+    /// Flows that ended in SUCCESS.
+    pub succeeded: AtomicU64,
+    /// Flows that ended reverted or failed.
+    pub failed: AtomicU64,
+    /// Flows suspended by a shutdown.
+    pub suspended: AtomicU64,
+    /// Runs abandoned because another worker took the flow (or an operator released it),
+    /// and claimed flows that could not be rebuilt.
+    pub abandoned: AtomicU64,
+}
+
+impl WorkerStats {
+    /// A snapshot of the counters as (name, value), names in Prometheus style.
+    pub fn snapshot(&self) -> [(&'static str, u64); 7] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("flows_reclaimed_at_start", get(&self.reclaimed_at_start)),
+            ("flows_claimed_at_start", get(&self.claimed_at_start)),
+            ("flows_claimed", get(&self.claimed)),
+            ("flows_succeeded", get(&self.succeeded)),
+            ("flows_failed", get(&self.failed)),
+            ("flows_suspended", get(&self.suspended)),
+            ("flows_abandoned", get(&self.abandoned)),
+        ]
+    }
+}
+
 /// Claims and runs flows until shut down.
 pub struct Worker {
     engine: Engine,
     registry: Arc<Registry>,
     opts: WorkerOptions,
     wake: Arc<Notify>,
+    stats: Arc<WorkerStats>,
 }
 
 impl Worker {
     /// A worker on `store` running flows built by `registry`.
     pub fn new(store: Arc<dyn FlowStore>, registry: Registry, opts: WorkerOptions) -> Self {
         let engine = Engine::with_options(store, opts.engine.clone());
-        Self { engine, registry: Arc::new(registry), opts, wake: Arc::new(Notify::new()) }
+        Self {
+            engine,
+            registry: Arc::new(registry),
+            opts,
+            wake: Arc::new(Notify::new()),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The worker's counters (shared: they keep counting while the worker runs).
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
     }
 
     /// Adds a listener to the engine that runs the claimed flows.
@@ -132,21 +188,42 @@ impl Worker {
     /// (their atoms in flight finish), which releases them for any worker to claim.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let mut running: JoinSet<()> = JoinSet::new();
+        let owner = &self.opts.engine.owner;
+        if let Some(prefix) = &self.opts.reclaim_prefix {
+            match self.claim(self.opts.max_flows, Some(prefix.clone())).await {
+                Ok(flows) => {
+                    self.stats.reclaimed_at_start.fetch_add(flows.len() as u64, Ordering::Relaxed);
+                    if !flows.is_empty() {
+                        let ids: Vec<&str> = flows.iter().map(|f| f.id.as_str()).collect();
+                        tracing::info!(%owner, topics = ?self.opts.topics, count = flows.len(), flows = ?ids,
+                            "resuming the flows an earlier life of this process held");
+                    }
+                    self.spawn_all(&mut running, flows, &shutdown);
+                }
+                Err(e) => {
+                    tracing::warn!(%owner, error = %e, "reclaiming the flows of an earlier life failed")
+                }
+            }
+        }
+        let mut first = true;
         loop {
             while running.try_join_next().is_some() {}
             let free = self.opts.max_flows.saturating_sub(running.len());
             if free > 0 {
-                match self.claim(free).await {
+                match self.claim(free, None).await {
                     Ok(flows) => {
-                        for record in flows {
-                            let (engine, registry) = (self.engine.clone(), self.registry.clone());
-                            let cancel = shutdown.child_token();
-                            running.spawn(async move { run_one(engine, registry, record, cancel).await });
+                        let n = flows.len() as u64;
+                        if first {
+                            self.stats.claimed_at_start.fetch_add(n, Ordering::Relaxed);
+                            tracing::info!(%owner, topics = ?self.opts.topics, count = n,
+                                "claimed the flows waiting at start (hand-offs and orphans of lapsed leases)");
+                        } else {
+                            self.stats.claimed.fetch_add(n, Ordering::Relaxed);
                         }
+                        first = false;
+                        self.spawn_all(&mut running, flows, &shutdown);
                     }
-                    Err(e) => {
-                        tracing::warn!(owner = %self.opts.engine.owner, error = %e, "claiming flows failed")
-                    }
+                    Err(e) => tracing::warn!(%owner, error = %e, "claiming flows failed"),
                 }
             }
             tokio::select! {
@@ -160,7 +237,15 @@ impl Worker {
         Ok(())
     }
 
-    async fn claim(&self, limit: usize) -> Result<Vec<FlowRecord>> {
+    fn spawn_all(&self, running: &mut JoinSet<()>, flows: Vec<FlowRecord>, shutdown: &CancellationToken) {
+        for record in flows {
+            let (engine, registry, stats) = (self.engine.clone(), self.registry.clone(), self.stats.clone());
+            let cancel = shutdown.child_token();
+            running.spawn(async move { run_one(engine, registry, record, cancel, &stats).await });
+        }
+    }
+
+    async fn claim(&self, limit: usize, reclaim: Option<String>) -> Result<Vec<FlowRecord>> {
         let now = now_ms();
         let req = ClaimRequest {
             owner: self.opts.engine.owner.clone(),
@@ -169,26 +254,45 @@ impl Worker {
             lease_until: now + self.opts.engine.lease.as_millis() as i64,
             now,
             limit,
+            reclaim,
         };
         self.engine.store().claim(&req).await
     }
 }
 
-async fn run_one(engine: Engine, registry: Arc<Registry>, record: FlowRecord, cancel: CancellationToken) {
-    let span = tracing::info_span!("flow", flow_id = %record.id, flow = %record.name);
-    let _enter = span.enter();
+async fn run_one(
+    engine: Engine,
+    registry: Arc<Registry>,
+    record: FlowRecord,
+    cancel: CancellationToken,
+    stats: &WorkerStats,
+) {
     let flow = match registry.build(&record.name, &record.inputs) {
         Ok(f) => f,
         Err(e) => {
             // The lease lapses and another worker (perhaps one that knows the name) retries.
-            tracing::error!(error = %e, "cannot rebuild a claimed flow");
+            tracing::error!(flow_id = %record.id, flow = %record.name, error = %e, "cannot rebuild a claimed flow");
+            stats.abandoned.fetch_add(1, Ordering::Relaxed);
             return;
         }
     };
-    drop(_enter);
-    match engine.resume(&flow, &record, &cancel).await {
-        Ok(Outcome::Success(_)) => tracing::info!(flow_id = %record.id, "flow succeeded"),
-        Ok(Outcome::Suspended) => tracing::info!(flow_id = %record.id, "flow suspended"),
-        Err(e) => tracing::warn!(flow_id = %record.id, error = %e, "flow did not succeed"),
-    }
+    let counter = match engine.resume(&flow, &record, &cancel).await {
+        Ok(Outcome::Success(_)) => {
+            tracing::info!(flow_id = %record.id, flow = %record.name, "flow succeeded");
+            &stats.succeeded
+        }
+        Ok(Outcome::Suspended) => {
+            tracing::info!(flow_id = %record.id, flow = %record.name, "flow suspended");
+            &stats.suspended
+        }
+        Err(e @ EngineError::LeaseLost { .. }) => {
+            tracing::warn!(flow_id = %record.id, flow = %record.name, error = %e, "flow taken by another worker");
+            &stats.abandoned
+        }
+        Err(e) => {
+            tracing::warn!(flow_id = %record.id, flow = %record.name, error = %e, "flow did not succeed");
+            &stats.failed
+        }
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }

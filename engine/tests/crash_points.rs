@@ -49,6 +49,9 @@ impl FlowStore for CrashingStore {
     async fn release(&self, id: &str) -> ember_engine::Result<Option<FlowRecord>> {
         self.inner.release(id).await
     }
+    async fn request_revert(&self, id: &str) -> ember_engine::Result<Option<FlowRecord>> {
+        self.inner.request_revert(id).await
+    }
 }
 
 fn build(n: usize, edges: &[(usize, usize)], fail: Option<usize>, retry: bool, log: &Log) -> Flow {
@@ -111,6 +114,7 @@ proptest! {
                 lease_until: now_ms() + 60_000,
                 now: now_ms(),
                 limit: 1,
+                reclaim: None,
             };
             let claimed = memory.claim(&req).await.unwrap();
             prop_assert_eq!(claimed.len(), 1);

@@ -55,6 +55,7 @@ async fn claim_and_resume(store: Arc<MemoryStore>, flow: Flow) -> Result<Outcome
         lease_until: now_ms() + 30_000,
         now: now_ms(),
         limit: 1,
+        reclaim: None,
     };
     let claimed = store.claim(&req).await.unwrap();
     assert_eq!(claimed.len(), 1);

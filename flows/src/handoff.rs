@@ -1,7 +1,7 @@
 //! Durable hand-offs: the next flow is recorded as a PENDING, unowned flow with a
 //! deterministic id and a topic, then the topic's workers are woken (see the crate docs).
 
-use ember_engine::{Failure, NewFlow, Values};
+use ember_engine::{Failure, NewFlow, Values, failpoint};
 
 use crate::deps::Deps;
 
@@ -37,6 +37,7 @@ pub(crate) struct Handoff<'a> {
 /// Records the flow unless its id exists (insert-or-ignore), then wakes its topic.
 /// Returns whether this call recorded it.
 pub(crate) async fn hand_off(deps: &Deps, h: Handoff<'_>) -> Result<bool, Failure> {
+    failpoint::hit(|| format!("handoff.{}.before", h.name));
     let new = NewFlow {
         id: h.id,
         name: h.name.to_owned(),
@@ -52,6 +53,8 @@ pub(crate) async fn hand_off(deps: &Deps, h: Handoff<'_>) -> Result<bool, Failur
     if !created {
         tracing::debug!(flow_id = %record.id, "hand-off recorded by an earlier attempt");
     }
+    // Between the record and the wake: the next process must find the flow by its sweep.
+    failpoint::hit(|| format!("handoff.{}.after", record.name));
     // Wake even when it existed: the earlier attempt may have died before waking.
     deps.wake.wake(&record.topic);
     Ok(created)

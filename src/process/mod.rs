@@ -5,6 +5,7 @@
 //! `ember scheduler` and `ember volume` run one role each, normally on PostgreSQL and
 //! RabbitMQ. The roles never know which transport or database they run on.
 
+pub mod metrics;
 mod roles;
 mod wake;
 
@@ -35,6 +36,9 @@ pub struct Plumbing {
     pub rpc: RpcClient,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    /// This life of the process: the last part of every owner name it writes on flows.
+    pub incarnation: String,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Plumbing {
@@ -57,10 +61,14 @@ impl Plumbing {
             rpc,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            incarnation: uuid::Uuid::new_v4().simple().to_string(),
+            metrics: Arc::default(),
         })
     }
 
-    /// Worker options for flows of `topics`, owned as `role` on this host.
+    /// Worker options for flows of `topics`, owned as `role` on this host. At start the
+    /// worker takes over what an earlier life of this role on this host held (owners
+    /// `host:role:*`), without waiting for the leases to lapse.
     pub fn worker_options(&self, role: &str, topics: Vec<String>) -> WorkerOptions {
         WorkerOptions {
             engine: self.engine_options(role),
@@ -68,13 +76,15 @@ impl Plumbing {
             flow_names: Vec::new(),
             sweep_interval: Duration::from_secs(2),
             max_flows: 64,
+            reclaim_prefix: Some(format!("{}:{role}:", self.config.host)),
         }
     }
 
-    /// Engine options for flows run by `role` on this host.
+    /// Engine options for flows run by `role` on this host: every engine and worker of one
+    /// role in one process writes the same owner, `host:role:incarnation`.
     pub fn engine_options(&self, role: &str) -> EngineOptions {
         EngineOptions {
-            owner: format!("{}:{role}:{}", self.config.host, uuid::Uuid::new_v4().simple()),
+            owner: format!("{}:{role}:{}", self.config.host, self.incarnation),
             lease: Duration::from_secs(15),
             ..EngineOptions::default()
         }

@@ -38,6 +38,24 @@ pub async fn run_roles(plumbing: &Plumbing, roles: &[Role]) -> anyhow::Result<()
             Role::Volume => start_volume(plumbing, deps.clone()).await?,
         }
     }
+    if let Some(listen) = &plumbing.config.metrics_listen {
+        serve_metrics(plumbing, listen).await?;
+    }
+    Ok(())
+}
+
+/// Serves `GET /metrics` on `listen` (option `metrics_listen`).
+async fn serve_metrics(p: &Plumbing, listen: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("bind the metrics endpoint to {listen} (option metrics_listen)"))?;
+    tracing::info!(%listen, "metrics listening");
+    let (metrics, shutdown) = (p.metrics.clone(), p.shutdown.clone());
+    p.tasks.spawn(async move {
+        if let Err(err) = super::metrics::serve(listener, metrics, shutdown).await {
+            tracing::warn!(error = %err, "the metrics endpoint stopped");
+        }
+    });
     Ok(())
 }
 
@@ -54,7 +72,10 @@ fn flow_deps(p: &Plumbing) -> Deps {
 
 /// Spawns a worker for `topics` with the flows `registry` knows; returns its wake handle.
 fn spawn_worker(p: &Plumbing, role: &str, topics: Vec<String>, registry: Registry) -> WorkerHandle {
-    let worker = Worker::new(p.store.clone(), registry, p.worker_options(role, topics));
+    let worker = Worker::new(p.store.clone(), registry, p.worker_options(role, topics.clone()));
+    for topic in &topics {
+        p.metrics.add_worker(role, topic, worker.stats());
+    }
     let handle = worker.handle();
     let shutdown = p.shutdown.clone();
     let role = role.to_owned();
@@ -113,8 +134,9 @@ async fn start_api(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind the API to {listen}"))?;
     let shutdown = p.shutdown.clone();
+    let metrics = p.metrics.clone();
     p.tasks.spawn(async move {
-        if let Err(err) = server::serve_api(listener, state, shutdown.clone()).await {
+        if let Err(err) = server::serve_api(listener, state, metrics, shutdown.clone()).await {
             tracing::error!(error = %err, "the API stopped");
             shutdown.cancel();
         }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::compile::{Inner, Work};
 use crate::error::{EngineError, Result};
+use crate::failpoint;
 use crate::listener::{Event, Listener};
 use crate::retry::{Attempt, History};
 use crate::state::{AtomState, FlowState, Intention, Transitions, can_transition_atom};
@@ -364,8 +365,16 @@ impl<'a> Run<'a> {
         self.atoms[i as usize].live = true;
         self.in_flight += 1;
         let ctx = self.context(i);
+        let flow = self.flow_name.clone();
         Ok(Box::pin(async move {
-            let r = AssertUnwindSafe(task.execute(&ctx)).catch_unwind().await;
+            // Polled only after the RUNNING state is stored; the result is stored after it.
+            let run = async {
+                failpoint::hit(|| format!("{flow}.{}.before", ctx.atom));
+                let r = task.execute(&ctx).await;
+                failpoint::hit(|| format!("{flow}.{}.after", ctx.atom));
+                r
+            };
+            let r = AssertUnwindSafe(run).catch_unwind().await;
             Done::Exec(i, r.unwrap_or_else(|p| Err(panic_failure(p))))
         }))
     }
@@ -386,12 +395,16 @@ impl<'a> Run<'a> {
             failure: rt.failure.clone(),
             flow_failures: self.failures.clone(),
         };
+        let flow = self.flow_name.clone();
         Ok(Box::pin(async move {
             let r = match task {
-                Some(t) => AssertUnwindSafe(t.revert(&ctx))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|p| Err(panic_failure(p))),
+                Some(t) => AssertUnwindSafe(async {
+                    failpoint::hit(|| format!("{flow}.{}.revert", ctx.ctx.atom));
+                    t.revert(&ctx).await
+                })
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|p| Err(panic_failure(p))),
                 None => Ok(()),
             };
             Done::Revert(i, r)

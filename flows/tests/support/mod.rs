@@ -262,6 +262,7 @@ fn spawn(
         flow_names: Vec::new(),
         sweep_interval: opts.sweep,
         max_flows: 64,
+        reclaim_prefix: None,
     };
     let worker = Worker::new(store.clone(), registry, wopts);
     wake.add(topic, worker.handle());

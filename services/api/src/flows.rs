@@ -1,5 +1,5 @@
 //! `/flows` (admin): the flows every process recorded, one flow with its atoms, its drawing
-//! (DOT or Mermaid) and the operator's actions (`resume`; `revert` is not supported yet);
+//! (DOT or Mermaid) and the operator's actions (`resume`, and `revert` of a flow that cannot finish);
 //! and `/volumes/{id}/flows`, `/snapshots/{id}/flows`: the flows that touched a resource.
 //!
 //! These endpoints are Ember's own (Cinder has no flow engine to show); they follow the
@@ -164,16 +164,30 @@ async fn action(
     })?;
     match obj.keys().next().map(String::as_str) {
         Some("resume") => resume(flows, &p.id).await,
-        Some("revert") => {
-            // Fail fast on an unknown id, so the message below is only about the action.
-            flows.store.get_flow(&p.id).await.map_err(store_fault)?.ok_or_else(|| not_found(&p.id))?;
-            Err(Fault::bad_request(
-                "Reverting a stored flow is not supported yet: the engine cannot be asked to revert a \
-                 flow it is not running.",
-            ))
-        }
+        Some("revert") => revert(flows, &p.id).await,
         Some(other) => Err(Fault::bad_request(format!("Unknown flow action {other:?}."))),
         None => Err(Fault::bad_request("The body must name one action.")),
+    }
+}
+
+/// Marks the flow for revert (a compare-and-swap: not once it succeeded or was reverted)
+/// and wakes its topic's workers, which revert what ran in reverse order.
+async fn revert(flows: &FlowAdmin, id: &str) -> ApiResult<(StatusCode, Json<Value>)> {
+    match flows.store.request_revert(id).await.map_err(store_fault)? {
+        Some(record) => {
+            tracing::info!(flow_id = %id, topic = %record.topic, state = %record.state, "an operator reverted a flow");
+            if let Some(wake) = &flows.wake {
+                wake(&record.topic);
+            }
+            Ok((StatusCode::ACCEPTED, Json(json!({ "flow": flow_views::flow(&record) }))))
+        }
+        None => match flows.store.get_flow(id).await.map_err(store_fault)? {
+            Some(d) => Err(Fault::conflict(format!(
+                "Flow {id} has ended in {}; there is nothing to revert.",
+                d.flow.state
+            ))),
+            None => Err(not_found(id)),
+        },
     }
 }
 

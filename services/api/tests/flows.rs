@@ -49,6 +49,7 @@ fn claim(owner: &str) -> ClaimRequest {
         lease_until: now + 30_000,
         now,
         limit: 10,
+        reclaim: None,
     }
 }
 
@@ -157,7 +158,7 @@ async fn graphs_are_dot_or_mermaid_text() {
 }
 
 #[tokio::test]
-async fn resume_makes_a_stuck_flow_claimable_at_once() {
+async fn resume_and_revert_act_on_a_stuck_flow() {
     let h = Harness::sqlite().await;
     stuck_flow(&h, "stuck").await;
     assert!(h.flows.claim(&claim("peer")).await.unwrap().is_empty(), "the lease holds");
@@ -172,9 +173,17 @@ async fn resume_makes_a_stuck_flow_claimable_at_once() {
     let msg = h.post(&format!("/flows/{done}/action"), ADMIN, "3.0", json!({"resume": {}})).await;
     assert!(msg.fault(409, "conflictingRequest").contains("SUCCESS"));
     h.post("/flows/nope/action", ADMIN, "3.0", json!({"resume": {}})).await.fault(404, "itemNotFound");
-    let revert = h.post("/flows/stuck/action", ADMIN, "3.0", json!({"revert": {}})).await;
-    assert!(revert.fault(400, "badRequest").contains("not supported yet"));
     h.post("/flows/stuck/action", ADMIN, "3.0", json!({"fly": {}})).await.fault(400, "badRequest");
+    // Nothing of the stuck flow ran, so a revert ends it at once; then there is nothing left.
+    let revert = h.post("/flows/stuck/action", ADMIN, "3.0", json!({"revert": {}})).await;
+    assert_eq!(revert.status, StatusCode::ACCEPTED, "{:?}", revert.body);
+    assert_eq!(
+        (&revert.body["flow"]["state"], &revert.body["flow"]["owner"]),
+        (&json!("REVERTED"), &json!(null))
+    );
+    let again = h.post("/flows/stuck/action", ADMIN, "3.0", json!({"revert": {}})).await;
+    assert!(again.fault(409, "conflictingRequest").contains("REVERTED"));
+    h.post("/flows/nope/action", ADMIN, "3.0", json!({"revert": {}})).await.fault(404, "itemNotFound");
     h.cleanup().await;
 }
 

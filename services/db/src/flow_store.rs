@@ -488,12 +488,17 @@ impl FlowStore for SqlFlowStore {
         }
         let candidates = claim_candidates(&self.db, req).await?;
         let mut claimed = Vec::new();
+        // A lapsed lease may be renewed between the two statements (a renewal keeps the
+        // epoch), so a normal claim checks the lapse again; a reclaim takes the flow from
+        // an earlier life of the claimer, which renews nothing any more.
+        // ($6 is used either way: PostgreSQL refuses a bound parameter the SQL never names.)
+        let lapsed =
+            if req.reclaim.is_some() { "$6 = $6" } else { "(owner IS NULL OR lease_expires_at < $6)" };
+        let sql = format!(
+            "UPDATE flows SET owner = $1, lease_expires_at = $2, claim_epoch = claim_epoch + 1, updated_at = $3 \
+             WHERE id = $4 AND claim_epoch = $5 AND {lapsed} AND state NOT IN {TERMINAL} RETURNING {FLOW_COLUMNS}"
+        );
         for (id, epoch) in candidates {
-            let sql = format!(
-                "UPDATE flows SET owner = $1, lease_expires_at = $2, claim_epoch = claim_epoch + 1, updated_at = $3 \
-                 WHERE id = $4 AND claim_epoch = $5 AND (owner IS NULL OR lease_expires_at < $6) \
-                 AND state NOT IN {TERMINAL} RETURNING {FLOW_COLUMNS}"
-            );
             let row: Option<FlowRow> = with_pool!(&self.db, |pool| sqlx::query_as(&sql)
                 .bind(&req.owner)
                 .bind(req.lease_until)
@@ -581,15 +586,61 @@ impl FlowStore for SqlFlowStore {
             .map_err(store_err)?);
         row.map(flow_record).transpose()
     }
+
+    async fn request_revert(&self, id: &str) -> EResult<Option<FlowRecord>> {
+        // One transaction: the flow row first (it takes SQLite's write lock and PostgreSQL's
+        // row lock), then its atoms, so a concurrent writer sees both or neither.
+        let flow_sql = format!(
+            "UPDATE flows SET state = CASE \
+               WHEN NOT EXISTS (SELECT 1 FROM flow_atoms WHERE flow_id = $2 \
+                                AND state NOT IN ('PENDING', 'REVERTED', 'IGNORE')) THEN 'REVERTED' \
+               WHEN state = 'FAILURE' THEN 'RUNNING' ELSE state END, \
+             owner = NULL, lease_expires_at = NULL, claim_epoch = claim_epoch + 1, updated_at = $1 \
+             WHERE id = $2 AND state NOT IN ('SUCCESS', 'REVERTED') RETURNING {FLOW_COLUMNS}"
+        );
+        const ATOMS_SQL: &str = "UPDATE flow_atoms SET intention = 'REVERT', \
+            state = CASE WHEN state = 'REVERT_FAILURE' THEN 'FAILURE' ELSE state END, updated_at = $1 \
+            WHERE flow_id = $2";
+        let now = now_ms();
+        let row: Option<FlowRow> = with_pool!(&self.db, |pool| {
+            let mut tx = pool.begin().await.map_err(store_err)?;
+            let row: Option<FlowRow> = sqlx::query_as(&flow_sql)
+                .bind(now)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_err)?;
+            if row.is_some() {
+                sqlx::query(ATOMS_SQL).bind(now).bind(id).execute(&mut *tx).await.map_err(store_err)?;
+            }
+            tx.commit().await.map_err(store_err)?;
+            row
+        });
+        row.map(flow_record).transpose()
+    }
 }
 
-/// Flows a claim may take: unowned or with a lapsed lease, oldest first.
+/// Flows a claim may take: unowned or with a lapsed lease (or, for a reclaim, held by an
+/// earlier life of the claimer), oldest first.
 async fn claim_candidates(db: &Db, req: &ClaimRequest) -> EResult<Vec<(String, i64)>> {
     let rows: Vec<(String, i64)> = with_pool!(db, |pool| {
         let mut q = sqlx::QueryBuilder::new(format!(
-            "SELECT id, claim_epoch FROM flows WHERE state NOT IN {TERMINAL} AND (owner IS NULL OR lease_expires_at < "
+            "SELECT id, claim_epoch FROM flows WHERE state NOT IN {TERMINAL} AND "
         ));
-        q.push_bind(req.now).push(") AND (");
+        match &req.reclaim {
+            None => {
+                q.push("(owner IS NULL OR lease_expires_at < ").push_bind(req.now).push(")");
+            }
+            Some(prefix) => {
+                q.push("substr(owner, 1, length(")
+                    .push_bind(prefix.clone())
+                    .push(")) = ")
+                    .push_bind(prefix.clone())
+                    .push(" AND owner <> ")
+                    .push_bind(req.owner.clone());
+            }
+        }
+        q.push(" AND (");
         let mut any = false;
         for (column, list) in [("topic", &req.topics), ("name", &req.names)] {
             if list.is_empty() {

@@ -265,3 +265,95 @@ async fn a_peer_takes_over_a_flow_whose_owner_died() {
         tdb.cleanup().await.unwrap();
     }
 }
+
+/// Submits "ten" as `id` and runs it on a worker `owner` with a long lease until it is
+/// inside t3; then the worker dies holding the flow (no release, no renewal).
+async fn die_inside_t3(store: &Arc<dyn FlowStore>, owner: &str, id: &str, dir: &Path) {
+    let a = worker(store.clone(), owner, Some(3), 60_000);
+    let spec = FlowSpec {
+        id: Some(id.into()),
+        topic: Some(TOPIC.into()),
+        inputs: Values::new().with(&DIR, dir.display().to_string()),
+        ..Default::default()
+    };
+    a.engine().submit("ten", spec).await.unwrap();
+    let a_task = tokio::spawn(a.run(CancellationToken::new()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.join("inside").exists() {
+        assert!(Instant::now() < deadline, "worker {owner} never reached t3");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a_task.abort();
+    let _ = a_task.await;
+    std::fs::remove_file(dir.join("inside")).unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_worker_takes_back_its_earlier_lifes_flows_at_once() {
+    for tdb in TestDb::all().await.unwrap() {
+        let (mine, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(tdb.db.clone()));
+        die_inside_t3(&store, "host:volume:life1", "mine", mine.path()).await;
+        die_inside_t3(&store, "host:volumex:peer", "theirs", theirs.path()).await;
+
+        // The next life claims with the same prefix; both leases still run for a minute.
+        let mut opts = WorkerOptions {
+            engine: EngineOptions { owner: "host:volume:life2".into(), ..EngineOptions::default() },
+            topics: vec![TOPIC.to_owned()],
+            sweep_interval: Duration::from_millis(50),
+            ..WorkerOptions::default()
+        };
+        opts.reclaim_prefix = Some("host:volume:".into());
+        let life2 = Worker::new(store.clone(), registry(None), opts);
+        let stats = life2.stats();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(life2.run(shutdown.clone()));
+        wait_for_state(&*store, "mine", FlowState::Success, Duration::from_secs(10)).await;
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+
+        assert_eq!(counts(mine.path()), [1, 1, 2, 1, 1, 1, 1, 1, 1, 1]);
+        let theirs_now = store.get_flow("theirs").await.unwrap().unwrap().flow;
+        assert_eq!(
+            (theirs_now.state, theirs_now.owner.as_deref()),
+            (FlowState::Running, Some("host:volumex:peer")),
+            "another prefix's flow waits for its lease"
+        );
+        let snap = stats.snapshot();
+        assert_eq!(snap[0], ("flows_reclaimed_at_start", 1));
+        assert_eq!(snap[3], ("flows_succeeded", 1));
+        tdb.cleanup().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_operator_revert_reverts_what_ran() {
+    for tdb in TestDb::all().await.unwrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(tdb.db.clone()));
+        die_inside_t3(&store, "dead", "stuck", dir.path()).await;
+
+        let marked = store.request_revert("stuck").await.unwrap().expect("a running flow is revertible");
+        assert_eq!((marked.owner, marked.state), (None, FlowState::Running));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(worker(store.clone(), "operator-peer", None, 300).run(shutdown.clone()));
+        wait_for_state(&*store, "stuck", FlowState::Reverted, Duration::from_secs(10)).await;
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+
+        assert_eq!(counts(dir.path()), [1, 1, 1, 0, 0, 0, 0, 0, 0, 0], "nothing runs again");
+        assert_eq!(calls(dir.path(), "revert"), [1, 1, 1, 0, 0, 0, 0, 0, 0, 0], "what ran is reverted once");
+        let atoms = store.get_flow("stuck").await.unwrap().unwrap().atoms;
+        let reverted = atoms.iter().filter(|a| a.state == AtomState::Reverted).count();
+        assert_eq!(reverted, 3);
+        assert!(store.request_revert("stuck").await.unwrap().is_none(), "a reverted flow stays reverted");
+        assert!(store.request_revert("nope").await.unwrap().is_none());
+
+        // A flow in which nothing ran is reverted on the spot.
+        let spec = FlowSpec { id: Some("idle".into()), topic: Some("nobody".into()), ..Default::default() };
+        worker(store.clone(), "x", None, 300).engine().submit("ten", spec).await.unwrap();
+        let idle = store.request_revert("idle").await.unwrap().unwrap();
+        assert_eq!(idle.state, FlowState::Reverted);
+        tdb.cleanup().await.unwrap();
+    }
+}

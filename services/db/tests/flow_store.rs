@@ -50,6 +50,7 @@ fn claim_req(owner: &str, topic: &str, lease_until: i64) -> ClaimRequest {
         lease_until,
         now: now_ms(),
         limit: 10,
+        reclaim: None,
     }
 }
 

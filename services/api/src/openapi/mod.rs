@@ -64,7 +64,7 @@ pub const ROUTES: &[Route] = &[
     (
         "post",
         "/v3/{project_id}/flows/{id}/action",
-        "Resumes a flow now (`resume`); `revert` is not supported yet (admin)",
+        "Resumes a flow now (`resume`) or reverts what ran of one that cannot finish (`revert`) (admin)",
         "flows",
     ),
     (

@@ -125,6 +125,9 @@ pub struct Config {
     pub osapi_volume_listen_port: u16,
     /// The largest page a list returns.
     pub osapi_max_limit: u32,
+    /// `address:port` where a process without the API (scheduler, volume) serves
+    /// `GET /metrics`; the API serves it on its own port.
+    pub metrics_listen: Option<String>,
     /// `noauth` or `token`.
     pub auth_strategy: AuthStrategy,
     /// With `auth_strategy = "token"`: `[tokens."<secret>"]` sections, each naming the user,
@@ -162,6 +165,7 @@ impl Default for Config {
             osapi_volume_listen: "127.0.0.1".into(),
             osapi_volume_listen_port: 8776,
             osapi_max_limit: 1000,
+            metrics_listen: None,
             auth_strategy: AuthStrategy::Noauth,
             tokens: BTreeMap::new(),
             backends: BTreeMap::from([("file".to_owned(), BackendConfig::default())]),
