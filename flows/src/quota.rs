@@ -3,7 +3,7 @@
 use chrono::Utc;
 use ember_common::model::quota::{GIGABYTES, PER_VOLUME_GIGABYTES, SNAPSHOTS, VOLUMES, per_type};
 use ember_common::{Error as DomainError, ErrorKind};
-use ember_engine::Failure;
+use ember_engine::{Context, Failure};
 
 use crate::deps::Deps;
 use crate::error::{domain, fail};
@@ -34,35 +34,52 @@ pub fn snapshot_deltas(count: i64, size: i64, type_name: &str) -> Vec<(String, i
     ]
 }
 
-/// Reserves `deltas` for `project_id`, with Cinder's 413 messages when over quota.
+/// The reservation key of the task `ctx` runs: one reservation per execution of a task,
+/// however often a crash makes the engine execute it again.
+pub(crate) fn key(ctx: &Context) -> String {
+    format!("{}/{}", ctx.flow_id(), ctx.atom_name())
+}
+
+/// The reservation key of the revert of the task `ctx` reverts.
+pub(crate) fn revert_key(ctx: &Context) -> String {
+    format!("{}/{}/revert", ctx.flow_id(), ctx.atom_name())
+}
+
+/// Reserves `deltas` for `project_id` once per `key`, with Cinder's 413 messages when over
+/// quota.
 pub(crate) async fn reserve(
     deps: &Deps,
+    key: &str,
     project_id: &str,
     deltas: &[(String, i64)],
 ) -> Result<Vec<String>, Failure> {
     let expire =
         chrono::Duration::from_std(deps.config.reservation_expire).unwrap_or(chrono::Duration::days(1));
-    deps.quotas.reserve(project_id, deltas, Utc::now() + expire).await.map_err(over_quota)
+    deps.quotas.reserve_once(key, project_id, deltas, Utc::now() + expire).await.map_err(over_quota)
 }
 
-/// Hands usage back: reserves the negated deltas; the caller commits them once the
-/// resource is gone. A negative reservation that is never committed changes nothing.
+/// Hands usage back: reserves the negated deltas (once per `key`); the caller commits them
+/// once the resource is gone. A negative reservation that is never committed changes
+/// nothing.
 pub(crate) async fn reserve_release(
     deps: &Deps,
+    key: &str,
     project_id: &str,
     deltas: &[(String, i64)],
 ) -> Result<Vec<String>, Failure> {
     let negated: Vec<(String, i64)> = deltas.iter().map(|(r, d)| (r.clone(), -d)).collect();
-    reserve(deps, project_id, &negated).await
+    reserve(deps, key, project_id, &negated).await
 }
 
-/// Reserves the negated deltas and commits them at once (a revert's hand-back).
+/// Reserves the negated deltas and commits them at once (a revert's hand-back), once per
+/// `key`: a revert run again after a crash does not hand back twice.
 pub(crate) async fn release_now(
     deps: &Deps,
+    key: &str,
     project_id: &str,
     deltas: &[(String, i64)],
 ) -> Result<(), Failure> {
-    let ids = reserve_release(deps, project_id, deltas).await?;
+    let ids = reserve_release(deps, key, project_id, deltas).await?;
     deps.quotas.commit(&ids).await.map_err(domain)
 }
 

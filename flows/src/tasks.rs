@@ -11,7 +11,7 @@ use ember_engine::{Context, Failure, Task, Values, async_trait};
 use crate::deps::Deps;
 use crate::error::{domain, fail};
 use crate::keys::*;
-use crate::quota::{reserve_release, snapshot_deltas, volume_deltas};
+use crate::quota::{key, reserve_release, snapshot_deltas, volume_deltas};
 
 /// The volume `id` if `rc` may see it (its project's, or any for an admin).
 pub(crate) async fn own_volume(deps: &Deps, rc: &RequestContext, id: &str) -> Result<Volume, Failure> {
@@ -117,7 +117,7 @@ impl Task for QuotaReleaseReserve {
                 (s.project_id, snapshot_deltas(1, s.volume_size, &t))
             }
         };
-        let ids = reserve_release(&self.deps, &project, &deltas).await?;
+        let ids = reserve_release(&self.deps, &key(ctx), &project, &deltas).await?;
         Ok(Values::new().with(&RELEASE_RESERVATIONS, ids))
     }
 }

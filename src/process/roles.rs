@@ -72,6 +72,18 @@ fn flow_deps(p: &Plumbing) -> Deps {
 
 /// Spawns a worker for `topics` with the flows `registry` knows; returns its wake handle.
 fn spawn_worker(p: &Plumbing, role: &str, topics: Vec<String>, registry: Registry) -> WorkerHandle {
+    spawn_worker_when(p, role, topics, registry, std::future::ready(()))
+}
+
+/// As [`spawn_worker`], the worker starting once `ready` completes (wakes until then are
+/// kept: the worker claims at its start anyway).
+fn spawn_worker_when(
+    p: &Plumbing,
+    role: &str,
+    topics: Vec<String>,
+    registry: Registry,
+    ready: impl Future<Output = ()> + Send + 'static,
+) -> WorkerHandle {
     let worker = Worker::new(p.store.clone(), registry, p.worker_options(role, topics.clone()));
     for topic in &topics {
         p.metrics.add_worker(role, topic, worker.stats());
@@ -80,6 +92,10 @@ fn spawn_worker(p: &Plumbing, role: &str, topics: Vec<String>, registry: Registr
     let shutdown = p.shutdown.clone();
     let role = role.to_owned();
     p.tasks.spawn(async move {
+        tokio::select! {
+            () = ready => {}
+            () = shutdown.cancelled() => return,
+        }
         if let Err(err) = worker.run(shutdown).await {
             tracing::error!(%role, error = %err, "the flow worker stopped");
         }
@@ -189,10 +205,20 @@ async fn start_scheduler(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
         .await
         .context("register the scheduler service")?;
     spawn_reservation_sweep(p);
-    let deps = Arc::new(deps.with_scheduler(scheduler));
+    let deps = Arc::new(deps.with_scheduler(scheduler.clone()));
     let mut registry = Registry::new();
     ember_flows::register_scheduler(&mut registry, &deps)?;
-    let handle = spawn_worker(p, "scheduler", vec![SCHEDULER_TOPIC.to_owned()], registry);
+    // Flows wait in the store until every live volume service has reported (or the wait
+    // runs out): placing on an empty cache would fail volumes that have a home.
+    let wait = std::time::Duration::from_secs(p.config.scheduler_driver_init_wait_time);
+    let handle = spawn_worker_when(p, "scheduler", vec![SCHEDULER_TOPIC.to_owned()], registry, async move {
+        if !scheduler.wait_ready(wait).await {
+            tracing::warn!(
+                ?wait,
+                "not every live volume service reported its capabilities; scheduling anyway"
+            );
+        }
+    });
     serve_wakes(
         p,
         Target::topic(ember_rpc::SCHEDULER_TOPIC),

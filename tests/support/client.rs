@@ -23,6 +23,17 @@ impl Cinder {
 
     /// Sends a request; returns the status and the JSON body (null when empty).
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let what = format!("{method} {path}");
+        self.try_send(method, path, body).await.unwrap_or_else(|| panic!("{what}: ember did not answer"))
+    }
+
+    /// As [`Cinder::send`], but `None` when no answer came (the server died mid-request).
+    pub async fn try_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Option<(u16, Value)> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -31,10 +42,10 @@ impl Cinder {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("send a request to ember");
+        let response = request.send().await.ok()?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.expect("read the answer");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        let bytes = response.bytes().await.ok()?;
+        Some((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

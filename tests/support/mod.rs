@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod client;
+pub mod crash;
 pub mod multi;
 pub mod scenario;
 
@@ -21,6 +22,8 @@ pub struct TestCluster {
     port: u16,
     data_dir: tempfile::TempDir,
     config: Option<PathBuf>,
+    /// Extra environment of the next start (e.g. `FAILPOINTS`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A port that was free a moment ago (the kernel hands out ephemeral ports in turn).
@@ -44,7 +47,7 @@ impl TestCluster {
         });
         let port = free_port();
         let base_url = format!("http://127.0.0.1:{port}");
-        let mut cluster = Self { child: None, base_url, port, data_dir, config };
+        let mut cluster = Self { child: None, base_url, port, data_dir, config, env: Vec::new() };
         cluster.start().await;
         cluster
     }
@@ -59,6 +62,7 @@ impl TestCluster {
             .arg(format!("127.0.0.1:{}", self.port))
             .args(self.config.iter().flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]))
             .env("EMBER_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .spawn()
             .expect("start ember all-in-one");
@@ -103,12 +107,34 @@ impl TestCluster {
         wait_healthy(&self.base_url, timeout).await;
     }
 
+    /// Waits for the process to exit on its own (a failpoint), polling until `timeout`;
+    /// `None` while it still runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        wait_exit(&mut self.child, timeout).await
+    }
+
     /// Stops the process with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Polls `child` until it exited (then reaps it and returns how) or `timeout` passes.
+pub async fn wait_exit(child: &mut Option<Child>, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = child.as_mut()?.try_wait().expect("poll a child process");
+        if let Some(status) = status {
+            *child = None;
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -14,6 +14,8 @@ pub struct Process {
     pub role: String,
     config: PathBuf,
     child: Option<Child>,
+    /// Extra environment of the next start (e.g. `FAILPOINTS`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Process {
@@ -23,6 +25,7 @@ impl Process {
             .arg("--config")
             .arg(&self.config)
             .env("EMBER_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start ember {}: {e}", self.role));
@@ -40,6 +43,16 @@ impl Process {
     pub fn restart(&mut self) {
         self.kill();
         self.start();
+    }
+
+    /// Waits for the process to exit on its own (a failpoint); `None` while it runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        super::wait_exit(&mut self.child, timeout).await
+    }
+
+    /// Whether the process is running (it was started and has not been seen to exit).
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 }
 
@@ -83,15 +96,21 @@ impl MultiProcess {
             path
         };
         let listen = format!("osapi_volume_listen = \"127.0.0.1\"\nosapi_volume_listen_port = {port}\n");
-        let mut api = Process { role: "api".into(), config: write("api", listen), child: None };
-        let mut scheduler =
-            Process { role: "scheduler".into(), config: write("scheduler", String::new()), child: None };
+        let mut api =
+            Process { role: "api".into(), config: write("api", listen), child: None, env: Vec::new() };
+        let mut scheduler = Process {
+            role: "scheduler".into(),
+            config: write("scheduler", String::new()),
+            child: None,
+            env: Vec::new(),
+        };
         let mut procs: Vec<Process> = volumes
             .iter()
             .map(|(host, toml)| Process {
                 role: "volume".into(),
                 config: write(host, (*toml).to_owned()),
                 child: None,
+                env: Vec::new(),
             })
             .collect();
         for p in procs.iter_mut() {

@@ -22,7 +22,7 @@ use crate::error::{domain, fail};
 use crate::handoff::{Handoff, flow_id, hand_off, volume_topic};
 use crate::keys::*;
 use crate::manager::create_snapshot::FLOW as MANAGER_FLOW;
-use crate::quota::{release_now, reserve, snapshot_deltas};
+use crate::quota::{key, release_now, reserve, revert_key, snapshot_deltas};
 use crate::tasks::{backend, own_volume};
 
 /// The flow's name.
@@ -108,7 +108,8 @@ impl Task for SnapshotQuotaReserve {
         let rc = ctx.get(&CONTEXT)?;
         let v = ctx.get(&VOLUME)?;
         let t = ctx.get(&VOLUME_TYPE)?;
-        let ids = reserve(&self.deps, &rc.project_id, &snapshot_deltas(1, v.size, &t.name)).await?;
+        let ids =
+            reserve(&self.deps, &key(ctx), &rc.project_id, &snapshot_deltas(1, v.size, &t.name)).await?;
         Ok(Values::new().with(&RESERVATIONS, ids))
     }
 
@@ -201,7 +202,13 @@ impl Task for SnapshotQuotaCommit {
             .map_err(domain)?
         {
             let t = ctx.get(&VOLUME_TYPE)?;
-            release_now(&self.deps, &s.project_id, &snapshot_deltas(1, s.volume_size, &t.name)).await?;
+            release_now(
+                &self.deps,
+                &revert_key(ctx),
+                &s.project_id,
+                &snapshot_deltas(1, s.volume_size, &t.name),
+            )
+            .await?;
         }
         Ok(())
     }

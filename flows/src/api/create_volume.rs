@@ -23,7 +23,7 @@ use crate::deps::Deps;
 use crate::error::{domain, fail};
 use crate::handoff::{Handoff, SCHEDULER_TOPIC, flow_id, hand_off};
 use crate::keys::*;
-use crate::quota::{check_size_limit, release_now, reserve, volume_deltas};
+use crate::quota::{check_size_limit, key, release_now, reserve, revert_key, volume_deltas};
 use crate::scheduler::create_volume::FLOW as SCHEDULER_FLOW;
 
 /// The flow's name, its factory's name in a worker's registry.
@@ -224,7 +224,7 @@ impl Task for QuotaReserve {
         let size = ctx.get(&SIZE)?;
         let vt = ctx.get(&VOLUME_TYPE)?;
         check_size_limit(&self.deps, &rc.project_id, size).await?;
-        let ids = reserve(&self.deps, &rc.project_id, &volume_deltas(1, size, &vt.name)).await?;
+        let ids = reserve(&self.deps, &key(ctx), &rc.project_id, &volume_deltas(1, size, &vt.name)).await?;
         Ok(Values::new().with(&RESERVATIONS, ids))
     }
 
@@ -336,7 +336,8 @@ impl Task for QuotaCommit {
         let expect = VolumeExpect { host: Some(None), ..VolumeExpect::status_in(&[VolumeStatus::Creating]) };
         if self.deps.volumes.soft_delete_volume(&v.id, &expect).await.map_err(domain)? {
             let vt = ctx.get(&VOLUME_TYPE)?;
-            release_now(&self.deps, &v.project_id, &volume_deltas(1, v.size, &vt.name)).await?;
+            release_now(&self.deps, &revert_key(ctx), &v.project_id, &volume_deltas(1, v.size, &vt.name))
+                .await?;
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ use crate::error::{domain, fail};
 use crate::handoff::{Handoff, flow_id, hand_off, volume_topic};
 use crate::keys::*;
 use crate::manager::extend_volume::FLOW as MANAGER_FLOW;
-use crate::quota::{check_size_limit, extend_deltas, reserve};
+use crate::quota::{check_size_limit, extend_deltas, key, reserve};
 use crate::tasks::{backend, own_volume, type_name};
 
 /// The flow's name.
@@ -141,7 +141,8 @@ impl Task for ExtendQuotaReserve {
         let new_size = ctx.get(&SIZE)?;
         check_size_limit(&self.deps, &v.project_id, new_size).await?;
         let t = type_name(&self.deps, &v.volume_type_id).await?;
-        let ids = reserve(&self.deps, &v.project_id, &extend_deltas(new_size - v.size, &t)).await?;
+        let ids =
+            reserve(&self.deps, &key(ctx), &v.project_id, &extend_deltas(new_size - v.size, &t)).await?;
         Ok(Values::new().with(&RESERVATIONS, ids))
     }
 

@@ -217,6 +217,18 @@ pub trait QuotaRepo: Send + Sync {
         deltas: &[(String, i64)],
         expire_at: DateTime<Utc>,
     ) -> Result<Vec<String>>;
+    /// As [`QuotaRepo::reserve`], at most once per `key`: the first call reserves and
+    /// records the key in the same transaction; a later call with the key changes nothing
+    /// and returns the same ids (committed, rolled back or still pending), so a task that
+    /// runs again after a crash neither reserves twice nor releases twice. Keys older than
+    /// twice the reservation's life are forgotten by [`QuotaRepo::expire_reservations`].
+    async fn reserve_once(
+        &self,
+        key: &str,
+        project_id: &str,
+        deltas: &[(String, i64)],
+        expire_at: DateTime<Utc>,
+    ) -> Result<Vec<String>>;
     /// Turns reservations into usage. Ids already committed, rolled back or expired are
     /// skipped, so a repeated commit changes nothing.
     async fn commit(&self, reservation_ids: &[String]) -> Result<()>;

@@ -260,6 +260,72 @@ impl SqlRepo {
     }
 }
 
+impl SqlRepo {
+    /// Reserves `deltas`; with a `key`, at most once (see [`QuotaRepo::reserve_once`]).
+    async fn reserve_keyed(
+        &self,
+        key: Option<&str>,
+        project_id: &str,
+        deltas: &[(String, i64)],
+        expire_at: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        quota::check_deltas(deltas)?;
+        if deltas.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut deltas = deltas.to_vec();
+        deltas.sort();
+        let resources: Vec<&str> = deltas.iter().map(|(r, _)| r.as_str()).collect();
+        let now = ms(Utc::now());
+        let q = reserve_sql(Dialect::of(&self.db), project_id, &resources, now);
+        let ids: Vec<String> = match key {
+            // Deterministic, so a repeated call answers the same ids.
+            Some(key) => deltas.iter().map(|(resource, _)| format!("{key}#{resource}")).collect(),
+            None => deltas.iter().map(|_| uuid::Uuid::new_v4().to_string()).collect(),
+        };
+        let record = record_sql(project_id, &deltas, &ids, ms(expire_at), now);
+        with_tx!(&self.db, |tx| {
+            async {
+            if let Some(key) = key {
+                // SQLite's BEGIN IMMEDIATE holds the write lock, PostgreSQL's unique index
+                // makes a concurrent twin wait: either way the second call finds the key.
+                const SQL: &str = "INSERT INTO reservation_keys (key, expire_at, created_at) VALUES ($1, $2, $3) \
+                                   ON CONFLICT (key) DO NOTHING";
+                let query = sqlx::query(SQL).bind(key).bind(ms(expire_at)).bind(now);
+                let done = query.execute(&mut *tx).await.map_err(db_err)?;
+                if done.rows_affected() == 0 {
+                    return Ok(ids.clone());
+                }
+            }
+            bind_args!(sqlx::query(&q.ensure_usages.text), &q.ensure_usages.args)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let usages: Vec<(String, i64, i64)> =
+                bind_args!(sqlx::query_as::<_, (String, i64, i64)>(&q.lock_usages.text), &q.lock_usages.args)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            let rows: Vec<(String, i64, i32)> =
+                bind_args!(sqlx::query_as::<_, (String, i64, i32)>(&q.limits.text), &q.limits.args)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            let limits = resolve_limits(rows, &resources, &self.quota_defaults);
+            let overs = over_quota(&deltas, &usages, &limits);
+            if !overs.is_empty() {
+                return Err(Error::OverQuota(overs));
+            }
+            for sql in &record {
+                bind_args!(sqlx::query(&sql.text), &sql.args).execute(&mut *tx).await.map_err(db_err)?;
+            }
+            Ok(ids.clone())
+        }
+        .await
+        })
+    }
+}
+
 #[async_trait]
 impl QuotaRepo for SqlRepo {
     async fn quota_defaults(&self) -> Result<BTreeMap<String, i64>> {
@@ -347,43 +413,17 @@ impl QuotaRepo for SqlRepo {
         deltas: &[(String, i64)],
         expire_at: DateTime<Utc>,
     ) -> Result<Vec<String>> {
-        quota::check_deltas(deltas)?;
-        if deltas.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut deltas = deltas.to_vec();
-        deltas.sort();
-        let resources: Vec<&str> = deltas.iter().map(|(r, _)| r.as_str()).collect();
-        let now = ms(Utc::now());
-        let q = reserve_sql(Dialect::of(&self.db), project_id, &resources, now);
-        let ids: Vec<String> = deltas.iter().map(|_| uuid::Uuid::new_v4().to_string()).collect();
-        let record = record_sql(project_id, &deltas, &ids, ms(expire_at), now);
-        with_tx!(&self.db, |tx| async {
-            bind_args!(sqlx::query(&q.ensure_usages.text), &q.ensure_usages.args)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            let usages: Vec<(String, i64, i64)> =
-                bind_args!(sqlx::query_as::<_, (String, i64, i64)>(&q.lock_usages.text), &q.lock_usages.args)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            let rows: Vec<(String, i64, i32)> =
-                bind_args!(sqlx::query_as::<_, (String, i64, i32)>(&q.limits.text), &q.limits.args)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            let limits = resolve_limits(rows, &resources, &self.quota_defaults);
-            let overs = over_quota(&deltas, &usages, &limits);
-            if !overs.is_empty() {
-                return Err(Error::OverQuota(overs));
-            }
-            for sql in &record {
-                bind_args!(sqlx::query(&sql.text), &sql.args).execute(&mut *tx).await.map_err(db_err)?;
-            }
-            Ok(ids.clone())
-        }
-        .await)
+        self.reserve_keyed(None, project_id, deltas, expire_at).await
+    }
+
+    async fn reserve_once(
+        &self,
+        key: &str,
+        project_id: &str,
+        deltas: &[(String, i64)],
+        expire_at: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        self.reserve_keyed(Some(key), project_id, deltas, expire_at).await
     }
 
     async fn commit(&self, reservation_ids: &[String]) -> Result<()> {
@@ -401,7 +441,17 @@ impl QuotaRepo for SqlRepo {
     }
 
     async fn expire_reservations(&self, now: DateTime<Utc>) -> Result<u64> {
-        self.release(Which::ExpiredAt(ms(now)), false).await
+        let expired = self.release(Which::ExpiredAt(ms(now)), false).await?;
+        // A key outlives its reservations (they are gone by `expire_at`) long enough for any
+        // task that ran before to have finished; forgetting it only bounds the table.
+        const SQL: &str = "DELETE FROM reservation_keys WHERE 2 * expire_at - created_at <= $1";
+        with_pool!(&self.db, |pool| sqlx::query(SQL)
+            .bind(ms(now))
+            .execute(pool)
+            .await
+            .map_err(db_err)?
+            .rows_affected());
+        Ok(expired)
     }
 
     async fn sync_usage(&self, project_id: &str) -> Result<QuotaSet> {

@@ -226,3 +226,47 @@ async fn commits_racing_the_expiry_sweep_release_each_reservation_once() {
         t.cleanup().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_keyed_reservation_is_made_once_however_often_it_is_asked() {
+    for t in TestDb::all().await.unwrap() {
+        let repo = Arc::new(SqlRepo::new(t.db.clone(), QuotaDefaults::default()));
+        let p = project();
+        let gb = |repo: Arc<SqlRepo>, p: String| async move {
+            let u = repo.project_quotas(&p).await.unwrap().resources["gigabytes"];
+            (u.in_use, u.reserved)
+        };
+        // Ten concurrent executions of one task (a crash made the engine run it again).
+        let asks = (0..10).map(|_| {
+            let (repo, p) = (repo.clone(), p.clone());
+            tokio::spawn(async move {
+                repo.reserve_once("flow-1/QuotaReserve", &p, &d(&[("gigabytes", 3)]), later()).await
+            })
+        });
+        let ids: Vec<Vec<String>> =
+            futures::future::join_all(asks).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] == w[1]), "every call answers the same ids: {ids:?}");
+        assert_eq!(gb(repo.clone(), p.clone()).await, (0, 3));
+        repo.commit(&ids[0]).await.unwrap();
+        // A release done once, then asked again after the commit: nothing changes.
+        for _ in 0..2 {
+            let back =
+                repo.reserve_once("flow-1/release", &p, &d(&[("gigabytes", -3)]), later()).await.unwrap();
+            repo.commit(&back).await.unwrap();
+        }
+        assert_eq!(gb(repo.clone(), p.clone()).await, (0, 0));
+        let again =
+            repo.reserve_once("flow-1/QuotaReserve", &p, &d(&[("gigabytes", 3)]), later()).await.unwrap();
+        assert_eq!(again, ids[0]);
+        assert_eq!(gb(repo.clone(), p.clone()).await, (0, 0), "a committed key reserves nothing again");
+        // Keys are forgotten once twice their reservation's life has passed.
+        let soon = Utc::now() + Duration::milliseconds(1);
+        repo.reserve_once("flow-2/QuotaReserve", &p, &d(&[("volumes", 1)]), soon).await.unwrap();
+        repo.expire_reservations(Utc::now() + Duration::hours(100)).await.unwrap();
+        let fresh =
+            repo.reserve_once("flow-1/QuotaReserve", &p, &d(&[("gigabytes", 3)]), later()).await.unwrap();
+        assert_eq!(fresh, ids[0], "same key, same ids");
+        assert_eq!(gb(repo.clone(), p.clone()).await, (0, 3), "a forgotten key reserves anew");
+        t.cleanup().await.unwrap();
+    }
+}

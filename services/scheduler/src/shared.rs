@@ -67,6 +67,33 @@ impl SharedScheduler {
         scheduler.schedule(cache, spec, now_ms)
     }
 
+    /// Cinder's `has_all_capabilities`: every volume service that is up (its heartbeat is
+    /// within `service_down_time`) has reported its capabilities. A scheduler that places
+    /// before this may find no pool at all and fail a volume that a moment later would have
+    /// had a home, so it waits for this after a start (Cinder's `_wait_for_scheduler`).
+    pub fn has_all_capabilities(&self, now_ms: i64) -> bool {
+        let guard = self.inner.lock();
+        let down_ms = guard.scheduler.options().service_down_ms();
+        guard.cache.backends().iter().all(|b| {
+            b.capabilities.is_some() || !b.service.as_ref().is_some_and(|s| s.schedulable(now_ms, down_ms))
+        })
+    }
+
+    /// Waits until [`SharedScheduler::has_all_capabilities`] or `limit` passes; returns
+    /// whether it is ready.
+    pub async fn wait_ready(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.has_all_capabilities(now_ms()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Reads the cache under the lock (for the pools admin API and tests).
     pub fn with_cache<R>(&self, f: impl FnOnce(&HostStateCache) -> R) -> R {
         f(&self.inner.lock().cache)

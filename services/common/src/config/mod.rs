@@ -115,6 +115,9 @@ pub struct Config {
     pub service_down_time: u64,
     /// How many backends the scheduler tries for one volume before it gives up.
     pub scheduler_max_attempts: u32,
+    /// Seconds a starting scheduler waits for every live volume service's capabilities
+    /// before it places volumes (Cinder's option of the same name).
+    pub scheduler_driver_init_wait_time: u64,
     /// Seconds between runs of periodic tasks (capability reports, sweeps).
     pub periodic_interval: u64,
     /// Seconds an RPC call waits for its reply.
@@ -160,6 +163,7 @@ impl Default for Config {
             report_interval: 10,
             service_down_time: 60,
             scheduler_max_attempts: 3,
+            scheduler_driver_init_wait_time: 60,
             periodic_interval: 60,
             rpc_response_timeout: 60,
             osapi_volume_listen: "127.0.0.1".into(),

@@ -1,0 +1,178 @@
+//! The crash matrix (issue 7): for every failpoint the flows reach (before and after every
+//! task of every flow, before and after every hand-off), 20 operations are put in flight,
+//! the process dies at the failpoint (abort), restarts, and within 10 s every accepted
+//! operation has finished, nothing rests in a transitional status, the backend holds
+//! exactly the files of the live volumes and snapshots, and quota usage equals the live
+//! resources. On all-in-one; and, where the test services are configured, on `ember api`,
+//! `scheduler` and `volume` apart on PostgreSQL and RabbitMQ, killing each role in turn,
+//! then with RabbitMQ restarted under load.
+//!
+//! `EMBER_CRASH_MATRIX=<substring>` runs only the failpoints whose name contains it.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use support::crash::{self, Failpoint, Role};
+use support::multi::{MultiProcess, Process, services};
+use support::{Cinder, TestCluster, wait_healthy};
+
+/// How long after the restart everything must have settled.
+const RECOVERY: Duration = Duration::from_secs(10);
+/// How long a case may take to reach its failpoint.
+const REACH: Duration = Duration::from_secs(30);
+
+fn project(mode: &str, k: usize) -> String {
+    format!("{mode}{k:0>width$}", width = 32 - mode.len())
+}
+
+fn failpoints_env(fp: &Failpoint) -> Vec<(String, String)> {
+    vec![("FAILPOINTS".to_owned(), format!("{}=1*return", fp.name))]
+}
+
+fn assert_aborted(status: Option<ExitStatus>, fp: &Failpoint) {
+    let status =
+        status.unwrap_or_else(|| panic!("{}: the failpoint was never reached in {REACH:?}", fp.name));
+    assert_eq!(status.signal(), Some(6), "{}: the process should die by abort, not {status}", fp.name);
+}
+
+/// The sum of one counter over every worker of the process at `base_url`.
+async fn metric(base_url: &str, name: &str) -> u64 {
+    let text = reqwest::get(format!("{base_url}/metrics")).await.expect("GET /metrics").text().await.unwrap();
+    let prefix = format!("ember_{name}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Runs the operations once without failpoints and names every failpoint they reached.
+async fn warm_up(
+    c: &Cinder,
+    project: &str,
+    files: &dyn Fn() -> Vec<String>,
+) -> (Vec<Failpoint>, BTreeSet<String>) {
+    let prepared = crash::prepare(c, project).await;
+    let expect = crash::launch(c, &prepared).await;
+    assert_eq!(expect.len(), 20, "without failpoints every operation is accepted");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let live = crash::settle(c, project, &expect, &BTreeSet::new(), files, deadline, "warm-up").await;
+    let points = crash::discover(c).await;
+    let flows: BTreeSet<&str> = points.iter().filter_map(|p| p.name.split('.').next()).collect();
+    assert!(flows.len() >= 11, "every flow kind ran in the warm-up: {flows:?}");
+    (crash::selected(points), live)
+}
+
+#[tokio::test]
+async fn all_in_one_dies_at_every_failpoint_and_finishes_everything_after_restart() {
+    let mut cluster = TestCluster::all_in_one().await;
+    let warm = project("warm", 0);
+    let (points, mut live) = warm_up(&cluster.client(&warm), &warm, &|| cluster.backend_files()).await;
+    let mut slowest = (Duration::ZERO, String::new());
+    for (k, fp) in points.iter().enumerate() {
+        let project = project("aio", k);
+        let c = cluster.client(&project);
+        let prepared = crash::prepare(&c, &project).await;
+        cluster.kill();
+        cluster.env = failpoints_env(fp);
+        cluster.start().await;
+        let expect = crash::launch(&c, &prepared).await;
+        assert_aborted(cluster.wait_exit(REACH).await, fp);
+
+        cluster.env.clear();
+        let restarted = Instant::now();
+        cluster.start().await;
+        let files = || cluster.backend_files();
+        let deadline = restarted + RECOVERY;
+        let mine = crash::settle(&c, &project, &expect, &live, &files, deadline, &fp.name).await;
+        live.extend(mine);
+        slowest = slowest.max((restarted.elapsed(), fp.name.clone()));
+        let resumed = metric(&cluster.base_url, "flows_reclaimed_at_start").await;
+        assert!(resumed >= 1, "{}: the restarted process resumed the flow it died in: {resumed}", fp.name);
+    }
+    println!("all-in-one: {} failpoints; slowest recovery {:?} at {}", points.len(), slowest.0, slowest.1);
+}
+
+/// Restarts `p` armed with `fp` and, for the api, waits for it to serve.
+async fn arm(p: &mut Process, fp: &Failpoint, base_url: &str) {
+    p.env = failpoints_env(fp);
+    p.restart();
+    if p.role == "api" {
+        wait_healthy(base_url, Duration::from_secs(30)).await;
+    }
+}
+
+#[tokio::test]
+async fn each_role_dies_at_its_failpoints_on_postgres_and_rabbitmq() {
+    let Some((db, amqp)) = services().await else { return };
+    let host = format!("crash-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let toml = "enabled_backends = [\"file\"]\n[backends.file]\nvolume_driver = \"file\"\n";
+    let mut cluster = MultiProcess::start(db, &amqp, &[(&host, toml)]).await;
+    let files = |c: &MultiProcess| c.files(&host, "file");
+    let warm = project("mpwarm", 0);
+    let (points, mut live) = {
+        let c = cluster.client(&warm);
+        // The first creates wait for the volume service's first capability report.
+        warm_up(&c, &warm, &|| files(&cluster)).await
+    };
+    let base_url = cluster.base_url.clone();
+    for (k, fp) in points.iter().enumerate() {
+        let project = project("mp", k);
+        let c = cluster.client(&project);
+        let prepared = crash::prepare(&c, &project).await;
+        let role = fp.role;
+        let process = match role {
+            Role::Api => &mut cluster.api,
+            Role::Scheduler => &mut cluster.scheduler,
+            Role::Volume => &mut cluster.volumes[0],
+        };
+        arm(process, fp, &base_url).await;
+        let expect = crash::launch(&c, &prepared).await;
+        assert_aborted(process.wait_exit(REACH).await, fp);
+        process.env.clear();
+        let restarted = Instant::now();
+        process.restart();
+        if role == Role::Api {
+            wait_healthy(&base_url, RECOVERY).await;
+        }
+        let deadline = restarted + RECOVERY;
+        let mine = crash::settle(&c, &project, &expect, &live, &|| files(&cluster), deadline, &fp.name).await;
+        live.extend(mine);
+    }
+    println!("multi-process: {} failpoints, each in the process of its role", points.len());
+
+    // RabbitMQ restarted under load: what was accepted finishes, nothing leaks.
+    if rabbitmq_restart_available().await {
+        let project = project("mprabbit", 0);
+        let c = cluster.client(&project);
+        let prepared = crash::prepare(&c, &project).await;
+        let load = {
+            let c = c.clone();
+            tokio::spawn(async move { crash::launch(&c, &prepared).await })
+        };
+        rabbitmqctl(&["stop_app"]).await.expect("stop RabbitMQ");
+        rabbitmqctl(&["start_app"]).await.expect("start RabbitMQ");
+        let restarted = Instant::now();
+        let expect = load.await.expect("the load");
+        let deadline = restarted + RECOVERY;
+        crash::settle(&c, &project, &expect, &live, &|| files(&cluster), deadline, "RabbitMQ restart").await;
+    } else {
+        println!(
+            "skipped: rabbitmqctl cannot restart the broker here, so the RabbitMQ restart case is not run"
+        );
+    }
+    let queues = [format!("ember-volume.{host}@file")];
+    cluster.stop(&amqp, &queues).await;
+}
+
+async fn rabbitmqctl(args: &[&str]) -> Option<String> {
+    let output = tokio::process::Command::new("rabbitmqctl").args(args).output().await.ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+async fn rabbitmq_restart_available() -> bool {
+    rabbitmqctl(&["-q", "status"]).await.is_some()
+}

@@ -1,0 +1,299 @@
+//! The crash matrix of issue 7: which failpoints exist, the 20 operations put in flight
+//! when a process dies at one, and the checks that nothing was stuck, lost or leaked.
+//!
+//! Each case runs in a project of its own, so the checks of one case see only its own
+//! resources; the backend check adds up the live files of every case so far.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+use super::Cinder;
+use super::scenario::raise_quotas;
+
+/// The process that evaluates a failpoint, in a multi-process deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Api,
+    Scheduler,
+    Volume,
+}
+
+/// One failpoint of the matrix.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Failpoint {
+    pub name: String,
+    pub role: Role,
+}
+
+/// Which role runs flow `flow` (Ember's flow names end in the role that runs them).
+fn role_of_flow(flow: &str) -> Role {
+    if flow.ends_with("_scheduler") {
+        Role::Scheduler
+    } else if flow.ends_with("_manager") {
+        Role::Volume
+    } else {
+        Role::Api
+    }
+}
+
+/// Which role hands flow `flow` off: the scheduler hands a create to the volume manager,
+/// the api everything else.
+fn role_handing_off(flow: &str) -> Role {
+    if flow == "volume_create_manager" { Role::Scheduler } else { Role::Api }
+}
+
+/// Every failpoint the flows recorded in the admin view reach on a normal run: before and
+/// after each atom of each flow that ran, and before and after each hand-off.
+pub async fn discover(admin: &Cinder) -> Vec<Failpoint> {
+    let (status, body) = admin.get("/flows?limit=1000").await;
+    assert_eq!(status, 200, "list flows: {body}");
+    let mut atoms: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut handed_off = BTreeSet::new();
+    for flow in body["flows"].as_array().expect("a flow list") {
+        let (id, name) = (flow["id"].as_str().unwrap_or_default(), flow["name"].as_str().unwrap_or_default());
+        if atoms.contains_key(name) {
+            continue;
+        }
+        let (status, detail) = admin.get(&format!("/flows/{id}")).await;
+        assert_eq!(status, 200, "show flow {id}: {detail}");
+        let names = detail["flow"]["atoms"].as_array().expect("atoms").iter();
+        atoms.insert(name.to_owned(), names.filter_map(|a| a["name"].as_str().map(str::to_owned)).collect());
+        if !name.ends_with("_api") {
+            handed_off.insert(name.to_owned());
+        }
+    }
+    let mut points = Vec::new();
+    for (flow, names) in &atoms {
+        for atom in names {
+            for when in ["before", "after"] {
+                points.push(Failpoint { name: format!("{flow}.{atom}.{when}"), role: role_of_flow(flow) });
+            }
+        }
+    }
+    for flow in &handed_off {
+        for when in ["before", "after"] {
+            points.push(Failpoint { name: format!("handoff.{flow}.{when}"), role: role_handing_off(flow) });
+        }
+    }
+    points
+}
+
+/// What a case's operations start from.
+pub struct Prepared {
+    base: String,
+    snap: String,
+    snap_to_delete: String,
+    to_delete: Vec<String>,
+    to_extend: Vec<String>,
+    other: String,
+}
+
+/// Creates what the operations need and waits for it to be available.
+pub async fn prepare(c: &Cinder, project: &str) -> Prepared {
+    raise_quotas(c, project).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let vols =
+        join_all((0..6).map(|i| c.create_volume(json!({ "size": 1, "name": format!("pre-{i}") })))).await;
+    for v in &vols {
+        c.wait_status(&format!("/volumes/{v}"), "available", deadline).await;
+    }
+    let snaps = join_all([&vols[0], &vols[0]].map(|v| c.create_snapshot(v))).await;
+    for s in &snaps {
+        c.wait_status(&format!("/snapshots/{s}"), "available", deadline).await;
+    }
+    Prepared {
+        base: vols[0].clone(),
+        snap: snaps[0].clone(),
+        snap_to_delete: snaps[1].clone(),
+        to_delete: vols[1..3].to_vec(),
+        to_extend: vols[3..5].to_vec(),
+        other: vols[5].clone(),
+    }
+}
+
+/// What an accepted operation must have led to.
+#[derive(Debug)]
+pub enum Expect {
+    Available(String),
+    Gone(String),
+    Size(String, i64),
+}
+
+/// Starts the 20 operations at once: 6 blank creates, 3 from a snapshot, 3 clones, 2
+/// deletes, 2 extends, 3 snapshot creates and a snapshot delete. Returns what the accepted
+/// ones must lead to; a request the dying process never answered promises nothing.
+pub async fn launch(c: &Cinder, p: &Prepared) -> Vec<Expect> {
+    use reqwest::Method;
+    let mut ops: Vec<(Method, String, Option<Value>)> = Vec::new();
+    let create = |body: Value| (Method::POST, "/volumes".to_owned(), Some(json!({ "volume": body })));
+    for i in 0..6 {
+        ops.push(create(json!({ "size": 1, "name": format!("blank-{i}") })));
+    }
+    for i in 0..3 {
+        ops.push(create(json!({ "snapshot_id": p.snap, "name": format!("from-snap-{i}") })));
+        ops.push(create(json!({ "source_volid": p.base, "name": format!("clone-{i}") })));
+    }
+    for v in &p.to_delete {
+        ops.push((Method::DELETE, format!("/volumes/{v}"), None));
+    }
+    for v in &p.to_extend {
+        ops.push((
+            Method::POST,
+            format!("/volumes/{v}/action"),
+            Some(json!({ "os-extend": { "new_size": 2 } })),
+        ));
+    }
+    for v in [&p.base, &p.base, &p.other] {
+        ops.push((Method::POST, "/snapshots".to_owned(), Some(json!({ "snapshot": { "volume_id": v } }))));
+    }
+    ops.push((Method::DELETE, format!("/snapshots/{}", p.snap_to_delete), None));
+    assert_eq!(ops.len(), 20);
+    let answers = join_all(ops.iter().map(|(m, path, body)| c.try_send(m.clone(), path, body.clone()))).await;
+    let mut expect = Vec::new();
+    for ((method, path, _), answer) in ops.iter().zip(answers) {
+        let Some((status, body)) = answer else { continue };
+        assert!(status < 500, "{method} {path} answered {status}: {body}");
+        if status >= 300 {
+            continue;
+        }
+        expect.push(match (method.as_str(), path.as_str()) {
+            ("POST", "/volumes") => {
+                Expect::Available(format!("/volumes/{}", body["volume"]["id"].as_str().unwrap()))
+            }
+            ("POST", "/snapshots") => {
+                Expect::Available(format!("/snapshots/{}", body["snapshot"]["id"].as_str().unwrap()))
+            }
+            ("DELETE", _) => Expect::Gone(path.clone()),
+            _ => Expect::Size(path.trim_end_matches("/action").to_owned(), 2),
+        });
+    }
+    expect
+}
+
+/// Statuses a resource rests in; anything else is in transition (or an error).
+const RESTING: &[&str] = &["available", "in-use"];
+
+fn resources(list: &Value, key: &str) -> Vec<(String, String, i64)> {
+    list[key]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|v| {
+                    let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                    (s("id"), s("status"), v["size"].as_i64().unwrap_or(0))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The project's state at one moment.
+struct Seen {
+    volumes: Vec<(String, String, i64)>,
+    snapshots: Vec<(String, String, i64)>,
+}
+
+impl Seen {
+    async fn read(c: &Cinder) -> Self {
+        let volumes = resources(&c.get("/volumes/detail?limit=1000").await.1, "volumes");
+        let snapshots = resources(&c.get("/snapshots/detail?limit=1000").await.1, "snapshots");
+        Self { volumes, snapshots }
+    }
+
+    fn find(&self, path: &str) -> Option<&(String, String, i64)> {
+        let (kind, id) = path.trim_start_matches('/').split_once('/')?;
+        let list = if kind == "volumes" { &self.volumes } else { &self.snapshots };
+        list.iter().find(|(i, _, _)| i == id)
+    }
+
+    /// What still keeps the case from being settled, or `None`.
+    fn unsettled(&self, expect: &[Expect]) -> Option<String> {
+        let moving =
+            self.volumes.iter().chain(&self.snapshots).find(|(_, s, _)| !RESTING.contains(&s.as_str()));
+        if let Some((id, status, _)) = moving {
+            return Some(format!("{id} is {status}"));
+        }
+        for e in expect {
+            let ok = match e {
+                Expect::Available(p) => self.find(p).is_some(),
+                Expect::Gone(p) => self.find(p).is_none(),
+                Expect::Size(p, size) => self.find(p).is_some_and(|(_, _, s)| s == size),
+            };
+            if !ok {
+                return Some(format!("{e:?} does not hold"));
+            }
+        }
+        None
+    }
+
+    fn files(&self) -> BTreeSet<String> {
+        let vols = self.volumes.iter().map(|(id, _, _)| format!("volume-{id}"));
+        vols.chain(self.snapshots.iter().map(|(id, _, _)| format!("snapshot-{id}"))).collect()
+    }
+
+    /// (resource, in_use) as quota usage must show it.
+    fn usage(&self) -> [(&'static str, i64); 3] {
+        let gigabytes = self.volumes.iter().chain(&self.snapshots).map(|(_, _, s)| s).sum();
+        [
+            ("volumes", self.volumes.len() as i64),
+            ("snapshots", self.snapshots.len() as i64),
+            ("gigabytes", gigabytes),
+        ]
+    }
+}
+
+/// Waits until every accepted operation of the case has finished and nothing of the project
+/// is in transition; then the backend must hold exactly the live files (`earlier` are the
+/// files of the cases before, `files` lists the backend) and quota usage must equal the
+/// live resources with nothing reserved. All of it before `deadline`. Returns the project's
+/// live files.
+pub async fn settle(
+    c: &Cinder,
+    project: &str,
+    expect: &[Expect],
+    earlier: &BTreeSet<String>,
+    files: &dyn Fn() -> Vec<String>,
+    deadline: Instant,
+    what: &str,
+) -> BTreeSet<String> {
+    let seen = loop {
+        let seen = Seen::read(c).await;
+        match seen.unsettled(expect) {
+            None => break seen,
+            Some(why) => assert!(Instant::now() < deadline, "{what}: not settled at the deadline: {why}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let live = seen.files();
+    let want: BTreeSet<String> = earlier.union(&live).cloned().collect();
+    loop {
+        let found: BTreeSet<String> = files().into_iter().collect();
+        let usage = join_all(seen.usage().map(|(r, _)| c.quota_usage(project, r))).await;
+        let want_usage: Vec<(i64, i64)> = seen.usage().iter().map(|(_, n)| (*n, 0)).collect();
+        if found == want && usage == want_usage {
+            return live;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: at the deadline the backend holds {} files not live ({:?}) and misses {:?}; \
+             quota usage (volumes, snapshots, gigabytes) is {usage:?}, the live resources make {want_usage:?}",
+            found.difference(&want).count(),
+            found.difference(&want).take(5).collect::<Vec<_>>(),
+            want.difference(&found).take(5).collect::<Vec<_>>(),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The failpoints chosen by `EMBER_CRASH_MATRIX` (a substring each must contain, or `all`,
+/// the default), so a developer can run one case.
+pub fn selected(points: Vec<Failpoint>) -> Vec<Failpoint> {
+    match std::env::var("EMBER_CRASH_MATRIX") {
+        Ok(f) if !f.is_empty() && f != "all" => points.into_iter().filter(|p| p.name.contains(&f)).collect(),
+        _ => points,
+    }
+}
