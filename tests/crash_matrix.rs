@@ -119,6 +119,7 @@ async fn each_role_dies_at_its_failpoints_on_postgres_and_rabbitmq() {
         warm_up(&c, &warm, &|| files(&cluster)).await
     };
     let base_url = cluster.base_url.clone();
+    let mut slowest = (Duration::ZERO, String::new());
     for (k, fp) in points.iter().enumerate() {
         let project = project("mp", k);
         let c = cluster.client(&project);
@@ -141,8 +142,14 @@ async fn each_role_dies_at_its_failpoints_on_postgres_and_rabbitmq() {
         let deadline = restarted + RECOVERY;
         let mine = crash::settle(&c, &project, &expect, &live, &|| files(&cluster), deadline, &fp.name).await;
         live.extend(mine);
+        slowest = slowest.max((restarted.elapsed(), fp.name.clone()));
     }
-    println!("multi-process: {} failpoints, each in the process of its role", points.len());
+    println!(
+        "multi-process: {} failpoints, each in the process of its role; slowest recovery {:?} at {}",
+        points.len(),
+        slowest.0,
+        slowest.1
+    );
 
     // RabbitMQ restarted under load: what was accepted finishes, nothing leaks.
     if rabbitmq_restart_available().await {

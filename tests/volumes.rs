@@ -30,7 +30,7 @@ async fn creates_in_flight_survive_a_kill_and_finish_after_restart() {
     cluster.kill();
     cluster.start().await;
     let paths: Vec<String> = created.iter().map(|id| format!("/volumes/{id}")).collect();
-    // The dead process's leases lapse (15 s), then the new one claims and finishes its flows.
+    // The restarted process takes back the flows its earlier life held and finishes them.
     wait_all(&cinder, &paths, "available", Duration::from_secs(120)).await;
     check_backend_and_quota(&cinder, PROJECT, &|| cluster.backend_files()).await;
 }

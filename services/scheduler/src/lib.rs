@@ -26,7 +26,7 @@ pub use service::{
     LivenessHandle, LivenessRefresh, SchedulerService, SchedulerServiceHandle, SchedulerServiceOptions,
     request_capabilities,
 };
-pub use shared::SharedScheduler;
+pub use shared::{SharedScheduler, now_ms};
 pub use state::{BackendState, HostStateCache, PoolState, ServiceStatus};
 
 /// Errors of the scheduler crate.

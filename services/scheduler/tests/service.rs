@@ -59,3 +59,18 @@ async fn reports_feed_the_cache_and_older_ones_are_ignored() {
     assert!(matches!(&bad, ember_rpc::Error::Remote(e) if e.kind == RemoteError::INVALID_ARGUMENTS), "{bad}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_scheduler_is_ready_once_every_live_volume_service_reported() {
+    use ember_scheduler::ServiceStatus;
+    let scheduler = SharedScheduler::new(SchedulerOptions::default()).unwrap();
+    let now = ember_scheduler::now_ms();
+    assert!(scheduler.has_all_capabilities(now), "no service: nothing to wait for");
+    scheduler.update_service("a@lvm", ServiceStatus::up("nova", now));
+    scheduler.update_service("dead@lvm", ServiceStatus::up("nova", now - 3_600_000));
+    assert!(!scheduler.has_all_capabilities(now), "a@lvm is up and has not reported");
+    assert!(!scheduler.wait_ready(std::time::Duration::from_millis(30)).await);
+    scheduler.update_capabilities("a@lvm", now, report("lvm", vec![thick("p", 100.0, 50.0)]));
+    assert!(scheduler.has_all_capabilities(now), "a service down for an hour is not waited for");
+    assert!(scheduler.wait_ready(std::time::Duration::ZERO).await);
+}
