@@ -213,6 +213,11 @@ pub trait FlowStore: Send + Sync + 'static {
     /// what ran, in reverse order. A flow in which nothing ran becomes REVERTED at once.
     /// Returns the flow, or `None` when it is missing, succeeded or already reverted.
     async fn request_revert(&self, id: &str) -> Result<Option<FlowRecord>>;
+
+    /// Withdraws a hand-off no worker has claimed yet: a PENDING, unowned flow becomes
+    /// REVERTED (a compare-and-swap against a claim). Returns `Some(true)` when withdrawn,
+    /// `Some(false)` when a worker took it first (or it ended), `None` when it is missing.
+    async fn cancel(&self, id: &str) -> Result<Option<bool>>;
 }
 
 /// Whether an atom in `state` has run and so needs a revert when its flow is reverted.
@@ -385,6 +390,18 @@ impl FlowStore for MemoryStore {
             f.record.claim_epoch += 1;
             f.record.updated_at = now_ms();
             f.record.clone()
+        }))
+    }
+
+    async fn cancel(&self, id: &str) -> Result<Option<bool>> {
+        let mut flows = self.flows.lock();
+        Ok(flows.get_mut(id).map(|f| {
+            let unclaimed = f.record.state == FlowState::Pending && f.record.owner.is_none();
+            if unclaimed {
+                f.record.state = FlowState::Reverted;
+                f.record.updated_at = now_ms();
+            }
+            unclaimed
         }))
     }
 

@@ -49,6 +49,9 @@ impl FlowStore for CrashingStore {
     async fn release(&self, id: &str) -> ember_engine::Result<Option<FlowRecord>> {
         self.inner.release(id).await
     }
+    async fn cancel(&self, id: &str) -> ember_engine::Result<Option<bool>> {
+        self.inner.cancel(id).await
+    }
     async fn request_revert(&self, id: &str) -> ember_engine::Result<Option<FlowRecord>> {
         self.inner.request_revert(id).await
     }

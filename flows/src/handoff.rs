@@ -34,6 +34,25 @@ pub(crate) struct Handoff<'a> {
     pub inputs: Values,
 }
 
+/// The revert of a hand-off task: withdraws the hand-off `id` if no process took it yet (so
+/// the reverts before it may undo the request), or fails when one did (the operation goes on
+/// there, and the reverts before must not pull the resource from under it: the flow ends in
+/// FAILURE, the resource is the receiving flow's).
+pub(crate) async fn withdraw(deps: &Deps, id: &str) -> Result<(), Failure> {
+    match deps.store.cancel(id).await {
+        Ok(Some(true)) => {
+            tracing::info!(flow_id = %id, "hand-off withdrawn before any process took it");
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Ok(Some(false)) => Err(Failure::new(
+            "HandoffTaken",
+            format!("flow {id} was taken by its receiver, which carries the operation on"),
+        )),
+        Err(e) => Err(Failure::new("service.internal", format!("withdrawing flow {id} failed: {e}"))),
+    }
+}
+
 /// Records the flow unless its id exists (insert-or-ignore), then wakes its topic.
 /// Returns whether this call recorded it.
 pub(crate) async fn hand_off(deps: &Deps, h: Handoff<'_>) -> Result<bool, Failure> {

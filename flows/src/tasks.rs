@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use ember_common::ErrorKind;
-use ember_common::model::{Snapshot, Volume};
+use ember_common::model::{Snapshot, SnapshotChanges, SnapshotStatus, Volume};
 use ember_common::ops::RequestContext;
-use ember_engine::{Context, Failure, Task, Values, async_trait};
+use ember_engine::{Context, Failure, RevertContext, Task, Values, async_trait};
 
 use crate::deps::Deps;
 use crate::error::{domain, fail};
@@ -49,9 +49,11 @@ pub(crate) fn backend(v: &Volume) -> Result<String, Failure> {
 }
 
 /// Reads the snapshot row and its volume's backend.
-/// Revert: nothing.
+/// Revert: the snapshot goes from `error_out.0` to `error_out.1` (a manager flow's failure,
+/// whichever task failed: `error`, `error_deleting`).
 pub struct ExtractSnapshotRef {
     pub(crate) deps: Arc<Deps>,
+    pub(crate) error_out: (SnapshotStatus, SnapshotStatus),
 }
 
 #[async_trait]
@@ -69,6 +71,14 @@ impl Task for ExtractSnapshotRef {
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
         let s = self.deps.snapshots.get_snapshot(&ctx.get(&SNAPSHOT_ID)?).await.map_err(domain)?;
         Ok(Values::new().with(&SNAPSHOT, s))
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        let (from, to) = self.error_out;
+        let changes = SnapshotChanges { status: Some(to), ..SnapshotChanges::default() };
+        let id = ctx.get(&SNAPSHOT_ID)?;
+        self.deps.snapshots.update_snapshot(&id, &[from], &changes).await.map_err(domain)?;
+        Ok(())
     }
 }
 

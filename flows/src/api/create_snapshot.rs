@@ -12,14 +12,14 @@
 
 use std::sync::Arc;
 
-use ember_common::ErrorKind;
 use ember_common::model::{Snapshot, SnapshotStatus, VolumeStatus, VolumeType};
 use ember_common::ops::{CreateSnapshot, RequestContext};
+use ember_common::{Error as DomainError, ErrorKind};
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
 use crate::deps::Deps;
 use crate::error::{domain, fail};
-use crate::handoff::{Handoff, flow_id, hand_off, volume_topic};
+use crate::handoff::{Handoff, flow_id, hand_off, volume_topic, withdraw};
 use crate::keys::*;
 use crate::manager::create_snapshot::FLOW as MANAGER_FLOW;
 use crate::quota::{key, release_now, reserve, revert_key, snapshot_deltas};
@@ -114,10 +114,8 @@ impl Task for SnapshotQuotaReserve {
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
-        if let Some(ids) = ctx.result().map(|r| r.get(&RESERVATIONS)).transpose()?.flatten() {
-            self.deps.quotas.rollback(&ids).await.map_err(domain)?;
-        }
-        Ok(())
+        // By key, not by the result: the task may have reserved and then failed or died.
+        self.deps.quotas.rollback_once(&key(ctx)).await.map_err(domain)
     }
 }
 
@@ -170,7 +168,8 @@ impl Task for SnapshotEntryCreate {
 }
 
 /// Commits the reservation.
-/// Revert: destroys the entry and, if this call destroyed it, hands the usage back.
+/// Revert: destroys the entry and, once it is gone, makes sure the reservation was
+/// committed and hands the usage back, once (keyed), as `QuotaCommitTask` does.
 pub struct SnapshotQuotaCommit {
     deps: Arc<Deps>,
 }
@@ -190,17 +189,13 @@ impl Task for SnapshotQuotaCommit {
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
-        if ctx.result().is_none() {
-            return Ok(());
-        }
         let s = ctx.get(&SNAPSHOT)?;
-        if self
-            .deps
-            .snapshots
-            .soft_delete_snapshot(&s.id, &[SnapshotStatus::Creating])
-            .await
-            .map_err(domain)?
-        {
+        let snapshots = &self.deps.snapshots;
+        let destroyed =
+            snapshots.soft_delete_snapshot(&s.id, &[SnapshotStatus::Creating]).await.map_err(domain)?
+                || matches!(snapshots.get_snapshot(&s.id).await, Err(DomainError::NotFound { .. }));
+        if destroyed {
+            self.deps.quotas.commit(&ctx.get(&RESERVATIONS)?).await.map_err(domain)?;
             let t = ctx.get(&VOLUME_TYPE)?;
             release_now(
                 &self.deps,
@@ -216,7 +211,9 @@ impl Task for SnapshotQuotaCommit {
 
 /// Hands the snapshot to its volume's backend: records `snapshot_create_manager` and
 /// wakes `volume.<host@backend>`.
-/// Revert: nothing; `SnapshotQuotaCommitTask`'s revert destroys the entry.
+/// Revert: withdraws the hand-off if no process took it yet; else fails, which ends the
+/// flow in FAILURE and leaves the resource to the receiving flow. After a withdrawal,
+/// `SnapshotQuotaCommitTask`'s revert destroys the entry.
 pub struct SnapshotCast {
     deps: Arc<Deps>,
 }
@@ -247,5 +244,9 @@ impl Task for SnapshotCast {
         };
         hand_off(&self.deps, h).await?;
         Ok(Values::new())
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        withdraw(&self.deps, &flow_id(MANAGER_FLOW, &ctx.get(&SNAPSHOT)?.id, None)).await
     }
 }

@@ -13,15 +13,15 @@
 
 use std::sync::Arc;
 
-use ember_common::ErrorKind;
 use ember_common::model::{SnapshotStatus, Volume, VolumeExpect, VolumeStatus, VolumeType};
 use ember_common::ops::{CreateVolume, RequestContext};
+use ember_common::{Error as DomainError, ErrorKind};
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 use ember_scheduler::RequestSpec;
 
 use crate::deps::Deps;
 use crate::error::{domain, fail};
-use crate::handoff::{Handoff, SCHEDULER_TOPIC, flow_id, hand_off};
+use crate::handoff::{Handoff, SCHEDULER_TOPIC, flow_id, hand_off, withdraw};
 use crate::keys::*;
 use crate::quota::{check_size_limit, key, release_now, reserve, revert_key, volume_deltas};
 use crate::scheduler::create_volume::FLOW as SCHEDULER_FLOW;
@@ -229,10 +229,8 @@ impl Task for QuotaReserve {
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
-        if let Some(ids) = ctx.result().map(|r| r.get(&RESERVATIONS)).transpose()?.flatten() {
-            self.deps.quotas.rollback(&ids).await.map_err(domain)?;
-        }
-        Ok(())
+        // By key, not by the result: the task may have reserved and then failed or died.
+        self.deps.quotas.rollback_once(&key(ctx)).await.map_err(domain)
     }
 }
 
@@ -308,8 +306,10 @@ impl Task for EntryCreate {
 }
 
 /// Commits the reservation: the volume now counts in `in_use`.
-/// Revert: destroys the entry and, if this call destroyed it, hands the usage back (Cinder
-/// leaves the row in `error`, whose later delete would hand the usage back a second time).
+/// Revert: destroys the entry and, once it is gone, makes sure the reservation was
+/// committed and hands the usage back, once (keyed): whether this task finished, or failed
+/// or died after its commit, and however often the revert runs. Cinder leaves the row in
+/// `error`, whose later delete would hand the usage back a second time.
 pub struct QuotaCommit {
     deps: Arc<Deps>,
 }
@@ -329,12 +329,12 @@ impl Task for QuotaCommit {
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
-        if ctx.result().is_none() {
-            return Ok(());
-        }
         let v = ctx.get(&VOLUME)?;
         let expect = VolumeExpect { host: Some(None), ..VolumeExpect::status_in(&[VolumeStatus::Creating]) };
-        if self.deps.volumes.soft_delete_volume(&v.id, &expect).await.map_err(domain)? {
+        let destroyed = self.deps.volumes.soft_delete_volume(&v.id, &expect).await.map_err(domain)?
+            || matches!(self.deps.volumes.get_volume(&v.id).await, Err(DomainError::NotFound { .. }));
+        if destroyed {
+            self.deps.quotas.commit(&ctx.get(&RESERVATIONS)?).await.map_err(domain)?;
             let vt = ctx.get(&VOLUME_TYPE)?;
             release_now(&self.deps, &revert_key(ctx), &v.project_id, &volume_deltas(1, v.size, &vt.name))
                 .await?;
@@ -345,7 +345,9 @@ impl Task for QuotaCommit {
 
 /// Builds the request spec and hands the volume to the scheduler: records the
 /// `volume_create_scheduler` flow of attempt 1 and wakes the scheduler topic.
-/// Revert: nothing; `QuotaCommitTask`'s revert destroys the entry.
+/// Revert: withdraws the hand-off if no process took it yet; else fails, which ends the
+/// flow in FAILURE and leaves the resource to the receiving flow. After a withdrawal,
+/// `QuotaCommitTask`'s revert destroys the entry.
 pub struct VolumeCast {
     deps: Arc<Deps>,
 }
@@ -407,5 +409,9 @@ impl Task for VolumeCast {
         };
         hand_off(&self.deps, h).await?;
         Ok(Values::new())
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        withdraw(&self.deps, &flow_id(SCHEDULER_FLOW, &ctx.get(&VOLUME)?.id, Some(1))).await
     }
 }

@@ -17,7 +17,7 @@ use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_tr
 
 use crate::deps::Deps;
 use crate::error::{domain, fail};
-use crate::handoff::{Handoff, flow_id, hand_off, volume_topic};
+use crate::handoff::{Handoff, flow_id, hand_off, volume_topic, withdraw};
 use crate::keys::*;
 use crate::manager::extend_volume::FLOW as MANAGER_FLOW;
 use crate::quota::{check_size_limit, extend_deltas, key, reserve};
@@ -147,16 +147,15 @@ impl Task for ExtendQuotaReserve {
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
-        if let Some(ids) = ctx.result().map(|r| r.get(&RESERVATIONS)).transpose()?.flatten() {
-            self.deps.quotas.rollback(&ids).await.map_err(domain)?;
-        }
-        Ok(())
+        // By key, not by the result: the task may have reserved and then failed or died.
+        self.deps.quotas.rollback_once(&key(ctx)).await.map_err(domain)
     }
 }
 
 /// Hands the extend to the volume's backend: records `volume_extend_manager` (one per
 /// volume and new size, sizes only grow) and wakes `volume.<host@backend>`.
-/// Revert: nothing.
+/// Revert: withdraws the hand-off if no process took it yet; else fails, which ends the
+/// flow in FAILURE and leaves the resource to the receiving flow.
 pub struct ExtendVolumeCast {
     deps: Arc<Deps>,
 }
@@ -189,5 +188,10 @@ impl Task for ExtendVolumeCast {
         };
         hand_off(&self.deps, h).await?;
         Ok(Values::new())
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        let id = flow_id(MANAGER_FLOW, &ctx.get(&VOLUME)?.id, u32::try_from(ctx.get(&SIZE)?).ok());
+        withdraw(&self.deps, &id).await
     }
 }

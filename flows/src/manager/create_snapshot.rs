@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use ember_common::model::{SnapshotChanges, SnapshotStatus};
-use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
+use ember_engine::{Context, Failure, Flow, Task, Values, async_trait};
 
 use crate::deps::Deps;
 use crate::error::{domain, driver as driver_failure};
@@ -29,13 +29,17 @@ pub const INPUTS: &[&str] = &[CONTEXT.name(), SNAPSHOT_ID.name(), BACKEND.name()
 pub fn get_flow(deps: Arc<Deps>) -> Flow {
     Flow::linear(FLOW)
         .inputs(INPUTS)
-        .add(ExtractSnapshotRef { deps: deps.clone() })
+        .add(ExtractSnapshotRef {
+            deps: deps.clone(),
+            error_out: (SnapshotStatus::Creating, SnapshotStatus::Error),
+        })
         .add(CreateSnapshotOnBackend { deps: deps.clone() })
         .add(CreateSnapshotOnFinish { deps })
 }
 
 /// Has the driver take the snapshot and stores its model update.
-/// Revert: the snapshot goes to `error` (its usage stays until it is deleted, as in Cinder).
+/// Revert: nothing of its own: `ExtractSnapshotRefTask`'s revert sets `error` (its usage
+/// stays until it is deleted, as in Cinder). The driver's snapshot stays for the delete.
 pub struct CreateSnapshotOnBackend {
     deps: Arc<Deps>,
 }
@@ -64,17 +68,6 @@ impl Task for CreateSnapshotOnBackend {
             .await
             .map_err(domain)?;
         Ok(Values::new())
-    }
-
-    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
-        let changes = SnapshotChanges { status: Some(SnapshotStatus::Error), ..SnapshotChanges::default() };
-        let id = ctx.get(&SNAPSHOT)?.id;
-        self.deps
-            .snapshots
-            .update_snapshot(&id, &[SnapshotStatus::Creating], &changes)
-            .await
-            .map_err(domain)?;
-        Ok(())
     }
 }
 

@@ -34,7 +34,14 @@ pub const INPUTS: &[&str] = &[CONTEXT.name(), VOLUME_ID.name(), REQUEST_SPEC.nam
 pub fn get_flow(deps: Arc<Deps>) -> Flow {
     Flow::linear(FLOW)
         .inputs(INPUTS)
-        .add(ExtractVolumeRef { deps: deps.clone() })
+        .add(ExtractVolumeRef {
+            deps: deps.clone(),
+            error_out: ErrorOut {
+                from: VolumeStatus::Creating,
+                to: VolumeStatus::Error,
+                only_own_failure: true,
+            },
+        })
         .add(OnFailureReschedule { deps: deps.clone() })
         .add(ExtractVolumeSpec)
         .add(NotifyVolumeAction { event: "volume.create.start" })
@@ -43,9 +50,23 @@ pub fn get_flow(deps: Arc<Deps>) -> Flow {
 }
 
 /// Reads the volume row (deleted meanwhile: the flow fails without a reschedule).
-/// Revert: nothing.
+/// Revert: puts the volume in its error status (`error_out`), and rolls back the flow's
+/// reservation if it has one: every failure of the flow ends here, whichever task failed.
 pub struct ExtractVolumeRef {
     pub(crate) deps: Arc<Deps>,
+    pub(crate) error_out: ErrorOut,
+}
+
+/// What a manager flow's failure does to its volume (Cinder's manager does it in its
+/// exception handlers: `error`, `error_deleting`, `error_extending`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorOut {
+    pub from: VolumeStatus,
+    pub to: VolumeStatus,
+    /// Only when this task itself failed: a create's later failures are
+    /// `OnFailureRescheduleTask`'s to handle (reschedule or `error`). Cinder leaves a volume
+    /// whose reference could not be extracted in `creating`.
+    pub only_own_failure: bool,
 }
 
 #[async_trait]
@@ -60,9 +81,27 @@ impl Task for ExtractVolumeRef {
         const { &[VOLUME.name()] }
     }
 
+    fn optional(&self) -> &[&'static str] {
+        const { &[RESERVATIONS.name()] }
+    }
+
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
         let v = self.deps.volumes.get_volume(&ctx.get(&VOLUME_ID)?).await.map_err(domain)?;
         Ok(Values::new().with(&VOLUME, v))
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        let ErrorOut { from, to, only_own_failure } = self.error_out;
+        if only_own_failure && ctx.failure().is_none() {
+            return Ok(());
+        }
+        let id = ctx.get(&VOLUME_ID)?;
+        let expect = VolumeExpect::status_in(&[from]);
+        self.deps.volumes.update_volume(&id, &expect, &VolumeChanges::status(to)).await.map_err(domain)?;
+        if let Some(ids) = ctx.get_optional(&RESERVATIONS)? {
+            self.deps.quotas.rollback(&ids).await.map_err(domain)?;
+        }
+        Ok(())
     }
 }
 

@@ -30,7 +30,10 @@ pub const INPUTS: &[&str] = &[CONTEXT.name(), SNAPSHOT_ID.name(), BACKEND.name()
 pub fn get_flow(deps: Arc<Deps>) -> Flow {
     Flow::linear(FLOW)
         .inputs(INPUTS)
-        .add(ExtractSnapshotRef { deps: deps.clone() })
+        .add(ExtractSnapshotRef {
+            deps: deps.clone(),
+            error_out: (SnapshotStatus::Deleting, SnapshotStatus::ErrorDeleting),
+        })
         .add(DeleteSnapshotOnBackend { deps: deps.clone() })
         .add(QuotaReleaseReserve { deps: deps.clone(), what: Released::Snapshot, only_unscheduled: false })
         .add(EntryDestroy { deps, what: Released::Snapshot, only_unscheduled: false })

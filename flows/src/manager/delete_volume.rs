@@ -17,7 +17,7 @@ use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_tr
 use crate::deps::Deps;
 use crate::error::{domain, driver as driver_failure};
 use crate::keys::*;
-use crate::manager::create_volume::ExtractVolumeRef;
+use crate::manager::create_volume::{ErrorOut, ExtractVolumeRef};
 use crate::manager::{driver, driver_volume};
 use crate::tasks::{EntryDestroy, QuotaReleaseReserve, Released};
 
@@ -31,7 +31,14 @@ pub const INPUTS: &[&str] = &[CONTEXT.name(), VOLUME_ID.name(), BACKEND.name()];
 pub fn get_flow(deps: Arc<Deps>) -> Flow {
     Flow::linear(FLOW)
         .inputs(INPUTS)
-        .add(ExtractVolumeRef { deps: deps.clone() })
+        .add(ExtractVolumeRef {
+            deps: deps.clone(),
+            error_out: ErrorOut {
+                from: VolumeStatus::Deleting,
+                to: VolumeStatus::ErrorDeleting,
+                only_own_failure: false,
+            },
+        })
         .add(DeleteVolumeOnBackend { deps: deps.clone() })
         .add(QuotaReleaseReserve { deps: deps.clone(), what: Released::Volume, only_unscheduled: false })
         .add(EntryDestroy { deps, what: Released::Volume, only_unscheduled: false })

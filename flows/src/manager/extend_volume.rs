@@ -12,12 +12,12 @@
 use std::sync::Arc;
 
 use ember_common::model::{VolumeChanges, VolumeExpect, VolumeStatus};
-use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
+use ember_engine::{Context, Failure, Flow, Task, Values, async_trait};
 
 use crate::deps::Deps;
 use crate::error::{domain, driver as driver_failure};
 use crate::keys::*;
-use crate::manager::create_volume::ExtractVolumeRef;
+use crate::manager::create_volume::{ErrorOut, ExtractVolumeRef};
 use crate::manager::{driver, driver_volume};
 
 /// The flow's name.
@@ -31,13 +31,21 @@ pub const INPUTS: &[&str] =
 pub fn get_flow(deps: Arc<Deps>) -> Flow {
     Flow::linear(FLOW)
         .inputs(INPUTS)
-        .add(ExtractVolumeRef { deps: deps.clone() })
+        .add(ExtractVolumeRef {
+            deps: deps.clone(),
+            error_out: ErrorOut {
+                from: VolumeStatus::Extending,
+                to: VolumeStatus::ErrorExtending,
+                only_own_failure: false,
+            },
+        })
         .add(ExtendVolumeOnBackend { deps: deps.clone() })
         .add(ExtendVolumeOnFinish { deps })
 }
 
 /// Has the driver grow the volume to the new size.
-/// Revert: `error_extending` and the reservation rolled back (a no-op once committed).
+/// Revert: nothing of its own: `ExtractVolumeRefTask`'s revert sets `error_extending` and
+/// rolls the reservation back (a no-op once committed), whichever task failed.
 pub struct ExtendVolumeOnBackend {
     deps: Arc<Deps>,
 }
@@ -57,14 +65,6 @@ impl Task for ExtendVolumeOnBackend {
         let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
         d.extend_volume(&driver_volume(&v), new_size).await.map_err(|e| driver_failure(&e))?;
         Ok(Values::new())
-    }
-
-    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
-        let expect = VolumeExpect::status_in(&[VolumeStatus::Extending]);
-        let changes = VolumeChanges::status(VolumeStatus::ErrorExtending);
-        self.deps.volumes.update_volume(&ctx.get(&VOLUME)?.id, &expect, &changes).await.map_err(domain)?;
-        self.deps.quotas.rollback(&ctx.get(&RESERVATIONS)?).await.map_err(domain)?;
-        Ok(())
     }
 }
 

@@ -229,6 +229,10 @@ pub trait QuotaRepo: Send + Sync {
         deltas: &[(String, i64)],
         expire_at: DateTime<Utc>,
     ) -> Result<Vec<String>>;
+    /// Rolls back what [`QuotaRepo::reserve_once`] reserved under `key`, if it is still
+    /// pending: a revert that does not know whether its task's reservation was made (the
+    /// task failed or died after it) undoes it by its key.
+    async fn rollback_once(&self, key: &str) -> Result<()>;
     /// Turns reservations into usage. Ids already committed, rolled back or expired are
     /// skipped, so a repeated commit changes nothing.
     async fn commit(&self, reservation_ids: &[String]) -> Result<()>;

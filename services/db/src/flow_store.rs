@@ -587,6 +587,21 @@ impl FlowStore for SqlFlowStore {
         row.map(flow_record).transpose()
     }
 
+    async fn cancel(&self, id: &str) -> EResult<Option<bool>> {
+        const SQL: &str = "UPDATE flows SET state = 'REVERTED', updated_at = $1 WHERE id = $2 AND state = 'PENDING' AND owner IS NULL";
+        let done = with_pool!(&self.db, |pool| sqlx::query(SQL)
+            .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await
+            .map_err(store_err)?
+            .rows_affected());
+        if done == 1 {
+            return Ok(Some(true));
+        }
+        Ok(self.fetch_flow(id).await?.map(|_| false))
+    }
+
     async fn request_revert(&self, id: &str) -> EResult<Option<FlowRecord>> {
         // One transaction: the flow row first (it takes SQLite's write lock and PostgreSQL's
         // row lock), then its atoms, so a concurrent writer sees both or neither.

@@ -206,10 +206,17 @@ fn release_sql(released: &mut [Released], commit: bool, now: i64) -> Vec<Sql> {
         .collect()
 }
 
+/// The id of the reservation of `resource` made under `key`.
+fn reservation_id(key: &str, resource: &str) -> String {
+    format!("{key}#{resource}")
+}
+
 /// Which reservations to release.
 enum Which<'a> {
     Ids(&'a [String]),
     ExpiredAt(i64),
+    /// The reservations made under a key of `reserve_once` (ids `key#resource`).
+    Key(&'a str),
 }
 
 /// `SELECT id` of the reservations to release, locked in id order on PostgreSQL so that two
@@ -219,6 +226,14 @@ fn lock_reservations(dialect: Dialect, which: &Which<'_>) -> Sql {
     match which {
         Which::Ids(ids) => sql.push("id IN ").list(ids.iter().map(String::as_str)),
         Which::ExpiredAt(now) => sql.push("expire_at <= ").arg(*now),
+        Which::Key(key) => {
+            let prefix = reservation_id(key, "");
+            // (PostgreSQL's substr takes an INTEGER length, SQLite's any number.)
+            sql.push("substr(id, 1, CAST(")
+                .arg(prefix.chars().count() as i64)
+                .push(" AS INTEGER)) = ")
+                .arg(prefix)
+        }
     };
     sql.push(" ORDER BY id").push(dialect.for_update());
     sql
@@ -280,7 +295,7 @@ impl SqlRepo {
         let q = reserve_sql(Dialect::of(&self.db), project_id, &resources, now);
         let ids: Vec<String> = match key {
             // Deterministic, so a repeated call answers the same ids.
-            Some(key) => deltas.iter().map(|(resource, _)| format!("{key}#{resource}")).collect(),
+            Some(key) => deltas.iter().map(|(resource, _)| reservation_id(key, resource)).collect(),
             None => deltas.iter().map(|_| uuid::Uuid::new_v4().to_string()).collect(),
         };
         let record = record_sql(project_id, &deltas, &ids, ms(expire_at), now);
@@ -424,6 +439,10 @@ impl QuotaRepo for SqlRepo {
         expire_at: DateTime<Utc>,
     ) -> Result<Vec<String>> {
         self.reserve_keyed(Some(key), project_id, deltas, expire_at).await
+    }
+
+    async fn rollback_once(&self, key: &str) -> Result<()> {
+        self.release(Which::Key(key), false).await.map(|_| ())
     }
 
     async fn commit(&self, reservation_ids: &[String]) -> Result<()> {

@@ -267,6 +267,11 @@ async fn a_keyed_reservation_is_made_once_however_often_it_is_asked() {
             repo.reserve_once("flow-1/QuotaReserve", &p, &d(&[("gigabytes", 3)]), later()).await.unwrap();
         assert_eq!(fresh, ids[0], "same key, same ids");
         assert_eq!(gb(repo.clone(), p.clone()).await, (0, 3), "a forgotten key reserves anew");
+        // A revert that never saw the ids rolls the reservation back by its key, once.
+        repo.rollback_once("flow-1/QuotaReserve").await.unwrap();
+        repo.rollback_once("flow-1/QuotaReserve").await.unwrap();
+        repo.rollback_once("flow-1/Quota").await.unwrap();
+        assert_eq!(gb(repo.clone(), p.clone()).await, (0, 0));
         t.cleanup().await.unwrap();
     }
 }
