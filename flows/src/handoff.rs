@@ -24,6 +24,15 @@ pub fn flow_id(name: &str, id: &str, attempt: Option<u32>) -> String {
     }
 }
 
+/// The id of flow `name` on resource `id` handed off by the api flow `api_flow_id` (one
+/// request): the api flow's own unique suffix keeps it deterministic, so a re-run of the
+/// hand-off records it once, while a later request on the same resource (an admin's force
+/// delete after `error_deleting`) records a flow of its own.
+pub fn request_flow_id(name: &str, id: &str, api_flow_id: &str) -> String {
+    let request = api_flow_id.rsplit(':').next().unwrap_or(api_flow_id);
+    format!("{name}:{id}:{request}")
+}
+
 /// One flow to hand to another process.
 #[derive(Debug)]
 pub(crate) struct Handoff<'a> {

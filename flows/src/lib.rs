@@ -15,7 +15,9 @@
 //!
 //! - a **deterministic id** built from the resource id, the operation and, for creates,
 //!   the scheduling attempt (`volume_create_manager:<volume id>:<attempt>`, see
-//!   [`handoff`]), so recording it twice records it once (insert-or-ignore by id);
+//!   [`handoff`]), for deletes the request's api flow (a volume or snapshot left in
+//!   `error_deleting` may be deleted again), so recording it twice records it once
+//!   (insert-or-ignore by id);
 //! - a **topic**: [`SCHEDULER_TOPIC`] for scheduler flows, `volume.<host@backend>`
 //!   ([`volume_topic`]) for the volume manager flows of one backend, [`API_TOPIC`] for the
 //!   api flows (which a peer API resumes if the process that started them dies).

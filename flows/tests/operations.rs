@@ -5,7 +5,7 @@ mod support;
 
 use ember_common::ErrorKind;
 use ember_common::model::{SnapshotStatus, VolumeStatus};
-use ember_common::ops::{CreateSnapshot, CreateVolume, VolumeOps};
+use ember_common::ops::{CreateSnapshot, CreateVolume, DeleteVolume, VolumeOps};
 use ember_common::repo::SnapshotRepo;
 use ember_drivers::FakeOp;
 use support::{Cluster, Options, ctx, on_every_db, two_fakes, wait_gone, wait_snapshot};
@@ -176,6 +176,58 @@ async fn a_failed_snapshot_ends_in_error_and_its_delete_releases_the_quota() {
         let other = ember_common::ops::RequestContext { project_id: "p2".into(), ..ctx() };
         let req = CreateSnapshot { volume_id: v.id.clone(), ..Default::default() };
         assert_eq!(c.ops.create_snapshot(&other, req).await.unwrap_err().kind, ErrorKind::NotFound);
+        c.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_left_in_error_deleting_is_finished_by_an_admins_force() {
+    on_every_db(|db| async move {
+        let (fakes, drivers) = two_fakes();
+        let c = Cluster::start(&db, drivers, Options::default()).await;
+        let admin = ember_common::ops::RequestContext { is_admin: true, ..ctx() };
+        let force = DeleteVolume { cascade: false, force: true };
+        let v = available(&c, 2).await;
+        let req = CreateSnapshot { volume_id: v.id.clone(), ..Default::default() };
+        let s = c.ops.create_snapshot(&ctx(), req).await.unwrap();
+        wait_snapshot(&c, &s.id, |s| s.status == SnapshotStatus::Available).await;
+        // A snapshot the backend fails to delete, then deleted again by force.
+        for f in &fakes {
+            f.fail_next(FakeOp::DeleteSnapshot, 1);
+        }
+        c.ops.delete_snapshot(&ctx(), &s.id, false).await.unwrap();
+        wait_snapshot(&c, &s.id, |s| s.status == SnapshotStatus::ErrorDeleting).await;
+        c.wait_idle(false).await;
+        c.ops.delete_snapshot(&admin, &s.id, true).await.unwrap();
+        support::poll(
+            std::time::Duration::from_secs(30),
+            "snapshot deletion",
+            || {
+                let repo = c.repo.clone();
+                let id = s.id.clone();
+                async move { Some(repo.get_snapshot(&id).await.is_err()) }
+            },
+            |gone| *gone,
+        )
+        .await;
+        // The same for the volume.
+        for f in &fakes {
+            f.fail_next(FakeOp::DeleteVolume, 1);
+        }
+        c.ops.delete_volume(&ctx(), &v.id, Default::default()).await.unwrap();
+        c.wait_status(&v.id, VolumeStatus::ErrorDeleting).await;
+        c.wait_idle(false).await;
+        c.ops.delete_volume(&admin, &v.id, force).await.unwrap();
+        wait_gone(&c, &v.id).await;
+        c.wait_idle(false).await;
+        assert!(fakes.iter().all(|f| f.volume_ids().is_empty() && f.snapshot_ids().is_empty()));
+        assert_eq!(c.flow_count("volume_delete_manager").await, 2);
+        assert_eq!(c.flow_count("snapshot_delete_manager").await, 2);
+        for r in ["volumes", "snapshots", "gigabytes"] {
+            let u = c.usage(r).await;
+            assert_eq!((u.in_use, u.reserved), (0, 0), "{r}");
+        }
         c.stop().await;
     })
     .await;

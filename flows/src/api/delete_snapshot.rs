@@ -15,7 +15,7 @@ use ember_engine::{Context, Failure, Flow, Task, Values, async_trait};
 
 use crate::deps::Deps;
 use crate::error::{domain, fail};
-use crate::handoff::{Handoff, flow_id, hand_off, volume_topic};
+use crate::handoff::{Handoff, hand_off, request_flow_id, volume_topic};
 use crate::keys::*;
 use crate::manager::delete_snapshot::FLOW as MANAGER_FLOW;
 use crate::tasks::{backend, own_snapshot};
@@ -87,7 +87,8 @@ impl Task for SnapshotDeleteEntry {
 }
 
 /// Hands the delete to the backend of the snapshot's volume: records
-/// `snapshot_delete_manager` and wakes `volume.<host@backend>`.
+/// `snapshot_delete_manager` (one per request, see [`request_flow_id`]) and wakes
+/// `volume.<host@backend>`.
 /// Revert: nothing.
 pub struct SnapshotDeleteCast {
     deps: Arc<Deps>,
@@ -112,7 +113,7 @@ impl Task for SnapshotDeleteCast {
             .with(&BACKEND, backend.clone());
         let h = Handoff {
             name: MANAGER_FLOW,
-            id: flow_id(MANAGER_FLOW, &s.id, None),
+            id: request_flow_id(MANAGER_FLOW, &s.id, ctx.flow_id()),
             topic: volume_topic(&backend),
             subject: &s.id,
             inputs,

@@ -20,7 +20,7 @@ use ember_engine::{Context, Failure, Flow, Task, Values, async_trait};
 
 use crate::deps::Deps;
 use crate::error::{domain, fail};
-use crate::handoff::{Handoff, flow_id, hand_off, volume_topic};
+use crate::handoff::{Handoff, hand_off, request_flow_id, volume_topic};
 use crate::keys::*;
 use crate::manager::delete_volume::FLOW as MANAGER_FLOW;
 use crate::tasks::{EntryDestroy, QuotaReleaseReserve, Released, backend, own_volume};
@@ -120,7 +120,7 @@ impl Task for VolumeDeleteEntry {
 }
 
 /// Hands a scheduled volume to its backend: records `volume_delete_manager` (one per
-/// volume, as a deleted volume never comes back) and wakes `volume.<host@backend>`.
+/// request, see [`request_flow_id`]) and wakes `volume.<host@backend>`.
 /// Revert: nothing.
 pub struct VolumeDeleteCast {
     deps: Arc<Deps>,
@@ -147,7 +147,7 @@ impl Task for VolumeDeleteCast {
             .with(&BACKEND, backend.clone());
         let h = Handoff {
             name: MANAGER_FLOW,
-            id: flow_id(MANAGER_FLOW, &v.id, None),
+            id: request_flow_id(MANAGER_FLOW, &v.id, ctx.flow_id()),
             topic: volume_topic(&backend),
             subject: &v.id,
             inputs,
