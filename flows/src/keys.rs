@@ -22,6 +22,11 @@ pub const SNAPSHOT_ID: Key<String> = Key::new("snapshot_id");
 pub const VOLUME: Key<Volume> = Key::new("volume");
 /// The snapshot row as a task read or wrote it.
 pub const SNAPSHOT: Key<Snapshot> = Key::new("snapshot");
+/// The snapshots a cascade delete removes with their volume.
+pub const SNAPSHOTS: Key<Vec<Snapshot>> = Key::new("snapshots");
+/// Whether a volume delete removes the volume's snapshots first (`?cascade=true`). Optional
+/// in the manager flow: a flow recorded before cascades were served has none.
+pub const CASCADE: Key<bool> = Key::new("cascade");
 /// The size in GiB (of the new volume, or the new size of an extend).
 pub const SIZE: Key<i64> = Key::new("size");
 /// The snapshot a new volume is made from.
@@ -40,6 +45,8 @@ pub const MULTIATTACH: Key<bool> = Key::new("multiattach");
 pub const RESERVATIONS: Key<Vec<String>> = Key::new("reservations");
 /// The ids of the negative reservations that hand usage back on delete.
 pub const RELEASE_RESERVATIONS: Key<Vec<String>> = Key::new("release_reservations");
+/// The ids of the negative reservations that hand the usage of a cascade's snapshots back.
+pub const SNAPSHOT_RELEASE_RESERVATIONS: Key<Vec<String>> = Key::new("snapshot_release_reservations");
 /// The request spec as handed to the scheduler (scheduler flow input).
 pub const RAW_REQUEST_SPEC: Key<RequestSpec> = Key::new("raw_request_spec");
 /// The request spec the scheduler placed (manager flow input, scheduler flow output).

@@ -47,7 +47,9 @@
 //! - Driver calls rely on the drivers' contract: creating what exists with the same size
 //!   succeeds, deleting what is missing succeeds.
 //! - Destroy-and-release tasks soft-delete the row (a compare-and-swap, a no-op the second
-//!   time) and then commit the release reserved by the step before, which is idempotent.
+//!   time) and then commit the release reserved by the step before, which is idempotent. A
+//!   cascade's snapshots go the same way in steps of their own, each step covering all of
+//!   them, so the release of every snapshot is stored before the first row goes.
 //!
 //! - `ScheduleCreateVolumeTask`, run again, first looks for the manager flow of its attempt
 //!   (handed off already: done), then for a host on the row (placed but not handed off:
@@ -73,9 +75,16 @@
 //!   check on that backend.
 //! - `OnFailureRescheduleTask` stops at `scheduler_max_attempts` itself instead of casting
 //!   one more time to a scheduler that would refuse it; the outcome (`error`) is the same.
-//! - Not yet: cascade delete, volumes from backups or images (a clear 400 up front), the
-//!   availability-zone check against the services' zones, and holding a snapshot or source
-//!   volume against deletion while a volume is made from it.
+//! - A cascade delete moves the volume and its snapshots to `deleting` in one transaction,
+//!   or none of them: a snapshot in another status is a clean 400 that changes nothing,
+//!   where Cinder's separate swaps leave the volume in `error_deleting`. The backend deletes
+//!   every snapshot, then releases their usage and removes their rows together, then does
+//!   the same for the volume (Cinder finishes each snapshot in turn); a failure leaves the
+//!   snapshots not yet removed and the volume in `error_deleting`, including a snapshot the
+//!   driver found busy (Cinder puts that one back to `available` and carries on).
+//! - Not yet: volumes from backups or images (a clear 400 up front), the availability-zone
+//!   check against the services' zones, and holding a snapshot or source volume against
+//!   deletion while a volume is made from it.
 
 pub mod api;
 pub mod deps;

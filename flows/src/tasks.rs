@@ -87,10 +87,13 @@ impl Task for ExtractSnapshotRef {
 pub(crate) enum Released {
     Volume,
     Snapshot,
+    /// The snapshots of a cascade delete ([`SNAPSHOTS`]), released apart from their volume
+    /// under names and keys of their own.
+    Snapshots,
 }
 
-/// Reserves the negated usage of the volume or snapshot being deleted; the destroy task
-/// after it commits the release once the row is gone. Skipped (nothing reserved) when
+/// Reserves the negated usage of the volume or snapshot(s) being deleted; the destroy task
+/// after it commits the release once the rows are gone. Skipped (nothing reserved) when
 /// `only_unscheduled` is set and the volume has a host: its backend's flow releases it.
 /// Revert: nothing (an uncommitted negative reservation changes no usage).
 pub struct QuotaReleaseReserve {
@@ -102,38 +105,54 @@ pub struct QuotaReleaseReserve {
 #[async_trait]
 impl Task for QuotaReleaseReserve {
     fn name(&self) -> &str {
-        "QuotaReleaseReserveTask"
+        match self.what {
+            Released::Snapshots => "SnapshotsQuotaReleaseReserveTask",
+            Released::Volume | Released::Snapshot => "QuotaReleaseReserveTask",
+        }
     }
     fn optional(&self) -> &[&'static str] {
-        const { &[VOLUME.name(), SNAPSHOT.name()] }
+        const { &[VOLUME.name(), SNAPSHOT.name(), SNAPSHOTS.name()] }
     }
     fn provides(&self) -> &[&'static str] {
-        const { &[RELEASE_RESERVATIONS.name()] }
+        match self.what {
+            Released::Snapshots => const { &[SNAPSHOT_RELEASE_RESERVATIONS.name()] },
+            Released::Volume | Released::Snapshot => const { &[RELEASE_RESERVATIONS.name()] },
+        }
     }
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
-        let (project, deltas) = match self.what {
+        let key = key(ctx);
+        let snapshot_release = |s: Snapshot, key: String| async move {
+            let t = type_name(&self.deps, &s.volume_type_id).await?;
+            reserve_release(&self.deps, &key, &s.project_id, &snapshot_deltas(1, s.volume_size, &t)).await
+        };
+        let ids = match self.what {
             Released::Volume => {
                 let v = ctx.get(&VOLUME)?;
                 if self.only_unscheduled && v.host.is_some() {
                     return Ok(Values::new().with(&RELEASE_RESERVATIONS, Vec::new()));
                 }
                 let t = type_name(&self.deps, &v.volume_type_id).await?;
-                (v.project_id, volume_deltas(1, v.size, &t))
+                reserve_release(&self.deps, &key, &v.project_id, &volume_deltas(1, v.size, &t)).await?
             }
-            Released::Snapshot => {
-                let s = ctx.get(&SNAPSHOT)?;
-                let t = type_name(&self.deps, &s.volume_type_id).await?;
-                (s.project_id, snapshot_deltas(1, s.volume_size, &t))
+            Released::Snapshot => snapshot_release(ctx.get(&SNAPSHOT)?, key).await?,
+            Released::Snapshots => {
+                // One reservation per snapshot (each may have its own project and type), each
+                // under a key of its own, so a re-run finds the reservations already made.
+                let mut ids = Vec::new();
+                for s in ctx.get(&SNAPSHOTS)? {
+                    let snapshot_key = format!("{key}/{}", s.id);
+                    ids.extend(snapshot_release(s, snapshot_key).await?);
+                }
+                return Ok(Values::new().with(&SNAPSHOT_RELEASE_RESERVATIONS, ids));
             }
         };
-        let ids = reserve_release(&self.deps, &key(ctx), &project, &deltas).await?;
         Ok(Values::new().with(&RELEASE_RESERVATIONS, ids))
     }
 }
 
-/// Soft-deletes the row in `deleting` and commits the release reserved before it; a
-/// re-run finds the row gone and commits again, which skips what was committed. Skipped
+/// Soft-deletes the row(s) in `deleting` and commits the release reserved before; a
+/// re-run finds the rows gone and commits again, which skips what was committed. Skipped
 /// like [`QuotaReleaseReserve`] for a scheduled volume in the api flow.
 /// Revert: nothing (a deleted row stays deleted).
 pub struct EntryDestroy {
@@ -145,18 +164,25 @@ pub struct EntryDestroy {
 #[async_trait]
 impl Task for EntryDestroy {
     fn name(&self) -> &str {
-        "EntryDestroyTask"
+        match self.what {
+            Released::Snapshots => "SnapshotsEntryDestroyTask",
+            Released::Volume | Released::Snapshot => "EntryDestroyTask",
+        }
     }
     fn requires(&self) -> &[&'static str] {
-        const { &[RELEASE_RESERVATIONS.name()] }
+        match self.what {
+            Released::Snapshots => const { &[SNAPSHOT_RELEASE_RESERVATIONS.name()] },
+            Released::Volume | Released::Snapshot => const { &[RELEASE_RESERVATIONS.name()] },
+        }
     }
     fn optional(&self) -> &[&'static str] {
-        const { &[VOLUME.name(), SNAPSHOT.name()] }
+        const { &[VOLUME.name(), SNAPSHOT.name(), SNAPSHOTS.name()] }
     }
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
         use ember_common::model::{SnapshotStatus, VolumeExpect, VolumeStatus};
-        match self.what {
+        let deleting = [SnapshotStatus::Deleting];
+        let reservations = match self.what {
             Released::Volume => {
                 let v = ctx.get(&VOLUME)?;
                 if self.only_unscheduled && v.host.is_some() {
@@ -164,17 +190,21 @@ impl Task for EntryDestroy {
                 }
                 let expect = VolumeExpect::status_in(&[VolumeStatus::Deleting]);
                 self.deps.volumes.soft_delete_volume(&v.id, &expect).await.map_err(domain)?;
+                ctx.get(&RELEASE_RESERVATIONS)?
             }
             Released::Snapshot => {
                 let s = ctx.get(&SNAPSHOT)?;
-                self.deps
-                    .snapshots
-                    .soft_delete_snapshot(&s.id, &[SnapshotStatus::Deleting])
-                    .await
-                    .map_err(domain)?;
+                self.deps.snapshots.soft_delete_snapshot(&s.id, &deleting).await.map_err(domain)?;
+                ctx.get(&RELEASE_RESERVATIONS)?
             }
-        }
-        self.deps.quotas.commit(&ctx.get(&RELEASE_RESERVATIONS)?).await.map_err(domain)?;
+            Released::Snapshots => {
+                for s in ctx.get(&SNAPSHOTS)? {
+                    self.deps.snapshots.soft_delete_snapshot(&s.id, &deleting).await.map_err(domain)?;
+                }
+                ctx.get(&SNAPSHOT_RELEASE_RESERVATIONS)?
+            }
+        };
+        self.deps.quotas.commit(&reservations).await.map_err(domain)?;
         Ok(Values::new())
     }
 }

@@ -3,18 +3,24 @@
 //! Steps:
 //!
 //! 1. `VolumeDeleteEntryTask`: compare-and-swap of the volume to `deleting` under Cinder's
-//!    conditions (status, not attached, not migrating, no group, no snapshots).
+//!    conditions (status, not attached, not migrating, no group, no snapshots). With
+//!    `cascade`, the volume's snapshots must instead all be `available` or `error` (any
+//!    status with `force`; a non-admin's must all be of their project), and they move to
+//!    `deleting` in the same transaction as the volume, or nothing moves.
 //! 2. `QuotaReleaseReserveTask` and 3. `EntryDestroyTask`: for a volume that was never
 //!    scheduled (no host), the API deletes the row and hands its usage back itself, as
 //!    Cinder does; they do nothing for a scheduled volume.
 //! 4. `VolumeDeleteCastTask`: hands a scheduled volume to its backend's
-//!    `volume_delete_manager` flow.
+//!    `volume_delete_manager` flow, which deletes a cascade's snapshots first.
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use ember_common::ErrorKind;
-use ember_common::model::{AttachStatus, VolumeChanges, VolumeExpect, VolumeStatus};
+use ember_common::model::{
+    AttachStatus, SnapshotChanges, SnapshotStatus, SnapshotsExpect, Volume, VolumeChanges, VolumeExpect,
+    VolumeStatus,
+};
 use ember_common::ops::{DeleteVolume, RequestContext};
 use ember_engine::{Context, Failure, Flow, Task, Values, async_trait};
 
@@ -52,8 +58,9 @@ const INVALID: &str = "Invalid volume: Volume status must be available or error 
                        group, have snapshots or be disassociated from snapshots after volume transfer.";
 
 /// Moves the volume to `deleting` (and sets `terminated_at`) with one compare-and-swap; a
-/// lost swap is Cinder's `InvalidVolume` (400). A re-run after a crash adopts a volume
-/// already in `deleting`.
+/// lost swap is Cinder's `InvalidVolume` (400). With `cascade`, the volume's snapshots move
+/// to `deleting` in the same transaction, all or none. A re-run after a crash adopts a
+/// volume already in `deleting`.
 /// Revert: nothing (a volume in `deleting` is finished by the delete flow or an admin).
 pub struct VolumeDeleteEntry {
     deps: Arc<Deps>,
@@ -76,9 +83,6 @@ impl Task for VolumeDeleteEntry {
         let opts = ctx.get(&DELETE_OPTIONS)?;
         let id = ctx.get(&VOLUME_ID)?;
         let current = own_volume(&self.deps, &rc, &id).await?;
-        if opts.cascade {
-            return Err(fail(ErrorKind::BadRequest, "Deleting a volume with cascade is not supported yet."));
-        }
         if opts.force && !rc.is_admin {
             return Err(fail(
                 ErrorKind::Forbidden,
@@ -90,25 +94,24 @@ impl Task for VolumeDeleteEntry {
                 AttachStatus::ALL.iter().copied().filter(|s| *s != AttachStatus::Attached).collect(),
             ),
             group_id: Some(None),
-            no_snapshots: true,
+            no_snapshots: !opts.cascade,
             ..VolumeExpect::default()
         }
         .not_migrating();
         if !opts.force {
-            expect.status = Some(vec![
-                VolumeStatus::Available,
-                VolumeStatus::Error,
-                VolumeStatus::ErrorRestoring,
-                VolumeStatus::ErrorExtending,
-                VolumeStatus::ErrorManaging,
-            ]);
+            expect.status = Some(VolumeStatus::DELETABLE.to_vec());
         }
         let changes = VolumeChanges {
             status: Some(VolumeStatus::Deleting),
             terminated_at: Some(Some(Utc::now())),
             ..VolumeChanges::default()
         };
-        match self.deps.volumes.update_volume(&id, &expect, &changes).await.map_err(domain)? {
+        let won = if opts.cascade {
+            self.cascade(&rc, &id, opts.force, &expect, &changes).await?
+        } else {
+            self.deps.volumes.update_volume(&id, &expect, &changes).await.map_err(domain)?
+        };
+        match won {
             Some(v) => Ok(Values::new().with(&VOLUME, v)),
             // An earlier run of this task won the swap and died before its result was stored.
             None if ctx.attempt() > 1 && current.status == VolumeStatus::Deleting => {
@@ -116,6 +119,35 @@ impl Task for VolumeDeleteEntry {
             }
             None => Err(fail(ErrorKind::BadRequest, INVALID)),
         }
+    }
+}
+
+impl VolumeDeleteEntry {
+    /// Cinder's cascade conditions on the snapshots (`volume_has_undeletable_snapshots_filter`,
+    /// and `volume_has_other_project_snp_filter` for non-admins), applied with the volume's
+    /// swap in one transaction, so a refusal changes no row (Cinder's separate swaps leave
+    /// the volume in `error_deleting` when a snapshot's is lost).
+    async fn cascade(
+        &self,
+        rc: &RequestContext,
+        id: &str,
+        force: bool,
+        expect: &VolumeExpect,
+        changes: &VolumeChanges,
+    ) -> Result<Option<Volume>, Failure> {
+        let snapshots = SnapshotsExpect {
+            status: if force { Vec::new() } else { SnapshotStatus::DELETABLE.to_vec() },
+            project_id: (!rc.is_admin).then(|| rc.project_id.clone()),
+        };
+        let to_deleting =
+            SnapshotChanges { status: Some(SnapshotStatus::Deleting), ..SnapshotChanges::default() };
+        let won = self
+            .deps
+            .volumes
+            .update_volume_cascade(id, expect, changes, &snapshots, &to_deleting)
+            .await
+            .map_err(domain)?;
+        Ok(won.map(|(v, _)| v))
     }
 }
 
@@ -132,7 +164,7 @@ impl Task for VolumeDeleteCast {
         "VolumeDeleteCastTask"
     }
     fn requires(&self) -> &[&'static str] {
-        const { &[CONTEXT.name(), VOLUME.name()] }
+        const { &[CONTEXT.name(), VOLUME.name(), DELETE_OPTIONS.name()] }
     }
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
@@ -144,7 +176,8 @@ impl Task for VolumeDeleteCast {
         let inputs = Values::new()
             .with(&CONTEXT, ctx.get(&CONTEXT)?)
             .with(&VOLUME_ID, v.id.clone())
-            .with(&BACKEND, backend.clone());
+            .with(&BACKEND, backend.clone())
+            .with(&CASCADE, ctx.get(&DELETE_OPTIONS)?.cascade);
         let h = Handoff {
             name: MANAGER_FLOW,
             id: request_flow_id(MANAGER_FLOW, &v.id, ctx.flow_id()),

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use crate::error::Result;
 use crate::model::{
     AttachStatus, AttachmentChanges, Backup, BackupChanges, BackupFilter, BackupStatus, ListOptions,
-    QuotaSet, Service, ServiceFilter, Snapshot, SnapshotChanges, SnapshotFilter, SnapshotStatus, Volume,
-    VolumeAttachment, VolumeChanges, VolumeExpect, VolumeFilter, VolumeType,
+    QuotaSet, Service, ServiceFilter, Snapshot, SnapshotChanges, SnapshotFilter, SnapshotStatus,
+    SnapshotsExpect, Volume, VolumeAttachment, VolumeChanges, VolumeExpect, VolumeFilter, VolumeType,
 };
 
 /// Which metadata of a volume an operation touches.
@@ -45,6 +45,19 @@ pub trait VolumeRepo: Send + Sync {
         expect: &VolumeExpect,
         changes: &VolumeChanges,
     ) -> Result<Option<Volume>>;
+    /// Cinder's cascade delete swap, in one transaction: writes `changes` to the volume iff
+    /// it matches `expect` and each of its live snapshots matches `snapshots`, then
+    /// `snapshot_changes` to every one of those snapshots. All or nothing: `None` when an
+    /// expectation did not hold, and then nothing is written. Returns the volume and its
+    /// snapshots as written.
+    async fn update_volume_cascade(
+        &self,
+        id: &str,
+        expect: &VolumeExpect,
+        changes: &VolumeChanges,
+        snapshots: &SnapshotsExpect,
+        snapshot_changes: &SnapshotChanges,
+    ) -> Result<Option<(Volume, Vec<Snapshot>)>>;
     /// Recomputes `attach_status` and `status` from the volume's live attachments, as
     /// Cinder's `_get_statuses_from_attachments` after a detach: the smallest attachment
     /// status that is not an error (`attached` < `attaching` < `detaching` < `reserved`), or

@@ -16,13 +16,13 @@ use crate::sql::{
 };
 use crate::{SqlRepo, with_pool};
 
-const COLUMNS: &str = "id, project_id, user_id, volume_id, volume_type_id, name, description, volume_size, \
+pub(crate) const COLUMNS: &str = "id, project_id, user_id, volume_id, volume_type_id, name, description, volume_size, \
     status, progress, provider_location, provider_id, group_snapshot_id, consumes_quota, created_at, \
     updated_at, deleted, deleted_at";
 
 /// A `snapshots` row as stored.
 #[derive(sqlx::FromRow)]
-struct Row {
+pub(crate) struct Row {
     id: String,
     project_id: String,
     user_id: String,
@@ -44,7 +44,7 @@ struct Row {
 }
 
 impl Row {
-    fn into_model(self) -> Result<Snapshot> {
+    pub(crate) fn into_model(self) -> Result<Snapshot> {
         Ok(Snapshot {
             status: parse(&self.status)?,
             created_at: dt(self.created_at)?,
@@ -69,6 +69,18 @@ impl Row {
     }
 }
 
+/// The SET list of `c` (without `updated_at`).
+pub(crate) fn change_sets(c: &SnapshotChanges) -> Sets {
+    let mut sets = Sets::default();
+    sets.opt("status", c.status.map(|s| s.as_str()));
+    sets.opt("progress", c.progress.clone());
+    sets.opt("name", c.name.clone());
+    sets.opt("description", c.description.clone());
+    sets.opt("provider_location", c.provider_location.clone());
+    sets.opt("provider_id", c.provider_id.clone());
+    sets
+}
+
 fn sort_column(key: SortKey, m: Option<&Snapshot>) -> Option<(&'static str, Option<Arg>)> {
     Some(match key {
         SortKey::CreatedAt => ("created_at", m.map(|s| s.created_at.into())),
@@ -91,14 +103,20 @@ impl SqlRepo {
                 .await)
             .map_err(db_err)?;
         let mut snaps = rows.into_iter().map(Row::into_model).collect::<Result<Vec<_>>>()?;
+        self.attach_snapshot_metadata(&mut snaps).await?;
+        Ok(snaps)
+    }
+
+    /// Loads the metadata of `snaps` with one query.
+    pub(crate) async fn attach_snapshot_metadata(&self, snaps: &mut [Snapshot]) -> Result<()> {
         if !snaps.is_empty() {
             let ids: Vec<&str> = snaps.iter().map(|s| s.id.as_str()).collect();
             let mut meta = metadata::load_many(&self.db, MetaTable::Snapshot, &ids).await?;
-            for s in &mut snaps {
+            for s in snaps {
                 s.metadata = meta.remove(&s.id).unwrap_or_default();
             }
         }
-        Ok(snaps)
+        Ok(())
     }
 
     async fn snapshot_where(&self, live_only: bool, id: &str) -> Result<Snapshot> {
@@ -193,15 +211,8 @@ impl SnapshotRepo for SqlRepo {
         expected: &[SnapshotStatus],
         c: &SnapshotChanges,
     ) -> Result<Option<Snapshot>> {
-        let mut sets = Sets::default();
-        sets.opt("status", c.status.map(|s| s.as_str()));
-        sets.opt("progress", c.progress.clone());
-        sets.opt("name", c.name.clone());
-        sets.opt("description", c.description.clone());
-        sets.opt("provider_location", c.provider_location.clone());
-        sets.opt("provider_id", c.provider_id.clone());
         let expected: Vec<&str> = expected.iter().map(|s| s.as_str()).collect();
-        let sql = cas_sql("snapshots", "status", id, &expected, sets, COLUMNS);
+        let sql = cas_sql("snapshots", "status", id, &expected, change_sets(c), COLUMNS);
         Ok(self.fetch_snapshots(&sql).await?.pop())
     }
 

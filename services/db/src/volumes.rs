@@ -5,13 +5,18 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::Utc;
 
-use ember_common::model::{ListOptions, SortKey, Volume, VolumeChanges, VolumeExpect, VolumeFilter};
+use ember_common::model::{
+    ListOptions, Snapshot, SnapshotChanges, SnapshotsExpect, SortKey, Volume, VolumeChanges, VolumeExpect,
+    VolumeFilter,
+};
 use ember_common::repo::{MetadataKind, VolumeRepo};
 use ember_common::{Error, ResourceKind, Result};
 
 use crate::metadata::{self, MetaTable};
+use crate::snapshots as snaps;
 use crate::sql::{
-    Arg, Sets, Sql, bind_args, db_err, dt, execute, is_unique_violation, opt_dt, paginate, parse, with_tx,
+    Arg, Dialect, Sets, Sql, bind_args, db_err, dt, execute, is_unique_violation, opt_dt, paginate, parse,
+    with_tx,
 };
 use crate::{SqlRepo, with_pool};
 
@@ -177,6 +182,22 @@ fn change_sets(c: &VolumeChanges) -> Sets {
     s.opt("launched_at", c.launched_at);
     s.opt("terminated_at", c.terminated_at);
     s
+}
+
+/// The compare-and-swap UPDATE of one live volume, returning its new row.
+fn update_sql(id: &str, expect: &VolumeExpect, changes: &VolumeChanges) -> Sql {
+    let mut sql = Sql::new("UPDATE volumes SET updated_at = ");
+    sql.arg(Utc::now());
+    // SQL evaluates every right-hand side against the old row, so this copies the status
+    // from before the update whatever the order of the assignments.
+    if changes.previous_status_from_status {
+        sql.push(", previous_status = status");
+    }
+    change_sets(changes).write(&mut sql, false);
+    sql.push(" WHERE id = ").arg(id).push(" AND deleted = FALSE");
+    push_expect(&mut sql, expect);
+    sql.push(&format!(" RETURNING {COLUMNS}"));
+    sql
 }
 
 /// Appends the conditions of `expect` to a statement already filtered by id.
@@ -385,18 +406,66 @@ impl VolumeRepo for SqlRepo {
         expect: &VolumeExpect,
         changes: &VolumeChanges,
     ) -> Result<Option<Volume>> {
-        let mut sql = Sql::new("UPDATE volumes SET updated_at = ");
-        sql.arg(Utc::now());
-        // SQL evaluates every right-hand side against the old row, so this copies the status
-        // from before the update whatever the order of the assignments.
-        if changes.previous_status_from_status {
-            sql.push(", previous_status = status");
+        Ok(self.fetch_volumes(&update_sql(id, expect, changes)).await?.pop())
+    }
+
+    async fn update_volume_cascade(
+        &self,
+        id: &str,
+        expect: &VolumeExpect,
+        changes: &VolumeChanges,
+        snapshots: &SnapshotsExpect,
+        snapshot_changes: &SnapshotChanges,
+    ) -> Result<Option<(Volume, Vec<Snapshot>)>> {
+        let mut held = Sql::new(&format!(
+            "SELECT {} FROM snapshots WHERE deleted = FALSE AND volume_id = ",
+            snaps::COLUMNS
+        ));
+        held.arg(id).push(" ORDER BY id").push(Dialect::of(&self.db).for_update());
+        let volume = update_sql(id, expect, changes);
+        let written: Result<Option<(Row, Vec<snaps::Row>)>> = with_tx!(&self.db, |tx| async {
+            // The snapshots are read (and on PostgreSQL locked) before anything is written,
+            // so a refusal leaves every row as it was.
+            let rows: Vec<snaps::Row> = bind_args!(sqlx::query_as::<_, snaps::Row>(&held.text), &held.args)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let current = rows.into_iter().map(snaps::Row::into_model).collect::<Result<Vec<_>>>()?;
+            if !current.iter().all(|s| snapshots.matches(s)) {
+                return Ok(None);
+            }
+            let row = bind_args!(sqlx::query_as::<_, Row>(&volume.text), &volume.args)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let Some(row) = row else { return Ok(None) };
+            if current.is_empty() {
+                return Ok(Some((row, Vec::new())));
+            }
+            let mut update = Sql::new("UPDATE snapshots SET updated_at = ");
+            update.arg(Utc::now());
+            snaps::change_sets(snapshot_changes).write(&mut update, false);
+            update.push(" WHERE deleted = FALSE AND id IN ").list(current.iter().map(|s| s.id.as_str()));
+            update.push(&format!(" RETURNING {}", snaps::COLUMNS));
+            let updated: Vec<snaps::Row> =
+                bind_args!(sqlx::query_as::<_, snaps::Row>(&update.text), &update.args)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            if updated.len() != current.len() {
+                // Cannot happen under the locks; an error rolls the volume's swap back.
+                return Err(Error::Storage(format!("volume {id}: snapshots changed during a cascade")));
+            }
+            Ok(Some((row, updated)))
         }
-        change_sets(changes).write(&mut sql, false);
-        sql.push(" WHERE id = ").arg(id).push(" AND deleted = FALSE");
-        push_expect(&mut sql, expect);
-        sql.push(&format!(" RETURNING {COLUMNS}"));
-        Ok(self.fetch_volumes(&sql).await?.pop())
+        .await);
+        let Some((row, rows)) = written? else { return Ok(None) };
+        let mut volumes = vec![row.into_model()?];
+        self.attach_volume_metadata(&mut volumes).await?;
+        let mut snapshots = rows.into_iter().map(snaps::Row::into_model).collect::<Result<Vec<_>>>()?;
+        snapshots.sort_by(|a, b| a.id.cmp(&b.id));
+        self.attach_snapshot_metadata(&mut snapshots).await?;
+        Ok(volumes.pop().map(|v| (v, snapshots)))
     }
 
     async fn sync_attach_status(&self, id: &str) -> Result<Volume> {

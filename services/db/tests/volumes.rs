@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ember_common::model::{
-    AttachStatus, DEFAULT_VOLUME_TYPE_ID, ListOptions, QuotaDefaults, SortDir, SortKey, Volume,
-    VolumeChanges, VolumeExpect, VolumeFilter, VolumeStatus,
+    AttachStatus, DEFAULT_VOLUME_TYPE_ID, ListOptions, QuotaDefaults, Snapshot, SnapshotChanges,
+    SnapshotStatus, SnapshotsExpect, SortDir, SortKey, Volume, VolumeChanges, VolumeExpect, VolumeFilter,
+    VolumeStatus,
 };
-use ember_common::repo::{MetadataKind, VolumeRepo};
+use ember_common::repo::{MetadataKind, SnapshotRepo, VolumeRepo};
 use ember_common::{Error, ResourceKind};
 use ember_db::SqlRepo;
 use ember_db::testing::TestDb;
@@ -116,6 +117,95 @@ async fn cas_updates_name_what_they_expect() {
         let gone = repo.list_volumes(&all, &ListOptions::default()).await.unwrap();
         assert_eq!(gone[0].status, VolumeStatus::Deleted);
         assert!(gone[0].deleted && gone[0].deleted_at.is_some() && gone[0].terminated_at.is_some());
+        t.cleanup().await.unwrap();
+    }
+}
+
+/// Sets the status of snapshot `id` whatever it was.
+async fn set_snapshot_status(repo: &SqlRepo, id: &str, status: SnapshotStatus) {
+    let changes = SnapshotChanges { status: Some(status), ..SnapshotChanges::default() };
+    repo.update_snapshot(id, &[], &changes).await.unwrap().unwrap();
+}
+
+/// The status of volume `id` and of its snapshots `snaps`.
+async fn statuses(repo: &SqlRepo, id: &str, snaps: &[String]) -> (VolumeStatus, Vec<SnapshotStatus>) {
+    let volume = repo.get_volume(id).await.unwrap().status;
+    let mut out = Vec::new();
+    for s in snaps {
+        out.push(repo.get_snapshot(s).await.unwrap().status);
+    }
+    (volume, out)
+}
+
+#[tokio::test]
+async fn a_cascade_swap_moves_the_volume_and_its_snapshots_or_nothing() {
+    for t in TestDb::all().await.unwrap() {
+        let repo = SqlRepo::new(t.db.clone(), QuotaDefaults::default());
+        let v = repo.create_volume(&volume("p1", "vol", 2)).await.unwrap();
+        repo.update_volume(&v.id, &VolumeExpect::default(), &VolumeChanges::status(VolumeStatus::Available))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut snaps = Vec::new();
+        for (i, status) in [SnapshotStatus::Available, SnapshotStatus::Error, SnapshotStatus::Creating]
+            .into_iter()
+            .enumerate()
+        {
+            let mut s = Snapshot::new(format!("snap-{i}"), "p1", "user", &v.id, DEFAULT_VOLUME_TYPE_ID, 2);
+            s.metadata.insert("n".into(), i.to_string());
+            repo.create_snapshot(&s).await.unwrap();
+            set_snapshot_status(&repo, &s.id, status).await;
+            snaps.push(s.id);
+        }
+        let other = repo.create_volume(&volume("p1", "other", 1)).await.unwrap();
+        let untouched = Snapshot::new("snap-other", "p1", "user", &other.id, DEFAULT_VOLUME_TYPE_ID, 1);
+        repo.create_snapshot(&untouched).await.unwrap();
+        set_snapshot_status(&repo, &untouched.id, SnapshotStatus::Available).await;
+
+        let expect = VolumeExpect::status_in(VolumeStatus::DELETABLE);
+        let changes = VolumeChanges::status(VolumeStatus::Deleting);
+        let deletable = SnapshotsExpect { status: SnapshotStatus::DELETABLE.to_vec(), project_id: None };
+        let to_deleting = SnapshotChanges { status: Some(SnapshotStatus::Deleting), ..Default::default() };
+        let cascade = |snapshots: SnapshotsExpect| {
+            let (repo, expect, changes, to_deleting, id) = (&repo, &expect, &changes, &to_deleting, &v.id);
+            async move { repo.update_volume_cascade(id, expect, changes, &snapshots, to_deleting).await.unwrap() }
+        };
+        let unchanged = || statuses(&repo, &v.id, &snaps);
+        let before = unchanged().await;
+        // A snapshot in a transitional status refuses the whole swap.
+        assert_eq!(cascade(deletable.clone()).await, None, "{}", t.db.kind());
+        assert_eq!(unchanged().await, before);
+        // So does a snapshot of another project, for a non-admin.
+        set_snapshot_status(&repo, &snaps[2], SnapshotStatus::Available).await;
+        let before = unchanged().await;
+        let own = SnapshotsExpect { project_id: Some("p2".into()), ..deletable.clone() };
+        assert_eq!(cascade(own).await, None);
+        assert_eq!(unchanged().await, before);
+        // And a volume that does not match.
+        let busy = VolumeExpect::status_in(&[VolumeStatus::InUse]);
+        let lost = repo.update_volume_cascade(&v.id, &busy, &changes, &deletable, &to_deleting).await;
+        assert_eq!(lost.unwrap(), None);
+        assert_eq!(unchanged().await, before);
+        // Now every snapshot is deletable: all move together.
+        let (vol, moved) = cascade(deletable.clone()).await.expect("the cascade swap wins");
+        assert_eq!(vol.status, VolumeStatus::Deleting);
+        assert_eq!(moved.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), snaps);
+        assert!(moved.iter().all(|s| s.status == SnapshotStatus::Deleting && s.metadata.len() == 1));
+        assert_eq!(repo.get_snapshot(&untouched.id).await.unwrap().status, SnapshotStatus::Available);
+        // The volume is no longer deletable: a second swap loses.
+        assert_eq!(cascade(deletable.clone()).await, None);
+        // An admin's force accepts any snapshot status; a volume without snapshots moves alone.
+        let forced = SnapshotsExpect::default();
+        let any = VolumeExpect::default();
+        let (vol, moved) =
+            repo.update_volume_cascade(&v.id, &any, &changes, &forced, &to_deleting).await.unwrap().unwrap();
+        assert_eq!((vol.status, moved.len()), (VolumeStatus::Deleting, 3));
+        let (_, none) = repo
+            .update_volume_cascade(&other.id, &any, &changes, &forced, &to_deleting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(none.len(), 1, "the other volume's own snapshot");
         t.cleanup().await.unwrap();
     }
 }

@@ -16,7 +16,7 @@ pub use backup::{Backup, BackupChanges, BackupFilter};
 pub use page::{ListOptions, SortDir, SortKey};
 pub use quota::{QuotaDefaults, QuotaSet, QuotaUsage, Reservation};
 pub use service::{Service, ServiceFilter};
-pub use snapshot::{Snapshot, SnapshotChanges, SnapshotFilter};
+pub use snapshot::{Snapshot, SnapshotChanges, SnapshotFilter, SnapshotsExpect};
 pub use status::{AttachStatus, BackupStatus, MigrationStatus, SnapshotStatus, UnknownStatus, VolumeStatus};
 pub use volume::{Volume, VolumeChanges, VolumeExpect, VolumeFilter};
 pub use volume_type::{DEFAULT_VOLUME_TYPE_ID, DEFAULT_VOLUME_TYPE_NAME, VolumeType};

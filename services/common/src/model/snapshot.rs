@@ -78,6 +78,26 @@ pub struct SnapshotChanges {
     pub provider_id: Option<Option<String>>,
 }
 
+/// What a volume's cascade delete expects of each of the volume's live snapshots (Cinder's
+/// `volume_has_undeletable_snapshots_filter`, and `volume_has_other_project_snp_filter`
+/// for non-admins). A snapshot of a group snapshot never matches.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SnapshotsExpect {
+    /// The accepted statuses; any status when empty (an admin's `force`).
+    pub status: Vec<SnapshotStatus>,
+    /// The project every snapshot must belong to, when given.
+    pub project_id: Option<String>,
+}
+
+impl SnapshotsExpect {
+    /// Whether `s` meets the expectation.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        s.group_snapshot_id.is_none()
+            && (self.status.is_empty() || self.status.contains(&s.status))
+            && self.project_id.as_ref().is_none_or(|p| *p == s.project_id)
+    }
+}
+
 /// Filters of a snapshot list.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SnapshotFilter {

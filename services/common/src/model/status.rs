@@ -202,6 +202,10 @@ impl VolumeStatus {
 }
 
 impl SnapshotStatus {
+    /// The statuses a snapshot may be deleted from without `force`, alone or in a volume's
+    /// cascade delete (Cinder's `deletable_statuses`).
+    pub const DELETABLE: &'static [SnapshotStatus] = &[SnapshotStatus::Available, SnapshotStatus::Error];
+
     /// Whether the services move a snapshot from `self` to `to` (Cinder digest §3.3).
     pub fn can_transition(self, to: SnapshotStatus) -> bool {
         use SnapshotStatus::*;
