@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use axum::Json;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use md5::{Digest, Md5};
 use serde_json::json;
@@ -43,15 +43,13 @@ pub fn matches(headers: &HeaderMap, current: &str) -> bool {
     })
 }
 
-/// Refuses a write with 412 when the request (3.15+) carries an `If-Match` that does not
-/// name the metadata's current tag. Cinder answers 412 with an empty body; Ember keeps its
-/// rule that every error is a fault body.
+/// Refuses a write with 412 and an empty body, as Cinder does, when the request (3.15+)
+/// carries an `If-Match` that does not name the metadata's current tag.
 pub fn check(ctx: &Ctx, headers: &HeaderMap, metadata: &BTreeMap<String, String>) -> ApiResult<()> {
     if !ctx.version.at_least(MIN_MINOR) || matches(headers, &of(metadata)) {
         return Ok(());
     }
-    Err(Fault::new(
-        StatusCode::PRECONDITION_FAILED,
+    Err(Fault::precondition_failed(
         "The metadata changed since it was read (If-Match does not match its ETag).",
     ))
 }

@@ -45,6 +45,12 @@ impl Fault {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
     }
 
+    /// A failed `If-Match`: answered as Cinder does (`webob.Response(status_int=412)`), with
+    /// no body; the message is only for logs.
+    pub fn precondition_failed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PRECONDITION_FAILED, message)
+    }
+
     /// A 500 whose details were logged by the caller; the client sees a generic message.
     pub fn internal() -> Self {
         Self::new(
@@ -90,6 +96,10 @@ impl std::fmt::Display for Fault {
 
 impl IntoResponse for Fault {
     fn into_response(self) -> Response {
+        if self.status == StatusCode::PRECONDITION_FAILED {
+            // Cinder's 412 is a bare response, not a fault: clients expect no body.
+            return StatusCode::PRECONDITION_FAILED.into_response();
+        }
         let body = self.body().to_string();
         let mut response = (self.status, body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

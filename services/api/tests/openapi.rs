@@ -130,6 +130,22 @@ async fn openapi_json_is_served_without_a_token() {
         snapshot["responses"]["202"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/SnapshotResponse"
     );
+    // Every metadata write that If-Match guards documents the header and its bare 412.
+    for (method, resource, tail) in [
+        ("post", "volumes", "metadata"),
+        ("put", "volumes", "metadata"),
+        ("put", "volumes", "metadata/{key}"),
+        ("post", "snapshots", "metadata"),
+        ("put", "snapshots", "metadata"),
+        ("put", "snapshots", "metadata/{key}"),
+    ] {
+        let op = &doc["paths"][format!("/v3/{{project_id}}/{resource}/{{id}}/{tail}")][method];
+        let params = op["parameters"].as_array().cloned().unwrap_or_default();
+        assert!(params.iter().any(|p| p["name"] == "If-Match" && p["in"] == "header"), "{method} {resource}");
+        let refused = &op["responses"]["412"];
+        assert!(refused["description"].is_string(), "{method} {resource} {tail}");
+        assert!(refused.get("content").is_none(), "{method} {resource} {tail}: a 412 has no body");
+    }
     // Operation ids are unique, and every operation under a project names the token and
     // the microversion header.
     let ids: Vec<_> =

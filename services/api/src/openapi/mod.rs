@@ -222,6 +222,9 @@ pub fn document() -> Value {
         if path.starts_with("/v3/{project_id}/") {
             protect(operation);
         }
+        if is_guarded_metadata_write(method, path) {
+            if_match(operation);
+        }
     }
     doc["paths"] = Value::Object(paths);
     doc["components"]["securitySchemes"] = json!({
@@ -268,6 +271,29 @@ fn generated(method: &str, path: &str, tag: &str) -> Value {
             "schema": {"type": "object", "description": "Cinder's body for this request"}}}});
     }
     op
+}
+
+/// The writes of volume and snapshot metadata that `If-Match` guards (3.15+):
+/// `POST`/`PUT .../metadata` and `PUT .../metadata/{key}`.
+fn is_guarded_metadata_write(method: &str, path: &str) -> bool {
+    let metadata = path.ends_with("/{id}/metadata") || path.ends_with("/{id}/metadata/{key}");
+    let resource =
+        path.starts_with("/v3/{project_id}/volumes/") || path.starts_with("/v3/{project_id}/snapshots/");
+    resource && metadata && (method == "put" || (method == "post" && path.ends_with("/metadata")))
+}
+
+/// Documents `If-Match` and its 412 on a guarded write (the annotated ones have them).
+fn if_match(operation: &mut Value) {
+    let Some(params) = operation.get_mut("parameters").and_then(Value::as_array_mut) else { return };
+    if !params.iter().any(|p| p["name"] == "If-Match") {
+        params.push(json!({"name": "If-Match", "in": "header", "required": false,
+            "description": "3.15+: the ETag read before; another one answers 412",
+            "schema": {"type": "string"}}));
+    }
+    if operation["responses"].get("412").is_none() {
+        operation["responses"]["412"] =
+            json!({"description": "If-Match names another ETag; the body is empty, as Cinder's"});
+    }
 }
 
 /// `get__v3_project_id_volumes_id` for `get /v3/{project_id}/volumes/{id}`: unique,

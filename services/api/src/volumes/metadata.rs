@@ -91,7 +91,7 @@ pub async fn index(
             description = "All the metadata after the change",
             body = crate::openapi::schemas::Metadata,
         ),
-        (status = 412, description = "If-Match names another ETag", body = crate::openapi::schemas::Fault),
+        (status = 412, description = "If-Match names another ETag; the body is empty, as Cinder's"),
     ),
 )]
 pub async fn create(
@@ -125,7 +125,7 @@ pub async fn create(
     request_body = crate::openapi::schemas::Metadata,
     responses(
         (status = 200, description = "The new metadata", body = crate::openapi::schemas::Metadata),
-        (status = 412, description = "If-Match names another ETag", body = crate::openapi::schemas::Fault),
+        (status = 412, description = "If-Match names another ETag; the body is empty, as Cinder's"),
     ),
 )]
 pub async fn replace(
