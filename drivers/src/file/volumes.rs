@@ -5,12 +5,14 @@ use std::path::Path;
 use crate::driver::check_not_smaller;
 use crate::error::{DriverError, Result};
 use crate::file::image::{Header, ImageFormat, blocking, read_header};
-use crate::file::paths::{DataDir, Kind};
-use crate::file::{FileDriver, Setup, bytes, exists, nbd, publish, remove};
+use crate::file::paths::{self, DataDir, Kind};
+use crate::file::{FileDriver, Setup, bytes, exists, nbd, publish, qcow2, remove};
 use crate::types::{DriverVolume, ModelUpdate};
 
 impl FileDriver {
-    /// `qemu-img create` into `volume-<id>.tmp`, then rename.
+    /// A blank image in `volume-<id>.tmp`, then rename: qcow2 written natively (the bytes
+    /// `qemu-img create` writes, see [`qcow2`]) in one trip to the blocking pool, raw
+    /// through `qemu-img create`.
     pub(super) async fn create_blank(&self, volume: &DriverVolume) -> Result<ModelUpdate> {
         let setup = self.setup()?;
         let size = bytes(volume.size_gb)?;
@@ -20,9 +22,21 @@ impl FileDriver {
             return Ok(self.model_update(setup));
         }
         let tmp = setup.dir.tmp(Kind::Volume, &volume.id)?;
-        remove(&tmp).await?;
-        setup.qemu.create(&tmp, size, None).await?;
-        publish(&tmp, &path).await?;
+        match setup.qemu.format {
+            ImageFormat::Qcow2 => {
+                let (t, p) = (tmp, path.clone());
+                blocking("cannot create", &path, move || {
+                    qcow2::write_blank(&t, size)?;
+                    paths::publish(&t, &p)
+                })
+                .await?;
+            }
+            ImageFormat::Raw => {
+                remove(&tmp).await?;
+                setup.qemu.create(&tmp, size, None).await?;
+                publish(&tmp, &path).await?;
+            }
+        }
         Ok(self.model_update(setup))
     }
 
@@ -151,5 +165,5 @@ pub(super) async fn header(setup: &Setup, path: &Path) -> Result<Header> {
 /// Makes a removal durable.
 pub(super) async fn sync_parent(path: &Path) -> Result<()> {
     let p = path.to_owned();
-    blocking("cannot sync the directory of", path, move || crate::file::paths::sync_parent(&p)).await
+    blocking("cannot sync the directory of", path, move || paths::sync_parent(&p)).await
 }
