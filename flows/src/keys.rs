@@ -1,7 +1,7 @@
 //! The typed keys of every symbol the flows pass between tasks, named as Cinder's store
 //! names them, so a rename is a compile error.
 
-use ember_common::model::{Snapshot, Volume, VolumeType};
+use ember_common::model::{Snapshot, SnapshotStatus, Volume, VolumeType};
 use ember_common::ops::{CreateSnapshot, CreateVolume, DeleteVolume, RequestContext};
 use ember_engine::Key;
 use ember_scheduler::RequestSpec;
@@ -22,6 +22,8 @@ pub const SNAPSHOT_ID: Key<String> = Key::new("snapshot_id");
 pub const VOLUME: Key<Volume> = Key::new("volume");
 /// The snapshot row as a task read or wrote it.
 pub const SNAPSHOT: Key<Snapshot> = Key::new("snapshot");
+/// The status a snapshot had before a delete moved it to `deleting`.
+pub const PREVIOUS_SNAPSHOT_STATUS: Key<SnapshotStatus> = Key::new("previous_snapshot_status");
 /// The snapshots a cascade delete removes with their volume.
 pub const SNAPSHOTS: Key<Vec<Snapshot>> = Key::new("snapshots");
 /// Whether a volume delete removes the volume's snapshots first (`?cascade=true`). Optional

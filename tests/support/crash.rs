@@ -81,11 +81,22 @@ pub async fn discover(admin: &Cinder) -> Vec<Failpoint> {
     points
 }
 
+/// What a case does to the process at its failpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The process dies (abort); it is restarted or a peer takes over.
+    Crash,
+    /// The task fails (a panic, caught by the engine): the flow reverts what it did.
+    Failure,
+}
+
 /// What a case's operations start from.
 pub struct Prepared {
     base: String,
     snap: String,
     snap_to_delete: String,
+    /// The snapshots of `to_delete[0]`, which is deleted with them (`?cascade=true`).
+    cascaded: Vec<String>,
     to_delete: Vec<String>,
     to_extend: Vec<String>,
     other: String,
@@ -100,7 +111,7 @@ pub async fn prepare(c: &Cinder, project: &str) -> Prepared {
     for v in &vols {
         c.wait_status(&format!("/volumes/{v}"), "available", deadline).await;
     }
-    let snaps = join_all([&vols[0], &vols[0]].map(|v| c.create_snapshot(v))).await;
+    let snaps = join_all([&vols[0], &vols[0], &vols[1], &vols[1]].map(|v| c.create_snapshot(v))).await;
     for s in &snaps {
         c.wait_status(&format!("/snapshots/{s}"), "available", deadline).await;
     }
@@ -108,6 +119,7 @@ pub async fn prepare(c: &Cinder, project: &str) -> Prepared {
         base: vols[0].clone(),
         snap: snaps[0].clone(),
         snap_to_delete: snaps[1].clone(),
+        cascaded: snaps[2..].to_vec(),
         to_delete: vols[1..3].to_vec(),
         to_extend: vols[3..5].to_vec(),
         other: vols[5].clone(),
@@ -123,9 +135,10 @@ pub enum Expect {
 }
 
 /// Starts the 20 operations at once: 6 blank creates, 3 from a snapshot, 3 clones, 2
-/// deletes, 2 extends, 3 snapshot creates and a snapshot delete. Returns what the accepted
+/// deletes (one a cascade with two snapshots), 2 extends, 3 snapshot creates and a
+/// snapshot delete. Returns what the accepted
 /// ones must lead to; a request the dying process never answered promises nothing.
-pub async fn launch(c: &Cinder, p: &Prepared) -> Vec<Expect> {
+pub async fn launch(c: &Cinder, p: &Prepared, mode: Mode) -> Vec<Expect> {
     use reqwest::Method;
     let mut ops: Vec<(Method, String, Option<Value>)> = Vec::new();
     let create = |body: Value| (Method::POST, "/volumes".to_owned(), Some(json!({ "volume": body })));
@@ -136,7 +149,8 @@ pub async fn launch(c: &Cinder, p: &Prepared) -> Vec<Expect> {
         ops.push(create(json!({ "snapshot_id": p.snap, "name": format!("from-snap-{i}") })));
         ops.push(create(json!({ "source_volid": p.base, "name": format!("clone-{i}") })));
     }
-    for v in &p.to_delete {
+    ops.push((Method::DELETE, format!("/volumes/{}?cascade=true", p.to_delete[0]), None));
+    for v in &p.to_delete[1..] {
         ops.push((Method::DELETE, format!("/volumes/{v}"), None));
     }
     for v in &p.to_extend {
@@ -155,9 +169,13 @@ pub async fn launch(c: &Cinder, p: &Prepared) -> Vec<Expect> {
     let mut expect = Vec::new();
     for ((method, path, _), answer) in ops.iter().zip(answers) {
         let Some((status, body)) = answer else { continue };
-        assert!(status < 500, "{method} {path} answered {status}: {body}");
+        // A task failing inside the API's own flow answers 500, as Cinder does.
+        assert!(status < 500 || mode == Mode::Failure, "{method} {path} answered {status}: {body}");
         if status >= 300 {
             continue;
+        }
+        if path.ends_with("?cascade=true") {
+            expect.extend(p.cascaded.iter().map(|s| Expect::Gone(format!("/snapshots/{s}"))));
         }
         expect.push(match (method.as_str(), path.as_str()) {
             ("POST", "/volumes") => {
@@ -166,7 +184,7 @@ pub async fn launch(c: &Cinder, p: &Prepared) -> Vec<Expect> {
             ("POST", "/snapshots") => {
                 Expect::Available(format!("/snapshots/{}", body["snapshot"]["id"].as_str().unwrap()))
             }
-            ("DELETE", _) => Expect::Gone(path.clone()),
+            ("DELETE", _) => Expect::Gone(path.trim_end_matches("?cascade=true").to_owned()),
             _ => Expect::Size(path.trim_end_matches("/action").to_owned(), 2),
         });
     }
@@ -215,12 +233,16 @@ impl Seen {
         list.iter().find(|(i, _, _)| i == id)
     }
 
-    /// What still keeps the case from being settled, or `None`.
-    fn unsettled(&self, expect: &[Expect]) -> Option<String> {
-        let moving =
-            self.volumes.iter().chain(&self.snapshots).find(|(_, s, _)| !RESTING.contains(&s.as_str()));
+    /// What still keeps the case from being settled, or `None`. After a failure a
+    /// resource may rest in an error status, and the accepted operations may have failed.
+    fn unsettled(&self, expect: &[Expect], mode: Mode) -> Option<String> {
+        let resting = |s: &str| RESTING.contains(&s) || (mode == Mode::Failure && s.starts_with("error"));
+        let moving = self.volumes.iter().chain(&self.snapshots).find(|(_, s, _)| !resting(s));
         if let Some((id, status, _)) = moving {
             return Some(format!("{id} is {status}"));
+        }
+        if mode == Mode::Failure {
+            return None;
         }
         for e in expect {
             let ok = match e {
@@ -235,9 +257,15 @@ impl Seen {
         None
     }
 
+    /// The backend files of the resources whose status passes `keep`.
+    fn files_where(&self, keep: impl Fn(&str) -> bool) -> BTreeSet<String> {
+        let vols = self.volumes.iter().filter(|v| keep(&v.1)).map(|(id, _, _)| format!("volume-{id}"));
+        let snaps = self.snapshots.iter().filter(|s| keep(&s.1)).map(|(id, _, _)| format!("snapshot-{id}"));
+        vols.chain(snaps).collect()
+    }
+
     fn files(&self) -> BTreeSet<String> {
-        let vols = self.volumes.iter().map(|(id, _, _)| format!("volume-{id}"));
-        vols.chain(self.snapshots.iter().map(|(id, _, _)| format!("snapshot-{id}"))).collect()
+        self.files_where(|_| true)
     }
 
     /// (resource, in_use) as quota usage must show it.
@@ -249,6 +277,15 @@ impl Seen {
             ("gigabytes", gigabytes),
         ]
     }
+}
+
+/// Which case [`settle`] checks: the project's client, the project, a name for messages.
+#[derive(Clone, Copy)]
+pub struct Case<'a> {
+    pub cinder: &'a Cinder,
+    pub project: &'a str,
+    pub what: &'a str,
+    pub mode: Mode,
 }
 
 /// A flow that has not ended, if any (admin view): while one runs, resources may still
@@ -266,31 +303,41 @@ async fn unfinished_flow(c: &Cinder) -> Option<String> {
 
 /// Waits until every flow has ended, every accepted operation of the case has finished
 /// and nothing of the project is in transition; and then the backend must hold exactly
-/// the live files (`earlier` are the files of the cases before, `files` lists the backend)
-/// and quota usage must equal the live resources with nothing reserved. All of it before
-/// `deadline`. Returns the project's live files.
+/// the live files (`live` holds those of the cases before, and gets this project's; `files`
+/// lists the backend) and quota usage must equal the live resources with nothing reserved.
+/// All of it before `deadline`.
 pub async fn settle(
-    c: &Cinder,
-    project: &str,
+    case: Case<'_>,
     expect: &[Expect],
-    earlier: &BTreeSet<String>,
+    live: &mut BTreeSet<String>,
     files: &dyn Fn() -> Vec<String>,
     deadline: Instant,
-    what: &str,
-) -> BTreeSet<String> {
+) {
+    let Case { cinder: c, project, what, mode } = case;
     loop {
         let flow = unfinished_flow(c).await;
         let seen = Seen::read(c).await;
-        let why = match flow.or_else(|| seen.unsettled(expect)) {
+        let why = match flow.or_else(|| seen.unsettled(expect, mode)) {
             Some(why) => why,
             None => {
-                let live = seen.files();
-                let want: BTreeSet<String> = earlier.union(&live).cloned().collect();
                 let found: BTreeSet<String> = files().into_iter().collect();
+                // After a failure, a resource in an error status may or may not have kept
+                // its file (the revert removed it, or a failed delete had already); every
+                // other file must still belong to a resource, and every healthy one has one.
+                let mine: BTreeSet<String> = match mode {
+                    Mode::Crash => seen.files(),
+                    Mode::Failure => {
+                        let healthy = seen.files_where(|s| RESTING.contains(&s));
+                        let errored = seen.files_where(|s| !RESTING.contains(&s));
+                        healthy.union(&found.intersection(&errored).cloned().collect()).cloned().collect()
+                    }
+                };
+                let want: BTreeSet<String> = live.union(&mine).cloned().collect();
                 let usage = join_all(seen.usage().map(|(r, _)| c.quota_usage(project, r))).await;
                 let want_usage: Vec<(i64, i64)> = seen.usage().iter().map(|(_, n)| (*n, 0)).collect();
                 if found == want && usage == want_usage {
-                    return live;
+                    live.extend(mine);
+                    return;
                 }
                 format!(
                     "the backend holds {} files not live ({:?}) and misses {:?}; quota usage (volumes, \

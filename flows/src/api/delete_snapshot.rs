@@ -11,11 +11,11 @@ use std::sync::Arc;
 use ember_common::ErrorKind;
 use ember_common::model::{SnapshotChanges, SnapshotStatus};
 use ember_common::ops::RequestContext;
-use ember_engine::{Context, Failure, Flow, Task, Values, async_trait};
+use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
 use crate::deps::Deps;
 use crate::error::{domain, fail};
-use crate::handoff::{Handoff, hand_off, request_flow_id, volume_topic};
+use crate::handoff::{Handoff, hand_off, request_flow_id, volume_topic, withdraw};
 use crate::keys::*;
 use crate::manager::delete_snapshot::FLOW as MANAGER_FLOW;
 use crate::tasks::{backend, own_snapshot};
@@ -41,7 +41,8 @@ pub fn inputs(ctx: &RequestContext, id: &str, force: bool) -> Values {
 
 /// Moves the snapshot to `deleting` with one compare-and-swap; a lost swap is Cinder's
 /// `InvalidSnapshot` (400). A re-run after a crash adopts a snapshot already `deleting`.
-/// Revert: nothing.
+/// Revert (when a later task failed): a snapshot still in `deleting` goes back to the status
+/// this task found. Without a result this run's swap is not known to have happened.
 pub struct SnapshotDeleteEntry {
     deps: Arc<Deps>,
 }
@@ -55,7 +56,20 @@ impl Task for SnapshotDeleteEntry {
         const { &[CONTEXT.name(), SNAPSHOT_ID.name(), FORCE.name()] }
     }
     fn provides(&self) -> &[&'static str] {
-        const { &[SNAPSHOT.name()] }
+        const { &[SNAPSHOT.name(), PREVIOUS_SNAPSHOT_STATUS.name()] }
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        let found = ctx.result().map(|r| r.get(&PREVIOUS_SNAPSHOT_STATUS)).transpose()?.flatten();
+        let Some(back) = found else { return Ok(()) };
+        let changes = SnapshotChanges { status: Some(back), ..SnapshotChanges::default() };
+        let id = ctx.get(&SNAPSHOT_ID)?;
+        self.deps
+            .snapshots
+            .update_snapshot(&id, &[SnapshotStatus::Deleting], &changes)
+            .await
+            .map_err(domain)?;
+        Ok(())
     }
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
@@ -74,10 +88,10 @@ impl Task for SnapshotDeleteEntry {
         let changes =
             SnapshotChanges { status: Some(SnapshotStatus::Deleting), ..SnapshotChanges::default() };
         match self.deps.snapshots.update_snapshot(&id, expected, &changes).await.map_err(domain)? {
-            Some(s) => Ok(Values::new().with(&SNAPSHOT, s)),
-            None if ctx.attempt() > 1 && current.status == SnapshotStatus::Deleting => {
-                Ok(Values::new().with(&SNAPSHOT, current))
-            }
+            Some(s) => Ok(Values::new().with(&SNAPSHOT, s).with(&PREVIOUS_SNAPSHOT_STATUS, current.status)),
+            None if ctx.attempt() > 1 && current.status == SnapshotStatus::Deleting => Ok(Values::new()
+                .with(&SNAPSHOT, current)
+                .with(&PREVIOUS_SNAPSHOT_STATUS, SnapshotStatus::Error)),
             None => Err(fail(
                 ErrorKind::BadRequest,
                 "Invalid snapshot: Snapshot status must be available or error and must not be part of a group.",
@@ -89,7 +103,8 @@ impl Task for SnapshotDeleteEntry {
 /// Hands the delete to the backend of the snapshot's volume: records
 /// `snapshot_delete_manager` (one per request, see [`request_flow_id`]) and wakes
 /// `volume.<host@backend>`.
-/// Revert: nothing.
+/// Revert: withdraws the hand-off if no process took it yet; else fails, which ends the
+/// flow in FAILURE and leaves the snapshot to the receiving flow.
 pub struct SnapshotDeleteCast {
     deps: Arc<Deps>,
 }
@@ -120,5 +135,9 @@ impl Task for SnapshotDeleteCast {
         };
         hand_off(&self.deps, h).await?;
         Ok(Values::new())
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        withdraw(&self.deps, &request_flow_id(MANAGER_FLOW, &ctx.get(&SNAPSHOT)?.id, ctx.flow_id())).await
     }
 }

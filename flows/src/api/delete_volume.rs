@@ -18,15 +18,15 @@ use std::sync::Arc;
 use chrono::Utc;
 use ember_common::ErrorKind;
 use ember_common::model::{
-    AttachStatus, SnapshotChanges, SnapshotStatus, SnapshotsExpect, Volume, VolumeChanges, VolumeExpect,
-    VolumeStatus,
+    AttachStatus, ListOptions, SnapshotChanges, SnapshotFilter, SnapshotStatus, SnapshotsExpect, Volume,
+    VolumeChanges, VolumeExpect, VolumeStatus,
 };
 use ember_common::ops::{DeleteVolume, RequestContext};
-use ember_engine::{Context, Failure, Flow, Task, Values, async_trait};
+use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
 use crate::deps::Deps;
 use crate::error::{domain, fail};
-use crate::handoff::{Handoff, hand_off, request_flow_id, volume_topic};
+use crate::handoff::{Handoff, hand_off, request_flow_id, volume_topic, withdraw};
 use crate::keys::*;
 use crate::manager::delete_volume::FLOW as MANAGER_FLOW;
 use crate::tasks::{EntryDestroy, QuotaReleaseReserve, Released, backend, own_volume};
@@ -60,8 +60,12 @@ const INVALID: &str = "Invalid volume: Volume status must be available or error 
 /// Moves the volume to `deleting` (and sets `terminated_at`) with one compare-and-swap; a
 /// lost swap is Cinder's `InvalidVolume` (400). With `cascade`, the volume's snapshots move
 /// to `deleting` in the same transaction, all or none. A re-run after a crash adopts a
-/// volume already in `deleting`.
-/// Revert: nothing (a volume in `deleting` is finished by the delete flow or an admin).
+/// volume already in `deleting`. The status it had is kept in `previous_status`.
+/// Revert (when a later task failed): a volume still in `deleting` goes back to its previous
+/// status (`error_deleting` when none was kept), and the snapshots a cascade moved to
+/// `deleting` go to `error` (which of `available` or `error` they had is not kept): nothing
+/// is left in transition. Without a result this run's swap is not known to have happened
+/// (another request's may have), so nothing is touched.
 pub struct VolumeDeleteEntry {
     deps: Arc<Deps>,
 }
@@ -104,6 +108,7 @@ impl Task for VolumeDeleteEntry {
         let changes = VolumeChanges {
             status: Some(VolumeStatus::Deleting),
             terminated_at: Some(Some(Utc::now())),
+            previous_status_from_status: true,
             ..VolumeChanges::default()
         };
         let won = if opts.cascade {
@@ -119,6 +124,44 @@ impl Task for VolumeDeleteEntry {
             }
             None => Err(fail(ErrorKind::BadRequest, INVALID)),
         }
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        if ctx.result().is_none() {
+            return Ok(());
+        }
+        let id = ctx.get(&VOLUME_ID)?;
+        let v = match self.deps.volumes.get_volume(&id).await {
+            Ok(v) if v.status == VolumeStatus::Deleting => v,
+            Ok(_) | Err(ember_common::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(domain(e)),
+        };
+        let back = v
+            .previous_status
+            .as_deref()
+            .and_then(|s| s.parse::<VolumeStatus>().ok())
+            .filter(|s| *s != VolumeStatus::Deleting)
+            .unwrap_or(VolumeStatus::ErrorDeleting);
+        let changes =
+            VolumeChanges { status: Some(back), previous_status: Some(None), ..VolumeChanges::default() };
+        let expect = VolumeExpect::status_in(&[VolumeStatus::Deleting]);
+        self.deps.volumes.update_volume(&id, &expect, &changes).await.map_err(domain)?;
+        if ctx.get(&DELETE_OPTIONS)?.cascade {
+            let filter = SnapshotFilter {
+                volume_id: Some(id.clone()),
+                status: Some(SnapshotStatus::Deleting),
+                ..SnapshotFilter::default()
+            };
+            let to_error =
+                SnapshotChanges { status: Some(SnapshotStatus::Error), ..SnapshotChanges::default() };
+            let snapshots = self.deps.snapshots.list_snapshots(&filter, &ListOptions::default()).await;
+            for s in snapshots.map_err(domain)? {
+                let done =
+                    self.deps.snapshots.update_snapshot(&s.id, &[SnapshotStatus::Deleting], &to_error).await;
+                done.map_err(domain)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -153,7 +196,8 @@ impl VolumeDeleteEntry {
 
 /// Hands a scheduled volume to its backend: records `volume_delete_manager` (one per
 /// request, see [`request_flow_id`]) and wakes `volume.<host@backend>`.
-/// Revert: nothing.
+/// Revert: withdraws the hand-off if no process took it yet; else fails, which ends the
+/// flow in FAILURE and leaves the volume to the receiving flow.
 pub struct VolumeDeleteCast {
     deps: Arc<Deps>,
 }
@@ -187,5 +231,9 @@ impl Task for VolumeDeleteCast {
         };
         hand_off(&self.deps, h).await?;
         Ok(Values::new())
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        withdraw(&self.deps, &request_flow_id(MANAGER_FLOW, &ctx.get(&VOLUME_ID)?, ctx.flow_id())).await
     }
 }

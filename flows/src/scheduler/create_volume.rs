@@ -13,12 +13,12 @@ use std::sync::Arc;
 use chrono::Utc;
 use ember_common::host::{Level, extract_host};
 use ember_common::model::{VolumeChanges, VolumeExpect, VolumeStatus};
-use ember_engine::{Context, Failure, Flow, Task, Values, async_trait};
+use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 use ember_scheduler::{Placement, RequestSpec};
 
 use crate::deps::Deps;
 use crate::error::domain;
-use crate::handoff::{Handoff, flow_id, hand_off, volume_topic};
+use crate::handoff::{Handoff, flow_id, hand_off, volume_topic, withdraw};
 use crate::keys::*;
 use crate::manager::create_volume::FLOW as MANAGER_FLOW;
 
@@ -30,7 +30,10 @@ pub const INPUTS: &[&str] = &[CONTEXT.name(), VOLUME_ID.name(), RAW_REQUEST_SPEC
 
 /// Builds the flow.
 pub fn get_flow(deps: Arc<Deps>) -> Flow {
-    Flow::linear(FLOW).inputs(INPUTS).add(ExtractSchedulerSpec).add(ScheduleCreateVolume { deps })
+    Flow::linear(FLOW)
+        .inputs(INPUTS)
+        .add(ExtractSchedulerSpec { deps: deps.clone() })
+        .add(ScheduleCreateVolume { deps })
 }
 
 /// `host@backend` of a `host@backend#pool` string.
@@ -39,8 +42,11 @@ pub fn backend_of(host: &str) -> &str {
 }
 
 /// Passes the request spec through, filling the volume id if the sender left it out.
-/// Revert: nothing.
-pub struct ExtractSchedulerSpec;
+/// Revert: a volume still `creating` and unplaced goes to `error` (the flow failed before
+/// it could place it; a placed one is `ScheduleCreateVolumeTask`'s revert's).
+pub struct ExtractSchedulerSpec {
+    deps: Arc<Deps>,
+}
 
 #[async_trait]
 impl Task for ExtractSchedulerSpec {
@@ -61,12 +67,20 @@ impl Task for ExtractSchedulerSpec {
         }
         Ok(Values::new().with(&REQUEST_SPEC, spec))
     }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        let expect = VolumeExpect { host: Some(None), ..VolumeExpect::status_in(&[VolumeStatus::Creating]) };
+        let changes = VolumeChanges::status(VolumeStatus::Error);
+        self.deps.volumes.update_volume(&ctx.get(&VOLUME_ID)?, &expect, &changes).await.map_err(domain)?;
+        Ok(())
+    }
 }
 
 /// Places the volume, records the pool on its row (compare-and-swap from `creating` with
 /// no host) and hands it to the chosen backend's manager flow. A volume already placed by
 /// an earlier run of this task is handed to its backend again (insert-or-ignore).
-/// Revert: nothing (a failure here already left the volume in `error`).
+/// Revert: withdraws the hand-off to the manager if no process took it yet (else fails:
+/// the manager flow owns the volume), then a volume still `creating` goes to `error`.
 pub struct ScheduleCreateVolume {
     deps: Arc<Deps>,
 }
@@ -110,12 +124,7 @@ impl ScheduleCreateVolume {
         if ctx.attempt() == 1 {
             return Ok(false);
         }
-        let attempt = if self.deps.config.scheduler_max_attempts > 1 {
-            spec.retry.as_ref().map_or(0, |r| r.num_attempts) + 1
-        } else {
-            1
-        };
-        let id = flow_id(MANAGER_FLOW, &ctx.get(&VOLUME_ID)?, Some(attempt));
+        let id = self.manager_flow_id(&ctx.get(&VOLUME_ID)?, spec);
         let found = self
             .deps
             .store
@@ -123,6 +132,17 @@ impl ScheduleCreateVolume {
             .await
             .map_err(|e| Failure::new("service.internal", e.to_string()))?;
         Ok(found.is_some())
+    }
+
+    /// The id of the manager flow this run hands volume `id` to, from the request spec as
+    /// the sender recorded it (the placement counts one more attempt).
+    fn manager_flow_id(&self, id: &str, spec: &RequestSpec) -> String {
+        let attempt = if self.deps.config.scheduler_max_attempts > 1 {
+            spec.retry.as_ref().map_or(0, |r| r.num_attempts) + 1
+        } else {
+            1
+        };
+        flow_id(MANAGER_FLOW, id, Some(attempt))
     }
 
     async fn place(&self, id: &str, spec: &RequestSpec) -> Result<Option<Placement>, Failure> {
@@ -188,5 +208,17 @@ impl Task for ScheduleCreateVolume {
         spec.retry = p.retry.clone();
         self.send(ctx, &p.host, spec).await?;
         Ok(Values::new())
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        let id = ctx.get(&VOLUME_ID)?;
+        withdraw(&self.deps, &self.manager_flow_id(&id, &ctx.get(&REQUEST_SPEC)?)).await?;
+        let expect = VolumeExpect::status_in(&[VolumeStatus::Creating]);
+        self.deps
+            .volumes
+            .update_volume(&id, &expect, &VolumeChanges::status(VolumeStatus::Error))
+            .await
+            .map_err(domain)?;
+        Ok(())
     }
 }
