@@ -60,11 +60,17 @@
 //! Reverts read only the arguments their task declares (the engine hands a revert the same
 //! arguments as its execute), and must tolerate a missing result.
 //!
-//! Two windows remain, written down where they are: a revert that hands usage back after a
-//! commit (`QuotaCommitTask`'s) gives it back at most once, so a crash between its swap and
-//! its release leaves the usage counted; and a database failure between `EntryDestroyTask`'s
-//! soft delete and its commit leaves the release uncommitted when the flow is reverted
-//! rather than resumed. An operator's `quota sync` repairs either.
+//! Quota moves are keyed by flow and task (`QuotaRepo::reserve_once`): a task run again gets
+//! its reservation back, a revert hands usage back once however often it runs, and a revert
+//! that never saw its task's reservation ids rolls them back by key. One window remains: a
+//! database failure between `EntryDestroyTask`'s soft delete and its commit leaves the
+//! release uncommitted when the flow is reverted rather than resumed; an operator's `quota
+//! sync` repairs it.
+//!
+//! A failed flow leaves nothing in transition: the first task of every scheduler and manager
+//! flow errors its resource out (`error`, `error_deleting`, `error_extending`) when the flow
+//! reverts, and a hand-off task's revert withdraws a hand-off no process took, or else stops
+//! the revert so the receiving flow keeps the resource.
 //!
 //! # Where Ember departs from Cinder
 //!

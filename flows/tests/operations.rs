@@ -4,9 +4,9 @@
 mod support;
 
 use ember_common::ErrorKind;
-use ember_common::model::{SnapshotStatus, VolumeStatus};
+use ember_common::model::{SnapshotStatus, VolumeChanges, VolumeExpect, VolumeStatus};
 use ember_common::ops::{CreateSnapshot, CreateVolume, DeleteVolume, VolumeOps};
-use ember_common::repo::SnapshotRepo;
+use ember_common::repo::{SnapshotRepo, VolumeRepo};
 use ember_drivers::FakeOp;
 use support::{Cluster, Options, ctx, on_every_db, two_fakes, wait_gone, wait_snapshot};
 
@@ -53,7 +53,17 @@ async fn a_failed_extend_ends_in_error_extending_with_its_reservation_rolled_bac
         assert_eq!(v.size, 2);
         let u = c.usage("gigabytes").await;
         assert_eq!((u.in_use, u.reserved), (2, 0));
-        // error_extending may be deleted; the usage goes with it.
+        // An admin resets it and extends to the same size again: a new request reaches the
+        // backend (hand-offs are keyed by request, not by the new size).
+        fakes.iter().for_each(|f| f.clear_failures());
+        let reset = VolumeChanges::status(VolumeStatus::Available);
+        let expect = VolumeExpect::status_in(&[VolumeStatus::ErrorExtending]);
+        c.repo.update_volume(&v.id, &expect, &reset).await.unwrap().expect("reset to available");
+        c.ops.extend_volume(&ctx(), &v.id, 5).await.unwrap();
+        let v = c.wait_volume(&v.id, |v| v.status == VolumeStatus::Available && v.size == 5).await;
+        c.wait_idle(false).await;
+        assert_eq!(c.usage("gigabytes").await.in_use, 5);
+        // error_extending may be deleted (here: available); the usage goes with it.
         c.ops.delete_volume(&ctx(), &v.id, Default::default()).await.unwrap();
         wait_gone(&c, &v.id).await;
         c.wait_idle(false).await;

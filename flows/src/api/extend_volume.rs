@@ -17,7 +17,7 @@ use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_tr
 
 use crate::deps::Deps;
 use crate::error::{domain, fail};
-use crate::handoff::{Handoff, flow_id, hand_off, volume_topic, withdraw};
+use crate::handoff::{Handoff, hand_off, request_flow_id, volume_topic, withdraw};
 use crate::keys::*;
 use crate::manager::extend_volume::FLOW as MANAGER_FLOW;
 use crate::quota::{check_size_limit, extend_deltas, key, reserve};
@@ -153,7 +153,8 @@ impl Task for ExtendQuotaReserve {
 }
 
 /// Hands the extend to the volume's backend: records `volume_extend_manager` (one per
-/// volume and new size, sizes only grow) and wakes `volume.<host@backend>`.
+/// request, see [`request_flow_id`]: a re-extend to the same size after a reset is a new
+/// flow) and wakes `volume.<host@backend>`.
 /// Revert: withdraws the hand-off if no process took it yet; else fails, which ends the
 /// flow in FAILURE and leaves the resource to the receiving flow.
 pub struct ExtendVolumeCast {
@@ -181,7 +182,7 @@ impl Task for ExtendVolumeCast {
             .with(&BACKEND, backend.clone());
         let h = Handoff {
             name: MANAGER_FLOW,
-            id: flow_id(MANAGER_FLOW, &v.id, u32::try_from(new_size).ok()),
+            id: request_flow_id(MANAGER_FLOW, &v.id, ctx.flow_id()),
             topic: volume_topic(&backend),
             subject: &v.id,
             inputs,
@@ -191,7 +192,6 @@ impl Task for ExtendVolumeCast {
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
-        let id = flow_id(MANAGER_FLOW, &ctx.get(&VOLUME)?.id, u32::try_from(ctx.get(&SIZE)?).ok());
-        withdraw(&self.deps, &id).await
+        withdraw(&self.deps, &request_flow_id(MANAGER_FLOW, &ctx.get(&VOLUME)?.id, ctx.flow_id())).await
     }
 }
