@@ -140,6 +140,7 @@ async fn a_task_failing_after_its_work_is_reverted_cleanly_in_every_flow() {
         .into_iter()
         .filter(|p| p.name.ends_with(".after") && !SWAP_LAST.contains(&p.name.as_str()))
         .collect();
+    let mut checked = BTreeSet::new();
     for (k, fp) in points.iter().enumerate() {
         let project = project("fail", k);
         let c = cluster.client(&project);
@@ -164,8 +165,46 @@ async fn a_task_failing_after_its_work_is_reverted_cleanly_in_every_flow() {
             "{}: no flow failed, so the failpoint was not reached",
             fp.name
         );
+        crash::assert_reverts_clean(&c, &mut checked, &fp.name).await;
     }
     println!("failures: {} tasks failed after their work, every flow reverted cleanly", points.len());
+}
+
+#[tokio::test]
+async fn a_process_dying_while_a_flow_reverts_goes_on_reverting_after_restart() {
+    let mut cluster = TestCluster::all_in_one().await;
+    let warm = project("rwarm", 0);
+    let (_, mut live) = warm_up(&cluster.client(&warm), &warm, &|| cluster.backend_files()).await;
+    let flows = crash::flow_atoms(&cluster.client(&warm)).await;
+    let (mut cases, mut checked) = (0, BTreeSet::new());
+    for (k, (flow, atoms)) in flows.iter().enumerate() {
+        // The last task fails before its work (so nothing was handed off yet), and the
+        // process dies in the revert of the first: the restart must finish the revert.
+        let (Some(first), Some(last)) = (atoms.first(), atoms.last()) else { continue };
+        if first == last || !crash::selected_name(flow) {
+            continue;
+        }
+        cases += 1;
+        let what = format!("{flow}: {last} fails, the process dies reverting {first}");
+        let project = project("rev", k);
+        let c = cluster.client(&project);
+        let prepared = crash::prepare(&c, &project).await;
+        cluster.kill();
+        let spec = format!("{flow}.{last}.before=1*panic;{flow}.{first}.revert=1*return");
+        cluster.env = vec![("FAILPOINTS".to_owned(), spec)];
+        cluster.start().await;
+        let expect = crash::launch(&c, &prepared, Mode::Failure).await;
+        let fp = Failpoint { name: what.clone(), role: Role::Api };
+        assert_aborted(cluster.wait_exit(REACH).await, &fp);
+        cluster.env.clear();
+        let restarted = Instant::now();
+        cluster.start().await;
+        let files = || cluster.backend_files();
+        let case = Case { cinder: &c, project: &project, what: &what, mode: Mode::Failure };
+        crash::settle(case, &expect, &mut live, &files, restarted + RECOVERY).await;
+        crash::assert_reverts_clean(&c, &mut checked, &what).await;
+    }
+    println!("reverts: {cases} flows died while reverting and finished their reverts after restart");
 }
 
 /// Restarts `p` armed with `fp` and, for the api, waits for it to serve.

@@ -48,10 +48,28 @@ fn role_handing_off(flow: &str) -> Role {
 /// Every failpoint the flows recorded in the admin view reach on a normal run: before and
 /// after each atom of each flow that ran, and before and after each hand-off.
 pub async fn discover(admin: &Cinder) -> Vec<Failpoint> {
+    let atoms = flow_atoms(admin).await;
+    let mut points = Vec::new();
+    for (flow, names) in &atoms {
+        for atom in names {
+            for when in ["before", "after"] {
+                points.push(Failpoint { name: format!("{flow}.{atom}.{when}"), role: role_of_flow(flow) });
+            }
+        }
+    }
+    for flow in atoms.keys().filter(|f| !f.ends_with("_api")) {
+        for when in ["before", "after"] {
+            points.push(Failpoint { name: format!("handoff.{flow}.{when}"), role: role_handing_off(flow) });
+        }
+    }
+    points
+}
+
+/// The atoms of every flow the admin view recorded, in each flow's order, by flow name.
+pub async fn flow_atoms(admin: &Cinder) -> BTreeMap<String, Vec<String>> {
     let (status, body) = admin.get("/flows?limit=1000").await;
     assert_eq!(status, 200, "list flows: {body}");
-    let mut atoms: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut handed_off = BTreeSet::new();
+    let mut atoms: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for flow in body["flows"].as_array().expect("a flow list") {
         let (id, name) = (flow["id"].as_str().unwrap_or_default(), flow["name"].as_str().unwrap_or_default());
         if atoms.contains_key(name) {
@@ -61,24 +79,8 @@ pub async fn discover(admin: &Cinder) -> Vec<Failpoint> {
         assert_eq!(status, 200, "show flow {id}: {detail}");
         let names = detail["flow"]["atoms"].as_array().expect("atoms").iter();
         atoms.insert(name.to_owned(), names.filter_map(|a| a["name"].as_str().map(str::to_owned)).collect());
-        if !name.ends_with("_api") {
-            handed_off.insert(name.to_owned());
-        }
     }
-    let mut points = Vec::new();
-    for (flow, names) in &atoms {
-        for atom in names {
-            for when in ["before", "after"] {
-                points.push(Failpoint { name: format!("{flow}.{atom}.{when}"), role: role_of_flow(flow) });
-            }
-        }
-    }
-    for flow in &handed_off {
-        for when in ["before", "after"] {
-            points.push(Failpoint { name: format!("handoff.{flow}.{when}"), role: role_handing_off(flow) });
-        }
-    }
-    points
+    atoms
 }
 
 /// What a case does to the process at its failpoint.
@@ -353,11 +355,41 @@ pub async fn settle(
     }
 }
 
+/// Checks the flows that ended in FAILURE and were not checked before (their ids are
+/// added to `checked`): a revert may only have stopped because its hand-off had been taken
+/// by the receiving process (`HandoffTaken`); any other revert failure is a bug of a revert.
+pub async fn assert_reverts_clean(admin: &Cinder, checked: &mut BTreeSet<String>, what: &str) {
+    let (status, body) = admin.get("/flows?state=failure&limit=10000").await;
+    assert_eq!(status, 200, "list failed flows: {body}");
+    for flow in body["flows"].as_array().expect("a flow list") {
+        let id = flow["id"].as_str().unwrap_or_default().to_owned();
+        if !checked.insert(id.clone()) {
+            continue;
+        }
+        let (_, detail) = admin.get(&format!("/flows/{id}")).await;
+        for atom in detail["flow"]["atoms"].as_array().into_iter().flatten() {
+            let kind = &atom["revert_failure"]["kind"];
+            assert!(
+                kind.is_null() || kind == "HandoffTaken",
+                "{what}: flow {id} ({}) failed to revert {}: {}",
+                flow["name"],
+                atom["name"],
+                atom["revert_failure"]
+            );
+        }
+    }
+}
+
+/// Whether `name` (a failpoint or a flow) is chosen by `EMBER_CRASH_MATRIX`.
+pub fn selected_name(name: &str) -> bool {
+    match std::env::var("EMBER_CRASH_MATRIX") {
+        Ok(f) if !f.is_empty() && f != "all" => name.contains(&f),
+        _ => true,
+    }
+}
+
 /// The failpoints chosen by `EMBER_CRASH_MATRIX` (a substring each must contain, or `all`,
 /// the default), so a developer can run one case.
 pub fn selected(points: Vec<Failpoint>) -> Vec<Failpoint> {
-    match std::env::var("EMBER_CRASH_MATRIX") {
-        Ok(f) if !f.is_empty() && f != "all" => points.into_iter().filter(|p| p.name.contains(&f)).collect(),
-        _ => points,
-    }
+    points.into_iter().filter(|p| selected_name(&p.name)).collect()
 }

@@ -234,6 +234,6 @@ impl Task for VolumeDeleteCast {
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
-        withdraw(&self.deps, &request_flow_id(MANAGER_FLOW, &ctx.get(&VOLUME_ID)?, ctx.flow_id())).await
+        withdraw(&self.deps, &request_flow_id(MANAGER_FLOW, &ctx.get(&VOLUME)?.id, ctx.flow_id())).await
     }
 }

@@ -61,6 +61,10 @@ impl Default for Options {
 }
 
 /// The running parts.
+/// How long a wait for a status may take: generous, since two-core CI machines also build
+/// while tests run (a wait returns as soon as its condition holds).
+const WAIT: Duration = Duration::from_secs(90);
+
 pub struct Cluster {
     pub repo: Arc<SqlRepo>,
     pub store: Arc<dyn FlowStore>,
@@ -217,7 +221,7 @@ impl Cluster {
         let repo = self.repo.clone();
         let id2 = id.to_owned();
         poll(
-            Duration::from_secs(30),
+            WAIT,
             &format!("volume {id}"),
             move || {
                 let repo = repo.clone();
@@ -351,7 +355,7 @@ pub async fn wait_snapshot(
     let repo = c.repo.clone();
     let id2 = id.to_owned();
     poll(
-        Duration::from_secs(30),
+        WAIT,
         &format!("snapshot {id}"),
         move || {
             let repo = repo.clone();
@@ -368,7 +372,7 @@ pub async fn wait_gone(c: &Cluster, id: &str) {
     let repo = c.repo.clone();
     let id2 = id.to_owned();
     poll(
-        Duration::from_secs(30),
+        WAIT,
         &format!("volume {id} to be deleted"),
         move || {
             let repo = repo.clone();
@@ -392,7 +396,7 @@ impl Cluster {
     pub async fn wait_idle(&self, all_succeed: bool) {
         let store = self.store.clone();
         let flows = poll(
-            Duration::from_secs(30),
+            WAIT,
             "every flow to end",
             move || {
                 let store = store.clone();
