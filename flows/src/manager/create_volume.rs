@@ -14,7 +14,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use ember_common::ErrorKind;
-use ember_common::model::{Volume, VolumeChanges, VolumeExpect, VolumeStatus};
+use ember_common::model::{
+    ListOptions, SnapshotChanges, SnapshotFilter, SnapshotStatus, Volume, VolumeChanges, VolumeExpect,
+    VolumeStatus,
+};
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
 use crate::deps::Deps;
@@ -50,8 +53,9 @@ pub fn get_flow(deps: Arc<Deps>) -> Flow {
 }
 
 /// Reads the volume row (deleted meanwhile: the flow fails without a reschedule).
-/// Revert: puts the volume in its error status (`error_out`), and rolls back the flow's
-/// reservation if it has one: every failure of the flow ends here, whichever task failed.
+/// Revert: puts the volume in its error status (`error_out`), rolls back the flow's
+/// reservation if it has one, and puts the snapshots a cascade left in `deleting` in
+/// `error_deleting`: every failure of the flow ends here, whichever task failed.
 pub struct ExtractVolumeRef {
     pub(crate) deps: Arc<Deps>,
     pub(crate) error_out: ErrorOut,
@@ -82,7 +86,7 @@ impl Task for ExtractVolumeRef {
     }
 
     fn optional(&self) -> &[&'static str] {
-        const { &[RESERVATIONS.name()] }
+        const { &[RESERVATIONS.name(), CASCADE.name()] }
     }
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
@@ -100,6 +104,21 @@ impl Task for ExtractVolumeRef {
         self.deps.volumes.update_volume(&id, &expect, &VolumeChanges::status(to)).await.map_err(domain)?;
         if let Some(ids) = ctx.get_optional(&RESERVATIONS)? {
             self.deps.quotas.rollback(&ids).await.map_err(domain)?;
+        }
+        if ctx.get_optional(&CASCADE)?.unwrap_or(false) {
+            // The snapshots a cascade moved to `deleting` and the flow did not remove.
+            let filter = SnapshotFilter {
+                volume_id: Some(id),
+                status: Some(SnapshotStatus::Deleting),
+                ..SnapshotFilter::default()
+            };
+            let to =
+                SnapshotChanges { status: Some(SnapshotStatus::ErrorDeleting), ..SnapshotChanges::default() };
+            let left = self.deps.snapshots.list_snapshots(&filter, &ListOptions::default()).await;
+            for s in left.map_err(domain)? {
+                let done = self.deps.snapshots.update_snapshot(&s.id, &[SnapshotStatus::Deleting], &to).await;
+                done.map_err(domain)?;
+            }
         }
         Ok(())
     }

@@ -66,8 +66,8 @@ pub fn get_flow(deps: Arc<Deps>) -> Flow {
 
 /// Reads the volume's live snapshots when `cascade` is set; every one must be `deleting`,
 /// as the API left it (Cinder's `InvalidSnapshot` otherwise). Without `cascade`: none.
-/// Revert: nothing (on any failure of the flow, `ExtractVolumeRefTask` puts the volume in
-/// `error_deleting`, Cinder's `_clear_db`).
+/// Revert: nothing (on any failure of the flow, `ExtractVolumeRefTask` puts the volume, and
+/// the snapshots still in `deleting`, in `error_deleting`, Cinder's `_clear_db`).
 pub struct ExtractSnapshotsRef {
     deps: Arc<Deps>,
 }
