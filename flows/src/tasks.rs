@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ember_common::ErrorKind;
-use ember_common::model::{Snapshot, SnapshotChanges, SnapshotStatus, Volume};
+use ember_common::model::{ListOptions, Snapshot, SnapshotChanges, SnapshotFilter, SnapshotStatus, Volume};
 use ember_common::ops::RequestContext;
 use ember_engine::{Context, Failure, RevertContext, Task, Values, async_trait};
 
@@ -33,6 +33,26 @@ pub(crate) async fn own_snapshot(deps: &Deps, rc: &RequestContext, id: &str) -> 
         }
         Err(e) => Err(domain(e)),
     }
+}
+
+/// Moves the snapshots of volume `volume_id` still in `deleting` (a cascade's, not removed)
+/// to `to`, each with a compare-and-swap.
+pub(crate) async fn settle_cascaded_snapshots(
+    deps: &Deps,
+    volume_id: &str,
+    to: SnapshotStatus,
+) -> Result<(), Failure> {
+    let filter = SnapshotFilter {
+        volume_id: Some(volume_id.to_owned()),
+        status: Some(SnapshotStatus::Deleting),
+        ..SnapshotFilter::default()
+    };
+    let changes = SnapshotChanges { status: Some(to), ..SnapshotChanges::default() };
+    let left = deps.snapshots.list_snapshots(&filter, &ListOptions::default()).await.map_err(domain)?;
+    for s in left {
+        deps.snapshots.update_snapshot(&s.id, &[SnapshotStatus::Deleting], &changes).await.map_err(domain)?;
+    }
+    Ok(())
 }
 
 /// The name of volume type `id`, which per-type quota resources are named after.

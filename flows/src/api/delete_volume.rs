@@ -18,8 +18,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use ember_common::ErrorKind;
 use ember_common::model::{
-    AttachStatus, ListOptions, SnapshotChanges, SnapshotFilter, SnapshotStatus, SnapshotsExpect, Volume,
-    VolumeChanges, VolumeExpect, VolumeStatus,
+    AttachStatus, SnapshotChanges, SnapshotStatus, SnapshotsExpect, Volume, VolumeChanges, VolumeExpect,
+    VolumeStatus,
 };
 use ember_common::ops::{DeleteVolume, RequestContext};
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
@@ -29,7 +29,9 @@ use crate::error::{domain, fail};
 use crate::handoff::{Handoff, hand_off, request_flow_id, volume_topic, withdraw};
 use crate::keys::*;
 use crate::manager::delete_volume::FLOW as MANAGER_FLOW;
-use crate::tasks::{EntryDestroy, QuotaReleaseReserve, Released, backend, own_volume};
+use crate::tasks::{
+    EntryDestroy, QuotaReleaseReserve, Released, backend, own_volume, settle_cascaded_snapshots,
+};
 
 /// The flow's name.
 pub const FLOW: &str = "volume_delete_api";
@@ -147,19 +149,7 @@ impl Task for VolumeDeleteEntry {
         let expect = VolumeExpect::status_in(&[VolumeStatus::Deleting]);
         self.deps.volumes.update_volume(&id, &expect, &changes).await.map_err(domain)?;
         if ctx.get(&DELETE_OPTIONS)?.cascade {
-            let filter = SnapshotFilter {
-                volume_id: Some(id.clone()),
-                status: Some(SnapshotStatus::Deleting),
-                ..SnapshotFilter::default()
-            };
-            let to_error =
-                SnapshotChanges { status: Some(SnapshotStatus::Error), ..SnapshotChanges::default() };
-            let snapshots = self.deps.snapshots.list_snapshots(&filter, &ListOptions::default()).await;
-            for s in snapshots.map_err(domain)? {
-                let done =
-                    self.deps.snapshots.update_snapshot(&s.id, &[SnapshotStatus::Deleting], &to_error).await;
-                done.map_err(domain)?;
-            }
+            settle_cascaded_snapshots(&self.deps, &id, SnapshotStatus::Error).await?;
         }
         Ok(())
     }

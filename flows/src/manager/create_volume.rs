@@ -14,10 +14,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use ember_common::ErrorKind;
-use ember_common::model::{
-    ListOptions, SnapshotChanges, SnapshotFilter, SnapshotStatus, Volume, VolumeChanges, VolumeExpect,
-    VolumeStatus,
-};
+use ember_common::model::{SnapshotStatus, Volume, VolumeChanges, VolumeExpect, VolumeStatus};
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
 use crate::deps::Deps;
@@ -26,6 +23,7 @@ use crate::handoff::{Handoff, SCHEDULER_TOPIC, flow_id, hand_off};
 use crate::keys::*;
 use crate::manager::{driver, driver_snapshot, driver_volume};
 use crate::scheduler::create_volume::FLOW as SCHEDULER_FLOW;
+use crate::tasks::settle_cascaded_snapshots;
 
 /// The flow's name.
 pub const FLOW: &str = "volume_create_manager";
@@ -107,18 +105,7 @@ impl Task for ExtractVolumeRef {
         }
         if ctx.get_optional(&CASCADE)?.unwrap_or(false) {
             // The snapshots a cascade moved to `deleting` and the flow did not remove.
-            let filter = SnapshotFilter {
-                volume_id: Some(id),
-                status: Some(SnapshotStatus::Deleting),
-                ..SnapshotFilter::default()
-            };
-            let to =
-                SnapshotChanges { status: Some(SnapshotStatus::ErrorDeleting), ..SnapshotChanges::default() };
-            let left = self.deps.snapshots.list_snapshots(&filter, &ListOptions::default()).await;
-            for s in left.map_err(domain)? {
-                let done = self.deps.snapshots.update_snapshot(&s.id, &[SnapshotStatus::Deleting], &to).await;
-                done.map_err(domain)?;
-            }
+            settle_cascaded_snapshots(&self.deps, &id, SnapshotStatus::ErrorDeleting).await?;
         }
         Ok(())
     }
