@@ -268,6 +268,33 @@ async fn each_role_dies_at_its_failpoints_on_postgres_and_rabbitmq() {
         slowest.1
     );
 
+    // A peer takes over: the api dies in the middle of creates and stays dead; a second api
+    // process claims its flows once their lease (3 s here) lapses, and finishes them.
+    {
+        let (mut peer, peer_url) = cluster.start_peer_api("api-peer").await;
+        let project = project("mppeer", 0);
+        let c = cluster.client(&project);
+        let prepared = crash::prepare(&c, &project).await;
+        let fp = Failpoint { name: "volume_create_api.QuotaCommitTask.after".into(), role: Role::Api };
+        cluster.api.env = failpoints_env(&fp);
+        cluster.api.env.push(("EMBER_FLOW_LEASE".into(), "3".into()));
+        cluster.api.restart();
+        wait_healthy(&base_url, Duration::from_secs(30)).await;
+        let expect = crash::launch(&c, &prepared, Mode::Crash).await;
+        assert_aborted(cluster.api.wait_exit(REACH).await, &fp);
+        let died = Instant::now();
+        let through_peer = Cinder::new(&peer_url, &project);
+        let case =
+            Case { cinder: &through_peer, project: &project, what: "peer takeover", mode: Mode::Crash };
+        let deadline = died + Duration::from_secs(3) + RECOVERY;
+        crash::settle(case, &expect, &mut live, &|| files(&cluster), deadline).await;
+        println!("peer takeover: settled {:?} after the api died (lease 3 s)", died.elapsed());
+        cluster.api.env.clear();
+        cluster.api.restart();
+        wait_healthy(&base_url, Duration::from_secs(30)).await;
+        peer.kill();
+    }
+
     // RabbitMQ restarted under load: what was accepted finishes, nothing leaks.
     if rabbitmq_restart_available().await {
         let project = project("mprabbit", 0);

@@ -85,7 +85,7 @@ impl Plumbing {
     pub fn engine_options(&self, role: &str) -> EngineOptions {
         EngineOptions {
             owner: format!("{}:{role}:{}", self.config.host, self.incarnation),
-            lease: Duration::from_secs(15),
+            lease: Duration::from_secs(self.config.flow_lease.max(1)),
             ..EngineOptions::default()
         }
     }

@@ -65,6 +65,8 @@ pub struct MultiProcess {
     pub volumes: Vec<Process>,
     pub base_url: String,
     dir: tempfile::TempDir,
+    /// The configuration every process shares (database, transport, intervals).
+    common: String,
 }
 
 /// Where a test deployment runs, or `None` (after saying why) when the services are not
@@ -120,7 +122,26 @@ impl MultiProcess {
         api.start();
         let base_url = format!("http://127.0.0.1:{port}");
         wait_healthy(&base_url, Duration::from_secs(60)).await;
-        Self { db: Some(db), api, scheduler, volumes: procs, base_url, dir }
+        Self { db: Some(db), api, scheduler, volumes: procs, base_url, dir, common }
+    }
+
+    /// Starts another `ember api` named `name` on a port of its own, a peer of `api` that
+    /// takes over its flows when it dies; returns it and its base URL once it serves.
+    pub async fn start_peer_api(&self, name: &str) -> (Process, String) {
+        let port = free_port();
+        let path = self.dir.path().join(format!("{name}.toml"));
+        let data = self.dir.path().join(name).display().to_string();
+        let text = format!(
+            "data_dir = {data:?}\nhost = {name:?}\n{}osapi_volume_listen = \"127.0.0.1\"\n\
+             osapi_volume_listen_port = {port}\n",
+            self.common
+        );
+        std::fs::write(&path, text).expect("write a configuration file");
+        let mut peer = Process { role: "api".into(), config: path, child: None, env: Vec::new() };
+        peer.start();
+        let base_url = format!("http://127.0.0.1:{port}");
+        wait_healthy(&base_url, Duration::from_secs(60)).await;
+        (peer, base_url)
     }
 
     pub fn client(&self, project: &str) -> Cinder {

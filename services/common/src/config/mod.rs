@@ -115,6 +115,9 @@ pub struct Config {
     pub service_down_time: u64,
     /// How many backends the scheduler tries for one volume before it gives up.
     pub scheduler_max_attempts: u32,
+    /// Seconds a process holds a flow without renewing its lease (it renews every third of
+    /// it); a dead process's flows go to a live peer of its role once this has passed.
+    pub flow_lease: u64,
     /// Seconds a starting scheduler waits for every live volume service's capabilities
     /// before it places volumes (Cinder's option of the same name).
     pub scheduler_driver_init_wait_time: u64,
@@ -164,6 +167,7 @@ impl Default for Config {
             service_down_time: 60,
             scheduler_max_attempts: 3,
             scheduler_driver_init_wait_time: 60,
+            flow_lease: 15,
             periodic_interval: 60,
             rpc_response_timeout: 60,
             osapi_volume_listen: "127.0.0.1".into(),
