@@ -93,18 +93,30 @@ where
 /// Runs a program to completion and returns its stdout; failures become `DriverError`s
 /// whose kind says whether to retry (a held image lock is `Busy`, a full disk `NoSpace`).
 pub(crate) async fn run<S: AsRef<OsStr>>(program: &'static str, args: &[S]) -> Result<Vec<u8>> {
-    let output = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => DriverError::NotInitialized(format!("{program} is not installed")),
-            _ => DriverError::io("cannot run", program, e),
-        })?;
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    // The child dies with this process: after a crash, an orphaned qemu-img would go on
+    // holding the image's lock (and writing it) while the restarted process runs the step
+    // again.
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only makes two
+    // async-signal-safe system calls (prctl, getppid); it allocates nothing. This is the
+    // one unsafe block of the workspace: std has no safe way to ask for a death signal.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            if rustix::process::getppid() != Some(parent) {
+                // The parent died before the signal was armed.
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().await.map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => DriverError::NotInitialized(format!("{program} is not installed")),
+        _ => DriverError::io("cannot run", program, e),
+    })?;
     if output.status.success() {
         return Ok(output.stdout);
     }
@@ -228,6 +240,50 @@ pub(crate) fn probe_direct_io(dir: &Path) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The child of `a_program_dies_with_the_process_that_ran_it`: runs a shell that writes
+    /// its pid and sleeps, until the test kills this process.
+    #[tokio::test]
+    async fn orphan_child() {
+        let Ok(pid_file) = std::env::var("EMBER_ORPHAN_PID_FILE") else { return };
+        let script = format!("echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file} && exec sleep 60");
+        let _ = run("sh", &["-c", script.as_str()]).await;
+        panic!("the sleep should outlive this process only if the death signal is missing");
+    }
+
+    #[test]
+    fn a_program_dies_with_the_process_that_ran_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "file::image::tests::orphan_child", "--nocapture", "--test-threads=1"])
+            .env("EMBER_ORPHAN_PID_FILE", &pid_file)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let pid = loop {
+            if let Ok(text) = fs::read_to_string(&pid_file) {
+                break text.trim().to_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "the program never started");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let proc_dir = Path::new("/proc").join(&pid);
+        assert!(proc_dir.exists(), "the program runs");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Gone, or a zombie waiting for init to reap it: either way it holds no lock.
+        let alive = || {
+            fs::read_to_string(proc_dir.join("stat")).is_ok_and(|stat| {
+                stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+            })
+        };
+        while alive() {
+            assert!(std::time::Instant::now() < deadline, "the program outlived the process that ran it");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 
     #[test]
     fn headers_are_read_with_the_configured_format_only() {
