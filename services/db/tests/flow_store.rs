@@ -187,6 +187,20 @@ async fn release_makes_a_flow_claimable_and_fences_its_owner(store: &dyn FlowSto
     assert_eq!(store.get_flow("r1").await.unwrap().unwrap().flow.owner.as_deref(), Some("w2"));
 }
 
+async fn cancel_withdraws_only_an_unclaimed_hand_off(store: &dyn FlowStore) {
+    let lease = now_ms() + 60_000;
+    store.create_flow(&new_flow("w-1", "cancel", None)).await.unwrap();
+    store.create_flow(&new_flow("w-2", "cancel", None)).await.unwrap();
+    let claimed = store.claim(&ClaimRequest { limit: 1, ..claim_req("w1", "cancel", lease) }).await.unwrap();
+    assert_eq!(claimed.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["w-1"], "oldest first");
+    assert_eq!(store.cancel("w-1").await.unwrap(), Some(false), "a claimed flow is the worker's");
+    assert_eq!(store.cancel("w-2").await.unwrap(), Some(true));
+    assert_eq!(store.get_flow("w-2").await.unwrap().unwrap().flow.state, FlowState::Reverted);
+    assert!(store.claim(&claim_req("w2", "cancel", lease)).await.unwrap().is_empty(), "withdrawn for good");
+    assert_eq!(store.cancel("w-2").await.unwrap(), Some(false));
+    assert_eq!(store.cancel("missing").await.unwrap(), None);
+}
+
 async fn concurrent_writes_group_commit(store: Arc<dyn FlowStore>) {
     let lease = now_ms() + 60_000;
     let mut handles = Vec::new();
@@ -219,6 +233,7 @@ async fn suite(store: Arc<dyn FlowStore>) {
     claims_have_one_winner_and_fence_the_loser(&*store).await;
     lists_filter_and_page(&*store).await;
     release_makes_a_flow_claimable_and_fences_its_owner(&*store).await;
+    cancel_withdraws_only_an_unclaimed_hand_off(&*store).await;
     concurrent_writes_group_commit(store).await;
 }
 
