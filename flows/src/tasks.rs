@@ -35,6 +35,19 @@ pub(crate) async fn own_snapshot(deps: &Deps, rc: &RequestContext, id: &str) -> 
     }
 }
 
+/// Moves snapshot `id` from `from` to `to` (a compare-and-swap; a lost swap changes
+/// nothing).
+pub(crate) async fn swap_snapshot_status(
+    deps: &Deps,
+    id: &str,
+    from: SnapshotStatus,
+    to: SnapshotStatus,
+) -> Result<(), Failure> {
+    let changes = SnapshotChanges { status: Some(to), ..SnapshotChanges::default() };
+    deps.snapshots.update_snapshot(id, &[from], &changes).await.map_err(domain)?;
+    Ok(())
+}
+
 /// Moves the snapshots of volume `volume_id` still in `deleting` (a cascade's, not removed)
 /// to `to`, each with a compare-and-swap.
 pub(crate) async fn settle_cascaded_snapshots(
@@ -47,10 +60,9 @@ pub(crate) async fn settle_cascaded_snapshots(
         status: Some(SnapshotStatus::Deleting),
         ..SnapshotFilter::default()
     };
-    let changes = SnapshotChanges { status: Some(to), ..SnapshotChanges::default() };
     let left = deps.snapshots.list_snapshots(&filter, &ListOptions::default()).await.map_err(domain)?;
     for s in left {
-        deps.snapshots.update_snapshot(&s.id, &[SnapshotStatus::Deleting], &changes).await.map_err(domain)?;
+        swap_snapshot_status(deps, &s.id, SnapshotStatus::Deleting, to).await?;
     }
     Ok(())
 }
@@ -95,10 +107,7 @@ impl Task for ExtractSnapshotRef {
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
         let (from, to) = self.error_out;
-        let changes = SnapshotChanges { status: Some(to), ..SnapshotChanges::default() };
-        let id = ctx.get(&SNAPSHOT_ID)?;
-        self.deps.snapshots.update_snapshot(&id, &[from], &changes).await.map_err(domain)?;
-        Ok(())
+        swap_snapshot_status(&self.deps, &ctx.get(&SNAPSHOT_ID)?, from, to).await
     }
 }
 

@@ -18,7 +18,7 @@ use crate::error::{domain, fail};
 use crate::handoff::{Handoff, hand_off, request_flow_id, volume_topic, withdraw};
 use crate::keys::*;
 use crate::manager::delete_snapshot::FLOW as MANAGER_FLOW;
-use crate::tasks::{backend, own_snapshot};
+use crate::tasks::{backend, own_snapshot, swap_snapshot_status};
 
 /// The flow's name.
 pub const FLOW: &str = "snapshot_delete_api";
@@ -62,14 +62,7 @@ impl Task for SnapshotDeleteEntry {
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
         let found = ctx.result().map(|r| r.get(&PREVIOUS_SNAPSHOT_STATUS)).transpose()?.flatten();
         let Some(back) = found else { return Ok(()) };
-        let changes = SnapshotChanges { status: Some(back), ..SnapshotChanges::default() };
-        let id = ctx.get(&SNAPSHOT_ID)?;
-        self.deps
-            .snapshots
-            .update_snapshot(&id, &[SnapshotStatus::Deleting], &changes)
-            .await
-            .map_err(domain)?;
-        Ok(())
+        swap_snapshot_status(&self.deps, &ctx.get(&SNAPSHOT_ID)?, SnapshotStatus::Deleting, back).await
     }
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {

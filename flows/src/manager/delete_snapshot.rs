@@ -10,15 +10,15 @@
 
 use std::sync::Arc;
 
-use ember_common::model::{SnapshotChanges, SnapshotStatus};
+use ember_common::model::SnapshotStatus;
 use ember_drivers::DriverError;
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
 use crate::deps::Deps;
-use crate::error::{domain, driver as driver_failure};
+use crate::error::driver as driver_failure;
 use crate::keys::*;
 use crate::manager::{driver, driver_snapshot};
-use crate::tasks::{EntryDestroy, ExtractSnapshotRef, QuotaReleaseReserve, Released};
+use crate::tasks::{EntryDestroy, ExtractSnapshotRef, QuotaReleaseReserve, Released, swap_snapshot_status};
 
 /// The flow's name.
 pub const FLOW: &str = "snapshot_delete_manager";
@@ -67,13 +67,6 @@ impl Task for DeleteSnapshotOnBackend {
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
         let busy = ctx.failure().is_some_and(|f| f.kind == "driver.busy");
         let status = if busy { SnapshotStatus::Available } else { SnapshotStatus::ErrorDeleting };
-        let changes = SnapshotChanges { status: Some(status), ..SnapshotChanges::default() };
-        let id = ctx.get(&SNAPSHOT)?.id;
-        self.deps
-            .snapshots
-            .update_snapshot(&id, &[SnapshotStatus::Deleting], &changes)
-            .await
-            .map_err(domain)?;
-        Ok(())
+        swap_snapshot_status(&self.deps, &ctx.get(&SNAPSHOT)?.id, SnapshotStatus::Deleting, status).await
     }
 }

@@ -23,9 +23,7 @@
 use std::sync::Arc;
 
 use ember_common::ErrorKind;
-use ember_common::model::{
-    SnapshotChanges, SnapshotFilter, SnapshotStatus, VolumeChanges, VolumeExpect, VolumeStatus,
-};
+use ember_common::model::{SnapshotFilter, SnapshotStatus, VolumeChanges, VolumeExpect, VolumeStatus};
 use ember_drivers::DriverError;
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
@@ -111,8 +109,8 @@ impl Task for ExtractSnapshotsRef {
 }
 
 /// Has the driver delete each snapshot of a cascade (a missing one is deleted).
-/// Revert: the snapshots still `deleting` go to `error_deleting` (the volume goes there by
-/// `ExtractVolumeRefTask`'s revert).
+/// Revert: nothing of its own: `ExtractVolumeRefTask`'s revert puts the volume and the
+/// snapshots still `deleting` in `error_deleting`, whichever task failed.
 pub struct DeleteSnapshotsOnBackend {
     deps: Arc<Deps>,
 }
@@ -139,23 +137,6 @@ impl Task for DeleteSnapshotsOnBackend {
             }
         }
         Ok(Values::new())
-    }
-
-    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
-        let snapshots = ctx.get(&SNAPSHOTS)?;
-        if snapshots.is_empty() {
-            return Ok(());
-        }
-        let changes =
-            SnapshotChanges { status: Some(SnapshotStatus::ErrorDeleting), ..SnapshotChanges::default() };
-        for s in &snapshots {
-            self.deps
-                .snapshots
-                .update_snapshot(&s.id, &[SnapshotStatus::Deleting], &changes)
-                .await
-                .map_err(domain)?;
-        }
-        Ok(())
     }
 }
 
