@@ -7,7 +7,7 @@ use ember_common::capabilities::BackendCapabilities;
 
 use crate::error::{DriverError, Result};
 use crate::types::{
-    BackupSource, ConnectionInfo, Connector, DriverSnapshot, DriverVolume, ModelUpdate, RawExport,
+    AccessMode, BackupSource, ConnectionInfo, Connector, DriverSnapshot, DriverVolume, ModelUpdate, RawExport,
 };
 
 /// A shared driver, as the volume manager holds one per backend.
@@ -63,15 +63,42 @@ pub trait VolumeDriver: Send + Sync + 'static {
     /// instead of the cached one.
     async fn get_volume_stats(&self, refresh: bool) -> Result<BackendCapabilities>;
 
-    /// Exports a volume to `connector` and says how to reach it.
+    /// Exports a volume to `connector` in `mode` (creating the export if it is missing, and
+    /// admitting the connector to it) and says how to reach it. Calling it again with the same
+    /// arguments returns the same answer. A read-only mode gets an export that refuses writes.
     async fn initialize_connection(
         &self,
         volume: &DriverVolume,
         connector: &Connector,
+        mode: AccessMode,
     ) -> Result<ConnectionInfo>;
 
-    /// Stops the export made by `initialize_connection`; a missing export is not an error.
-    async fn terminate_connection(&self, volume: &DriverVolume, connector: &Connector) -> Result<()>;
+    /// Revokes `connector`'s access given by `initialize_connection`; the export itself stays
+    /// for other attachments (see [`VolumeDriver::remove_export`]). Missing is not an error.
+    async fn terminate_connection(
+        &self,
+        volume: &DriverVolume,
+        connector: &Connector,
+        mode: AccessMode,
+    ) -> Result<()>;
+
+    /// Removes every export of the volume, once no attachment needs one (Cinder's
+    /// `remove_export`). A volume without an export is not an error.
+    async fn remove_export(&self, volume: &DriverVolume) -> Result<()>;
+
+    /// Makes sure the exports that live attachments need exist, re-creating what a restart
+    /// lost (Cinder's `ensure_export` at `init_host`): each `(connector, mode)` is admitted
+    /// again. Answers like `initialize_connection` would.
+    async fn ensure_export(&self, volume: &DriverVolume, grants: &[(Connector, AccessMode)]) -> Result<()> {
+        for (connector, mode) in grants {
+            self.initialize_connection(volume, connector, *mode).await?;
+        }
+        Ok(())
+    }
+
+    /// The ids of the volumes this backend exports now, whatever the mode (for checks that
+    /// no export outlives its attachments).
+    async fn list_exports(&self) -> Result<Vec<String>>;
 
     /// Gives the backup service a raw image of a volume's or snapshot's data to read.
     /// Hand it back with [`VolumeDriver::release_export`].

@@ -17,7 +17,7 @@ use crate::GIB;
 use crate::driver::{VolumeDriver, check_not_smaller};
 use crate::error::{DriverError, Result};
 use crate::types::{
-    BackupSource, ConnectionInfo, Connector, DriverSnapshot, DriverVolume, ModelUpdate, RawExport,
+    AccessMode, BackupSource, ConnectionInfo, Connector, DriverSnapshot, DriverVolume, ModelUpdate, RawExport,
 };
 
 /// Settings of a fake backend.
@@ -336,6 +336,7 @@ impl VolumeDriver for FakeDriver {
         &self,
         volume: &DriverVolume,
         _connector: &Connector,
+        mode: AccessMode,
     ) -> Result<ConnectionInfo> {
         self.enter(FakeOp::InitializeConnection, &volume.id).await?;
         let mut state = self.state.lock();
@@ -343,14 +344,30 @@ impl VolumeDriver for FakeDriver {
             return Err(DriverError::volume_not_found(&volume.id));
         }
         state.exports.insert(volume.id.clone());
-        let data = json!({ "volume_id": volume.id, "name": volume.name() });
+        let data = json!({ "volume_id": volume.id, "name": volume.name(), "access_mode": mode.as_str() });
         Ok(ConnectionInfo { driver_volume_type: "fake".to_owned(), data: object(data) })
     }
 
-    async fn terminate_connection(&self, volume: &DriverVolume, _connector: &Connector) -> Result<()> {
+    async fn terminate_connection(
+        &self,
+        volume: &DriverVolume,
+        _connector: &Connector,
+        _mode: AccessMode,
+    ) -> Result<()> {
+        self.enter(FakeOp::TerminateConnection, &volume.id).await?;
+        Ok(())
+    }
+
+    async fn remove_export(&self, volume: &DriverVolume) -> Result<()> {
         self.enter(FakeOp::TerminateConnection, &volume.id).await?;
         self.state.lock().exports.remove(&volume.id);
         Ok(())
+    }
+
+    async fn list_exports(&self) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = self.state.lock().exports.iter().cloned().collect();
+        ids.sort();
+        Ok(ids)
     }
 
     async fn export_for_backup(&self, source: BackupSource<'_>) -> Result<RawExport> {

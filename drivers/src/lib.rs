@@ -13,7 +13,7 @@ pub use error::{DriverError, Result};
 pub use fake::{FakeDriver, FakeOp, FakeOptions};
 pub use file::{DirectIo, FileDriver, FileOptions, ImageFormat};
 pub use types::{
-    BackupSource, ConnectionInfo, Connector, DriverSnapshot, DriverVolume, ModelUpdate, RawExport,
+    AccessMode, BackupSource, ConnectionInfo, Connector, DriverSnapshot, DriverVolume, ModelUpdate, RawExport,
 };
 
 /// One GiB in bytes: Cinder sizes are whole GiB.

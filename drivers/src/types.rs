@@ -91,6 +91,37 @@ pub struct Connector {
     pub extra: Map<String, Value>,
 }
 
+/// How an attachment may use the volume (Cinder's `attach_mode`: `rw` or `ro`).
+///
+/// A driver enforces it at the export: a read-only attachment is given an export that
+/// refuses writes, not only a flag in its connection info.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessMode {
+    #[default]
+    Rw,
+    Ro,
+}
+
+impl AccessMode {
+    /// Cinder's spelling: `rw` or `ro`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessMode::Rw => "rw",
+            AccessMode::Ro => "ro",
+        }
+    }
+
+    /// Parses `rw` or `ro`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "rw" => Some(AccessMode::Rw),
+            "ro" => Some(AccessMode::Ro),
+            _ => None,
+        }
+    }
+}
+
 /// What `initialize_connection` returns, in Cinder's shape:
 /// `{"driver_volume_type": "nbd", "data": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ember_drivers::{
-    BackupSource, Connector, DirectIo, DriverError, DriverSnapshot, DriverVolume, FileDriver, FileOptions,
-    GIB, ImageFormat, VolumeDriver,
+    AccessMode, BackupSource, Connector, DirectIo, DriverError, DriverSnapshot, DriverVolume, FileDriver,
+    FileOptions, GIB, ImageFormat, VolumeDriver,
 };
 use serde_json::Value;
 
@@ -327,7 +327,7 @@ async fn nbd_exports_serve_the_volume() {
     let v = DriverVolume::new(suite::id(), 1);
     fx.driver.create_volume(&v).await.unwrap();
     let connector = Connector::default();
-    let conn = fx.driver.initialize_connection(&v, &connector).await.unwrap();
+    let conn = fx.driver.initialize_connection(&v, &connector, AccessMode::Rw).await.unwrap();
     assert_eq!(conn.driver_volume_type, "nbd");
     assert_eq!(conn.data["host"], "127.0.0.1");
     assert_eq!(conn.data["export_name"], v.name());
@@ -345,13 +345,14 @@ async fn nbd_exports_serve_the_volume() {
     let busy = fx.driver.extend_volume(&v, 2).await.unwrap_err();
     assert!(matches!(busy, DriverError::Busy(_)), "{busy:?}");
 
-    fx.driver.terminate_connection(&v, &connector).await.unwrap();
+    fx.driver.terminate_connection(&v, &connector, AccessMode::Rw).await.unwrap();
+    fx.driver.remove_export(&v).await.unwrap();
     assert!(Command::new("qemu-img").args(["info", &uri]).output().unwrap().status.code() != Some(0));
     assert_eq!(read_back(&fx.driver, BackupSource::Volume(&v), 1 << 20).await, pattern(9));
     fx.driver.extend_volume(&v, 2).await.unwrap();
 
     // Deleting an exported volume stops its export first.
-    fx.driver.initialize_connection(&v, &connector).await.unwrap();
+    fx.driver.initialize_connection(&v, &connector, AccessMode::Rw).await.unwrap();
     fx.driver.delete_volume(&v).await.unwrap();
     assert!(fx.files().is_empty());
     let records = std::fs::read_dir(fx.root().join(".ember/nbd")).unwrap().count();

@@ -138,6 +138,7 @@ async fn start_api(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
         auth: Arc::new(auth_config(&p.config)),
         repos: Repos::all(p.repo.clone()),
         ops: Arc::new(ops),
+        attach: Arc::new(ember_api::UnwiredOps),
         settings: Arc::new(Settings::from_config(&p.config)),
         flows: Some(flows),
     };

@@ -41,7 +41,7 @@ use crate::driver::VolumeDriver;
 use crate::error::{DriverError, Result};
 use crate::locks::{KeyGuard, KeyedLocks};
 use crate::types::{
-    BackupSource, ConnectionInfo, Connector, DriverSnapshot, DriverVolume, ModelUpdate, RawExport,
+    AccessMode, BackupSource, ConnectionInfo, Connector, DriverSnapshot, DriverVolume, ModelUpdate, RawExport,
 };
 
 pub use image::ImageFormat;
@@ -265,16 +265,34 @@ impl VolumeDriver for FileDriver {
         &self,
         volume: &DriverVolume,
         _connector: &Connector,
+        _mode: AccessMode,
     ) -> Result<ConnectionInfo> {
         let setup = self.setup()?;
         let _guard = self.lock_volume(&volume.id).await;
         nbd::start(&setup.dir, setup.qemu, &self.options.nbd_host, &volume.id).await
     }
 
-    async fn terminate_connection(&self, volume: &DriverVolume, _connector: &Connector) -> Result<()> {
+    async fn terminate_connection(
+        &self,
+        _volume: &DriverVolume,
+        _connector: &Connector,
+        _mode: AccessMode,
+    ) -> Result<()> {
+        // An NBD export has no per-connector access list: the export goes with
+        // `remove_export` once no attachment needs it.
+        self.setup()?;
+        Ok(())
+    }
+
+    async fn remove_export(&self, volume: &DriverVolume) -> Result<()> {
         let setup = self.setup()?;
         let _guard = self.lock_volume(&volume.id).await;
         nbd::stop(&setup.dir, &volume.id).await
+    }
+
+    async fn list_exports(&self) -> Result<Vec<String>> {
+        let setup = self.setup()?;
+        nbd::list(&setup.dir).await
     }
 
     async fn export_for_backup(&self, source: BackupSource<'_>) -> Result<RawExport> {

@@ -98,6 +98,37 @@ pub(crate) async fn stop(dir: &DataDir, id: &str) -> Result<()> {
     remove(&dir.nbd_record(id)?).await
 }
 
+/// The ids of the volumes whose export daemon is alive.
+pub(crate) async fn list(dir: &DataDir) -> Result<Vec<String>> {
+    let nbd_dir = dir.nbd_dir();
+    let context = nbd_dir.clone();
+    let names = blocking("cannot list", &context, move || {
+        let mut names = Vec::new();
+        let entries = match std::fs::read_dir(&nbd_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(id) = name.strip_prefix("volume-").and_then(|n| n.strip_suffix(".pid")) {
+                names.push(id.to_owned());
+            }
+        }
+        Ok(names)
+    })
+    .await?;
+    let mut ids = Vec::new();
+    for id in names {
+        if running(&dir.nbd_pid(&id)?, &dir.image(Kind::Volume, &id)?).await?.is_some() {
+            ids.push(id);
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
 /// Sends SIGTERM to a daemon found alive a moment ago.
 fn terminate(pid: i32, image: &Path) -> Result<()> {
     let raw = rustix::process::Pid::from_raw(pid)

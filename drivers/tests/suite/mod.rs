@@ -1,7 +1,9 @@
 //! The behaviour every `VolumeDriver` shares, checked through the trait alone, so the
 //! same scenarios run on the fake and the file drivers.
 
-use ember_drivers::{BackupSource, Connector, DriverError, DriverSnapshot, DriverVolume, GIB, VolumeDriver};
+use ember_drivers::{
+    AccessMode, BackupSource, Connector, DriverError, DriverSnapshot, DriverVolume, GIB, VolumeDriver,
+};
 
 /// A fresh id, as the manager would give.
 pub fn id() -> String {
@@ -77,9 +79,10 @@ pub async fn missing(driver: &dyn VolumeDriver) {
     assert_not_found(driver.create_volume_from_snapshot(&DriverVolume::new(id(), 1), &ghost_snap).await);
     assert_not_found(driver.create_cloned_volume(&DriverVolume::new(id(), 1), &ghost).await);
     assert_not_found(driver.extend_volume(&ghost, 2).await);
-    assert_not_found(driver.initialize_connection(&ghost, &Connector::default()).await);
+    assert_not_found(driver.initialize_connection(&ghost, &Connector::default(), AccessMode::Rw).await);
     assert_not_found(driver.export_for_backup(BackupSource::Volume(&ghost)).await);
-    driver.terminate_connection(&ghost, &Connector::default()).await.unwrap();
+    driver.terminate_connection(&ghost, &Connector::default(), AccessMode::Rw).await.unwrap();
+    driver.remove_export(&ghost).await.unwrap();
 }
 
 /// A volume from a snapshot cannot be smaller than the snapshot.
@@ -101,10 +104,14 @@ pub async fn connections(driver: &dyn VolumeDriver) {
     let v = DriverVolume::new(id(), 1);
     driver.create_volume(&v).await.unwrap();
     let connector = Connector { host: Some("compute-1".to_owned()), ..Connector::default() };
-    let info = driver.initialize_connection(&v, &connector).await.unwrap();
-    assert_eq!(driver.initialize_connection(&v, &connector).await.unwrap(), info);
-    driver.terminate_connection(&v, &connector).await.unwrap();
-    driver.terminate_connection(&v, &connector).await.unwrap();
+    let info = driver.initialize_connection(&v, &connector, AccessMode::Rw).await.unwrap();
+    assert_eq!(driver.initialize_connection(&v, &connector, AccessMode::Rw).await.unwrap(), info);
+    assert_eq!(driver.list_exports().await.unwrap(), vec![v.id.clone()]);
+    driver.terminate_connection(&v, &connector, AccessMode::Rw).await.unwrap();
+    driver.terminate_connection(&v, &connector, AccessMode::Rw).await.unwrap();
+    driver.remove_export(&v).await.unwrap();
+    driver.remove_export(&v).await.unwrap();
+    assert!(driver.list_exports().await.unwrap().is_empty());
     driver.delete_volume(&v).await.unwrap();
 }
 

@@ -85,6 +85,7 @@ async fn main() {
         auth: Arc::new(Default::default()),
         repos: Repos::all(repo.clone()),
         ops: Arc::new(Instant(ops::TestOps::new(repo.clone()), repo)),
+        attach: Arc::new(ember_api::UnwiredOps),
         settings: Arc::new(Settings::default()),
         flows: None,
     };

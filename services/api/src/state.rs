@@ -3,11 +3,15 @@
 use std::sync::Arc;
 
 use ember_common::config::Config;
-use ember_common::model::{Snapshot, Volume};
-use ember_common::ops::{CreateSnapshot, CreateVolume, DeleteVolume, RequestContext, VolumeOps};
+use ember_common::model::{Snapshot, Volume, VolumeAttachment};
+use ember_common::ops::{
+    AttachOps, CreateAttachment, CreateSnapshot, CreateVolume, DeleteVolume, LegacyAttach, RequestContext,
+    VolumeOps,
+};
 use ember_common::repo::{AttachmentRepo, QuotaRepo, ServiceRepo, SnapshotRepo, VolumeRepo, VolumeTypeRepo};
 use ember_common::{ErrorKind, ServiceError};
 use ember_engine::{FlowStore, Registry};
+use serde_json::Value;
 
 use crate::auth::AuthConfig;
 
@@ -18,6 +22,8 @@ pub struct ApiState {
     pub repos: Repos,
     /// The operations that run as flows (create, delete, extend, snapshot create and delete).
     pub ops: Arc<dyn VolumeOps>,
+    /// The attach and detach operations (attachments API and legacy volume actions).
+    pub attach: Arc<dyn AttachOps>,
     pub settings: Arc<Settings>,
     /// The admin view of flows; `None` answers its endpoints with 503.
     pub flows: Option<FlowAdmin>,
@@ -145,6 +151,90 @@ impl VolumeOps for UnwiredOps {
     }
 
     async fn delete_snapshot(&self, _: &RequestContext, _: &str, _: bool) -> Result<(), ServiceError> {
+        Err(unwired())
+    }
+}
+
+#[async_trait::async_trait]
+impl AttachOps for UnwiredOps {
+    async fn create_attachment(
+        &self,
+        _: &RequestContext,
+        _: CreateAttachment,
+    ) -> Result<VolumeAttachment, ServiceError> {
+        Err(unwired())
+    }
+
+    async fn update_attachment(
+        &self,
+        _: &RequestContext,
+        _: &str,
+        _: Value,
+    ) -> Result<VolumeAttachment, ServiceError> {
+        Err(unwired())
+    }
+
+    async fn complete_attachment(&self, _: &RequestContext, _: &str) -> Result<(), ServiceError> {
+        Err(unwired())
+    }
+
+    async fn delete_attachment(
+        &self,
+        _: &RequestContext,
+        _: &str,
+    ) -> Result<Vec<VolumeAttachment>, ServiceError> {
+        Err(unwired())
+    }
+
+    async fn reserve_volume(&self, _: &RequestContext, _: &str) -> Result<(), ServiceError> {
+        Err(unwired())
+    }
+
+    async fn unreserve_volume(&self, _: &RequestContext, _: &str) -> Result<(), ServiceError> {
+        Err(unwired())
+    }
+
+    async fn begin_detaching(&self, _: &RequestContext, _: &str) -> Result<(), ServiceError> {
+        Err(unwired())
+    }
+
+    async fn roll_detaching(&self, _: &RequestContext, _: &str) -> Result<(), ServiceError> {
+        Err(unwired())
+    }
+
+    async fn initialize_connection(
+        &self,
+        _: &RequestContext,
+        _: &str,
+        _: Value,
+    ) -> Result<Value, ServiceError> {
+        Err(unwired())
+    }
+
+    async fn terminate_connection(&self, _: &RequestContext, _: &str, _: Value) -> Result<(), ServiceError> {
+        Err(unwired())
+    }
+
+    async fn attach(
+        &self,
+        _: &RequestContext,
+        _: &str,
+        _: LegacyAttach,
+    ) -> Result<VolumeAttachment, ServiceError> {
+        Err(unwired())
+    }
+
+    async fn detach(&self, _: &RequestContext, _: &str, _: Option<&str>) -> Result<(), ServiceError> {
+        Err(unwired())
+    }
+
+    async fn force_detach(
+        &self,
+        _: &RequestContext,
+        _: &str,
+        _: Option<&str>,
+        _: Option<Value>,
+    ) -> Result<(), ServiceError> {
         Err(unwired())
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ServiceError;
-use crate::model::{Snapshot, Volume};
+use crate::model::{Snapshot, Volume, VolumeAttachment};
 
 /// Who asks, as the API authenticated them; it crosses RPC with the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,4 +90,124 @@ pub trait VolumeOps: Send + Sync {
     ) -> Result<Snapshot, ServiceError>;
     /// Moves the snapshot to `deleting` and hands the deletion to its backend.
     async fn delete_snapshot(&self, ctx: &RequestContext, id: &str, force: bool) -> Result<(), ServiceError>;
+}
+
+/// `POST /attachments`, after the API checked its syntax (and the legacy `os-attach`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateAttachment {
+    /// The volume to attach (`volume_uuid`).
+    pub volume_id: String,
+    /// The server it is attached to, if any (`instance_uuid`).
+    pub instance_uuid: Option<String>,
+    /// os-brick's connector (a JSON object): with one, the volume is exported at once and
+    /// the attachment comes back `attaching` with its connection info.
+    pub connector: Option<serde_json::Value>,
+    /// `rw` (the default) or `ro` (microversion 3.54).
+    pub mode: Option<String>,
+}
+
+/// `os-attach` (legacy): records a finished attachment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LegacyAttach {
+    pub instance_uuid: Option<String>,
+    pub host_name: Option<String>,
+    pub mountpoint: Option<String>,
+    /// `rw` (the default) or `ro`.
+    pub mode: Option<String>,
+}
+
+/// The attach and detach operations (Cinder's attachments API, 3.27+, and the legacy volume
+/// actions Nova still sends). Every status change is a compare-and-swap; a refused request
+/// changes nothing. Errors carry the [`ErrorKind`](crate::ErrorKind) Cinder answers with.
+///
+/// Connection info is Cinder's attachment form: the driver's `data` flattened, plus
+/// `driver_volume_type`, `attachment_id`, `access_mode`... (a JSON object).
+#[async_trait::async_trait]
+pub trait AttachOps: Send + Sync {
+    /// `attachment_create`: the volume moves to `reserved` (or stays `in-use` when it is
+    /// multiattach and attached elsewhere) and an attachment `reserved` is recorded; with a
+    /// connector, the volume is then exported to it, as [`AttachOps::update_attachment`].
+    async fn create_attachment(
+        &self,
+        ctx: &RequestContext,
+        req: CreateAttachment,
+    ) -> Result<VolumeAttachment, ServiceError>;
+
+    /// `attachment_update`: exports the volume to `connector` on its backend and stores the
+    /// connection info; attachment and volume move to `attaching`.
+    async fn update_attachment(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        connector: serde_json::Value,
+    ) -> Result<VolumeAttachment, ServiceError>;
+
+    /// `os-complete` (3.44): attachment `attached`, volume `in-use`.
+    async fn complete_attachment(&self, ctx: &RequestContext, id: &str) -> Result<(), ServiceError>;
+
+    /// `attachment_delete`: revokes the connector, removes the export when no other
+    /// attachment needs it, deletes the attachment and recomputes the volume's status from
+    /// the attachments left. Returns the volume's remaining attachments.
+    async fn delete_attachment(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+    ) -> Result<Vec<VolumeAttachment>, ServiceError>;
+
+    /// Legacy `os-reserve`: `available` (or `in-use` when multiattach) -> `attaching`.
+    async fn reserve_volume(&self, ctx: &RequestContext, volume_id: &str) -> Result<(), ServiceError>;
+
+    /// Legacy `os-unreserve`: `attaching` -> `in-use` if attached, else `available`.
+    async fn unreserve_volume(&self, ctx: &RequestContext, volume_id: &str) -> Result<(), ServiceError>;
+
+    /// Legacy `os-begin_detaching`: `in-use` -> `detaching`.
+    async fn begin_detaching(&self, ctx: &RequestContext, volume_id: &str) -> Result<(), ServiceError>;
+
+    /// Legacy `os-roll_detaching`: `detaching` -> `in-use`.
+    async fn roll_detaching(&self, ctx: &RequestContext, volume_id: &str) -> Result<(), ServiceError>;
+
+    /// Legacy `os-initialize_connection`: exports the volume to `connector` and returns
+    /// Cinder's `{"driver_volume_type": ..., "data": {...}}`.
+    async fn initialize_connection(
+        &self,
+        ctx: &RequestContext,
+        volume_id: &str,
+        connector: serde_json::Value,
+    ) -> Result<serde_json::Value, ServiceError>;
+
+    /// Legacy `os-terminate_connection`: revokes `connector` (removing the export if no
+    /// attachment needs it) and unreserves the volume.
+    async fn terminate_connection(
+        &self,
+        ctx: &RequestContext,
+        volume_id: &str,
+        connector: serde_json::Value,
+    ) -> Result<(), ServiceError>;
+
+    /// Legacy `os-attach`: records the attachment `attached` and the volume `in-use`.
+    async fn attach(
+        &self,
+        ctx: &RequestContext,
+        volume_id: &str,
+        req: LegacyAttach,
+    ) -> Result<VolumeAttachment, ServiceError>;
+
+    /// Legacy `os-detach`: ends one attachment (the only one when `attachment_id` is
+    /// `None`) and recomputes the volume's status.
+    async fn detach(
+        &self,
+        ctx: &RequestContext,
+        volume_id: &str,
+        attachment_id: Option<&str>,
+    ) -> Result<(), ServiceError>;
+
+    /// Admin `os-force_detach`: terminates the connection and ends the attachment (all of
+    /// the volume's when `attachment_id` is `None`), whatever their status.
+    async fn force_detach(
+        &self,
+        ctx: &RequestContext,
+        volume_id: &str,
+        attachment_id: Option<&str>,
+        connector: Option<serde_json::Value>,
+    ) -> Result<(), ServiceError>;
 }

@@ -93,6 +93,7 @@ impl Harness {
             auth: Arc::new(auth),
             repos: Repos::all(repo.clone()),
             ops: Arc::new(TestOps::new(repo.clone())),
+            attach: Arc::new(ember_api::UnwiredOps),
             settings: Arc::new(settings),
             flows: Some(FlowAdmin::new(flows.clone(), demo::registry())),
         };
