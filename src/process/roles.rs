@@ -152,8 +152,9 @@ async fn start_api(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind the API to {listen}"))?;
     let shutdown = p.shutdown.clone();
     let metrics = p.metrics.clone();
+    let options = server::ServeOptions::from_config(&p.config);
     p.tasks.spawn(async move {
-        if let Err(err) = server::serve_api(listener, state, metrics, shutdown.clone()).await {
+        if let Err(err) = server::serve_api(listener, state, metrics, options, shutdown.clone()).await {
             tracing::error!(error = %err, "the API stopped");
             shutdown.cancel();
         }

@@ -70,6 +70,11 @@ impl TestCluster {
         self.wait_healthy(Duration::from_secs(30)).await;
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
     }

@@ -131,6 +131,13 @@ pub struct Config {
     pub osapi_volume_listen_port: u16,
     /// The largest page a list returns.
     pub osapi_max_limit: u32,
+    /// Seconds a client has to send a request's headers; a connection that has not sent
+    /// them by then (a slow or idle client, including an idle keep-alive) is closed.
+    pub client_header_timeout: u64,
+    /// Seconds a client has to send a request's body once its headers are in.
+    pub client_body_timeout: u64,
+    /// Connections the API serves at once; more wait in the kernel's accept queue.
+    pub osapi_max_connections: u32,
     /// `address:port` where a process without the API (scheduler, volume) serves
     /// `GET /metrics`; the API serves it on its own port.
     pub metrics_listen: Option<String>,
@@ -173,6 +180,9 @@ impl Default for Config {
             osapi_volume_listen: "127.0.0.1".into(),
             osapi_volume_listen_port: 8776,
             osapi_max_limit: 1000,
+            client_header_timeout: 10,
+            client_body_timeout: 60,
+            osapi_max_connections: 4096,
             metrics_listen: None,
             auth_strategy: AuthStrategy::Noauth,
             tokens: BTreeMap::new(),
@@ -310,6 +320,9 @@ impl Config {
             ("rpc_response_timeout", self.rpc_response_timeout),
             ("scheduler_max_attempts", u64::from(self.scheduler_max_attempts)),
             ("osapi_max_limit", u64::from(self.osapi_max_limit)),
+            ("client_header_timeout", self.client_header_timeout),
+            ("client_body_timeout", self.client_body_timeout),
+            ("osapi_max_connections", u64::from(self.osapi_max_connections)),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err((name, "must be at least 1"));
