@@ -100,7 +100,7 @@ pub(crate) async fn run<S: AsRef<OsStr>>(program: &'static str, args: &[S]) -> R
     // again.
     let parent = rustix::process::getpid();
     // SAFETY: the closure runs in the forked child before exec and only makes two
-    // async-signal-safe system calls (prctl, getppid); it allocates nothing. This is the
+    // async-signal-safe system calls (prctl, getppid); it allocates nothing. This is
     // one of the two unsafe blocks of the workspace (the other is malloc_trim in src/server.rs):
     // std has no safe way to ask for a death signal.
     #[allow(unsafe_code)]
