@@ -21,6 +21,11 @@ impl Cinder {
         }
     }
 
+    /// A client of `project` that sends `token` (for `auth_strategy = "token"`).
+    pub fn with_token(base_url: &str, project: &str, token: &str) -> Self {
+        Self { token: token.to_owned(), ..Self::new(base_url, project) }
+    }
+
     /// Sends a request; returns the status and the JSON body (null when empty).
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let what = format!("{method} {path}");

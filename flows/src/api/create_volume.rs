@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use ember_common::access;
 use ember_common::model::{SnapshotStatus, Volume, VolumeExpect, VolumeStatus, VolumeType};
 use ember_common::ops::{CreateVolume, RequestContext};
 use ember_common::{Error as DomainError, ErrorKind};
@@ -119,15 +120,28 @@ impl ExtractVolumeRequest {
         Ok(Source::default())
     }
 
-    async fn volume_type(&self, req: &CreateVolume, source: &Source) -> Result<VolumeType, Failure> {
+    async fn volume_type(
+        &self,
+        rc: &RequestContext,
+        req: &CreateVolume,
+        source: &Source,
+    ) -> Result<VolumeType, Failure> {
         let types = &self.deps.types;
         match (&req.volume_type, &source.type_id) {
-            (Some(name_or_id), _) => match types.get_volume_type_by_name(name_or_id).await {
-                Ok(t) => Ok(t),
-                Err(_) => types.get_volume_type(name_or_id).await.map_err(|_| {
-                    fail(ErrorKind::NotFound, format!("Volume type {name_or_id} could not be found."))
-                }),
-            },
+            (Some(name_or_id), _) => {
+                let not_found =
+                    || fail(ErrorKind::NotFound, format!("Volume type {name_or_id} could not be found."));
+                let t = match types.get_volume_type_by_name(name_or_id).await {
+                    Ok(t) => t,
+                    Err(_) => types.get_volume_type(name_or_id).await.map_err(|_| not_found())?,
+                };
+                // Another project's private type reads exactly as an unknown one.
+                if access::may_use_type(types.as_ref(), rc, &t).await.map_err(domain)? {
+                    Ok(t)
+                } else {
+                    Err(not_found())
+                }
+            }
             (None, Some(id)) => types.get_volume_type(id).await.map_err(domain),
             (None, None) => {
                 types.get_volume_type_by_name(&self.deps.config.default_volume_type).await.map_err(|e| {
@@ -183,7 +197,7 @@ impl Task for ExtractVolumeRequest {
                 format!("Invalid input received: size {size}G is smaller than its source's {min}G."),
             ));
         }
-        let vt = self.volume_type(&req, &source).await?;
+        let vt = self.volume_type(&rc, &req, &source).await?;
         let zone = req
             .availability_zone
             .clone()

@@ -1,5 +1,6 @@
 //! Ember's domain model, configuration and the error types shared by its services.
 
+pub mod access;
 pub mod capabilities;
 pub mod config;
 pub mod error;

@@ -385,6 +385,13 @@ impl VolumeRepo for SqlRepo {
             Some(id) => Some(self.volume_any(id).await?),
             None => None,
         };
+        // A marker of another project than the listed one reads as an unknown id, so a
+        // caller cannot tell which ids exist elsewhere.
+        if let (Some(m), Some(project)) = (&marker, &filter.project_id)
+            && m.project_id != *project
+        {
+            return Err(Error::not_found(ResourceKind::Volume, &m.id));
+        }
         let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM volumes"));
         push_filter(&mut sql, filter);
         paginate(&mut sql, opts, marker.as_ref(), &sort_column, opts.marker.as_deref())?;

@@ -47,11 +47,11 @@ pub async fn load(state: &ApiState, ctx: &Ctx, id: &str) -> ApiResult<VolumeType
         Err(ember_common::Error::NotFound { .. }) => return Err(type_not_found(id)),
         Err(e) => return Err(e.into()),
     };
-    if t.is_public || ctx.is_admin() {
-        return Ok(t);
+    if ember_common::access::may_use_type(state.repos.types.as_ref(), &ctx.ops(), &t).await? {
+        Ok(t)
+    } else {
+        Err(type_not_found(id))
     }
-    let projects = state.repos.types.volume_type_access(id).await?;
-    if projects.contains(&ctx.caller.project_id) { Ok(t) } else { Err(type_not_found(id)) }
 }
 
 /// `GET /types[?is_public=true|false|all]`, paginated by `limit` and `marker` in memory
