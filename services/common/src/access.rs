@@ -18,5 +18,5 @@ pub async fn may_use_type(
     if t.is_public || caller.is_admin {
         return Ok(true);
     }
-    Ok(types.volume_type_access(&t.id).await?.iter().any(|p| *p == caller.project_id))
+    Ok(types.volume_type_access(&t.id).await?.contains(&caller.project_id))
 }
