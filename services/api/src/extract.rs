@@ -3,6 +3,8 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::fault::Fault;
@@ -30,6 +32,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         let bytes = Bytes::from_request(request, state).await.map_err(|_| too_large())?;
         parse(&bytes).map(Body)
     }
+}
+
+/// The body types Cinder deserializes (its `_supported_content_types`).
+const JSON_TYPES: &[&str] = &["application/json", "application/vnd.openstack.volume+json"];
+
+/// Refuses a request whose body is not declared as JSON (Cinder's `InvalidContentType`)
+/// before any handler reads it: a form, XML, plain text or an undeclared body changes
+/// nothing. Requests without a body pass whatever they declare.
+pub async fn json_content_type(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
+    if has_body {
+        let declared = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()));
+        let essence = declared.as_deref().map(|v| v.split(';').next().unwrap_or_default().trim());
+        if !essence.is_some_and(|e| JSON_TYPES.iter().any(|t| e.eq_ignore_ascii_case(t))) {
+            let shown = declared.as_deref().unwrap_or("None");
+            return Fault::bad_request(format!("Invalid content type {shown}.")).into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// Parses a body already read.

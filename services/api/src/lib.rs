@@ -53,6 +53,7 @@ pub fn app(state: ApiState) -> Router {
         .merge(flows::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(bad_method)
+        .layer(middleware::from_fn(extract::json_content_type))
         .layer(middleware::from_fn_with_state(state.auth.clone(), auth::layer))
         .with_state(state);
     let routes = Router::new()
