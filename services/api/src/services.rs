@@ -124,9 +124,8 @@ async fn change(
     Ok(Json(out))
 }
 
-/// `GET /os-availability-zone`: the zones of the volume services; a zone is available
-/// when one of its volume services is enabled (as Cinder's `list_availability_zones`).
-async fn zones(State(state): State<ApiState>, _ctx: Ctx) -> ApiResult<Json<Value>> {
+/// The zones of the volume services, each with whether one of its services is enabled.
+pub(crate) async fn availability_zones(state: &ApiState) -> ApiResult<Vec<(String, bool)>> {
     let filter = ServiceFilter { binary: Some("ember-volume".into()), ..ServiceFilter::default() };
     let mut zones: Vec<(String, bool)> = Vec::new();
     for s in state.repos.services.list_services(&filter).await? {
@@ -135,6 +134,13 @@ async fn zones(State(state): State<ApiState>, _ctx: Ctx) -> ApiResult<Json<Value
             None => zones.push((s.availability_zone.clone(), !s.disabled)),
         }
     }
+    Ok(zones)
+}
+
+/// `GET /os-availability-zone`: the zones of the volume services; a zone is available
+/// when one of its volume services is enabled (as Cinder's `list_availability_zones`).
+async fn zones(State(state): State<ApiState>, _ctx: Ctx) -> ApiResult<Json<Value>> {
+    let zones = availability_zones(&state).await?;
     let items: Vec<Value> = zones
         .iter()
         .map(|(name, available)| json!({"zoneName": name, "zoneState": {"available": available}}))

@@ -93,6 +93,8 @@ pub struct Settings {
     pub storage_availability_zone: String,
     /// The zone of volumes created without one.
     pub default_availability_zone: String,
+    /// Create in the default zone when the requested one does not exist, instead of refusing.
+    pub allow_availability_zone_fallback: bool,
     /// The name of the type of volumes created without one.
     pub default_volume_type: String,
     /// The largest page a list returns (`osapi_max_limit`).
@@ -110,6 +112,7 @@ impl Settings {
                 .default_availability_zone
                 .clone()
                 .unwrap_or_else(|| config.storage_availability_zone.clone()),
+            allow_availability_zone_fallback: config.allow_availability_zone_fallback,
             default_volume_type: config.default_volume_type.clone(),
             osapi_max_limit: config.osapi_max_limit.max(1),
             service_down_time: config.service_down_time,

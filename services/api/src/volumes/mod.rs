@@ -89,7 +89,8 @@ pub(crate) async fn create(
     ctx: Ctx,
     Body(body): Body<Value>,
 ) -> ApiResult<Response> {
-    let req = create::parse(&body, ctx.at_least(53), ctx.at_least(47))?;
+    let mut req = create::parse(&body, ctx.at_least(53), ctx.at_least(47))?;
+    req.availability_zone = known_zone(&state, req.availability_zone).await?;
     // A source the caller may not see is "not found", whatever the flows would do with it.
     if let Some(id) = &req.snapshot_id {
         crate::snapshots::load(&state, &ctx, id).await?;
@@ -99,6 +100,20 @@ pub(crate) async fn create(
     }
     let volume = state.ops.create_volume(&ctx.ops(), req).await?;
     Ok((StatusCode::ACCEPTED, Json(one(&state, &ctx, &volume, false).await?)).into_response())
+}
+
+/// A requested zone that no volume service is in is refused (Cinder's
+/// `InvalidAvailabilityZone`), or replaced by the default zone with
+/// `allow_availability_zone_fallback`, before anything is reserved.
+async fn known_zone(state: &ApiState, zone: Option<String>) -> ApiResult<Option<String>> {
+    let Some(zone) = zone else { return Ok(None) };
+    if crate::services::availability_zones(state).await?.iter().any(|(name, _)| *name == zone) {
+        return Ok(Some(zone));
+    }
+    if state.settings.allow_availability_zone_fallback {
+        return Ok(Some(state.settings.default_availability_zone.clone()));
+    }
+    Err(Fault::bad_request(format!("Availability zone '{zone}' is invalid.")))
 }
 
 /// `GET /volumes`: summaries.
