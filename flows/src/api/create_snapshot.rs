@@ -147,8 +147,21 @@ impl Task for SnapshotEntryCreate {
         s.description = req.description;
         s.metadata = req.metadata;
         s.progress = Some("0%".to_owned());
-        let snap = match self.deps.snapshots.create_snapshot(&s).await {
-            Ok(s) => s,
+        // Decided under the volume's row lock: a delete of the volume racing this insert
+        // has one winner (the delete refuses a volume with snapshots).
+        let allowed: &[VolumeStatus] = if req.force {
+            &[VolumeStatus::Available, VolumeStatus::InUse]
+        } else {
+            &[VolumeStatus::Available]
+        };
+        let snap = match self.deps.snapshots.create_snapshot_of(&s, allowed).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(fail(
+                    ErrorKind::BadRequest,
+                    format!("Invalid volume: Volume {} status must be available, but it changed.", v.id),
+                ));
+            }
             Err(ember_common::Error::Duplicate { .. }) => {
                 self.deps.snapshots.get_snapshot(&s.id).await.map_err(domain)?
             }

@@ -14,7 +14,8 @@ use crate::error::Result;
 use crate::model::{
     AttachStatus, AttachmentChanges, Backup, BackupChanges, BackupFilter, BackupStatus, ListOptions,
     QuotaSet, Service, ServiceFilter, Snapshot, SnapshotChanges, SnapshotFilter, SnapshotStatus,
-    SnapshotsExpect, Volume, VolumeAttachment, VolumeChanges, VolumeExpect, VolumeFilter, VolumeType,
+    SnapshotsExpect, Volume, VolumeAttachment, VolumeChanges, VolumeExpect, VolumeFilter, VolumeStatus,
+    VolumeType,
 };
 
 /// Which metadata of a volume an operation touches.
@@ -120,6 +121,15 @@ pub trait VolumeTypeRepo: Send + Sync {
 #[async_trait]
 pub trait SnapshotRepo: Send + Sync {
     async fn create_snapshot(&self, snapshot: &Snapshot) -> Result<Snapshot>;
+    /// Inserts `snapshot` only while its volume is live and in one of `volume_in`, decided
+    /// under the volume's row lock, so this insert and a concurrent change of the volume
+    /// (a delete, which refuses a volume with snapshots) have exactly one winner. `None`,
+    /// with nothing written, when the volume was not in those statuses.
+    async fn create_snapshot_of(
+        &self,
+        snapshot: &Snapshot,
+        volume_in: &[VolumeStatus],
+    ) -> Result<Option<Snapshot>>;
     async fn get_snapshot(&self, id: &str) -> Result<Snapshot>;
     async fn list_snapshots(&self, filter: &SnapshotFilter, opts: &ListOptions) -> Result<Vec<Snapshot>>;
     /// Writes `changes` iff the snapshot is live and its status is in `expected`

@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::Utc;
 
-use ember_common::model::{ListOptions, Snapshot, SnapshotChanges, SnapshotFilter, SnapshotStatus, SortKey};
+use ember_common::model::{
+    ListOptions, Snapshot, SnapshotChanges, SnapshotFilter, SnapshotStatus, SortKey, VolumeStatus,
+};
 use ember_common::repo::SnapshotRepo;
 use ember_common::{Error, ResourceKind, Result};
 
 use crate::metadata::{self, MetaTable};
 use crate::sql::{
-    Arg, Sets, Sql, bind_args, cas_sql, db_err, dt, execute, is_unique_violation, ms, opt_dt, paginate,
-    parse, with_tx,
+    Arg, Dialect, Sets, Sql, bind_args, cas_sql, db_err, dt, execute, is_unique_violation, ms, opt_dt,
+    paginate, parse, with_tx,
 };
 use crate::{SqlRepo, with_pool};
 
@@ -129,50 +131,59 @@ impl SqlRepo {
     }
 }
 
+/// Runs the statements of [`insert_sql`] in transaction `$tx` (a taken id is `Duplicate`);
+/// a macro, like `with_tx!`, so it compiles once per database.
+macro_rules! insert_rows {
+    ($tx:ident, $s:expr, $inserts:expr) => {{
+        let (sql, meta) = &$inserts;
+        match bind_args!(sqlx::query(&sql.text), &sql.args).execute(&mut *$tx).await {
+            Err(e) if is_unique_violation(&e) => {
+                Err(Error::Duplicate { kind: ResourceKind::Snapshot, id: $s.id.clone() })
+            }
+            Err(e) => Err(db_err(e)),
+            Ok(_) => match meta {
+                Some(m) => bind_args!(sqlx::query(&m.text), &m.args)
+                    .execute(&mut *$tx)
+                    .await
+                    .map(|_| ())
+                    .map_err(db_err),
+                None => Ok(()),
+            },
+        }
+    }};
+}
+
 #[async_trait]
 impl SnapshotRepo for SqlRepo {
     async fn create_snapshot(&self, s: &Snapshot) -> Result<Snapshot> {
-        let mut sql = Sql::new(&format!("INSERT INTO snapshots ({COLUMNS}) VALUES "));
-        let values: [Arg; 18] = [
-            s.id.as_str().into(),
-            s.project_id.as_str().into(),
-            s.user_id.as_str().into(),
-            s.volume_id.as_str().into(),
-            s.volume_type_id.as_str().into(),
-            s.name.clone().into(),
-            s.description.clone().into(),
-            s.volume_size.into(),
-            s.status.as_str().into(),
-            s.progress.clone().into(),
-            s.provider_location.clone().into(),
-            s.provider_id.clone().into(),
-            s.group_snapshot_id.clone().into(),
-            s.consumes_quota.into(),
-            s.created_at.into(),
-            s.updated_at.into(),
-            s.deleted.into(),
-            s.deleted_at.into(),
-        ];
-        sql.list(values);
-        let meta = metadata::upsert_sql(MetaTable::Snapshot, &s.id, &s.metadata);
-        let res: Result<()> = with_tx!(&self.db, |tx| {
-            match bind_args!(sqlx::query(&sql.text), &sql.args).execute(&mut *tx).await {
-                Err(e) if is_unique_violation(&e) => {
-                    Err(Error::Duplicate { kind: ResourceKind::Snapshot, id: s.id.clone() })
-                }
-                Err(e) => Err(db_err(e)),
-                Ok(_) => match &meta {
-                    Some(m) => bind_args!(sqlx::query(&m.text), &m.args)
-                        .execute(&mut *tx)
-                        .await
-                        .map(|_| ())
-                        .map_err(db_err),
-                    None => Ok(()),
-                },
-            }
-        });
+        let inserts = insert_sql(s);
+        let res: Result<()> = with_tx!(&self.db, |tx| insert_rows!(tx, s, inserts));
         res?;
         self.get_snapshot(&s.id).await
+    }
+
+    async fn create_snapshot_of(&self, s: &Snapshot, volume_in: &[VolumeStatus]) -> Result<Option<Snapshot>> {
+        let inserts = insert_sql(s);
+        let mut lock = Sql::new("SELECT status FROM volumes WHERE deleted = FALSE AND id = ");
+        lock.arg(s.volume_id.as_str()).push(Dialect::of(&self.db).for_update());
+        let written: Result<bool> = with_tx!(&self.db, |tx| async {
+            // The volume's row is locked before its status is read: a delete waiting on
+            // that lock then sees this snapshot, and one that came first is seen here.
+            let status: Option<(String,)> =
+                bind_args!(sqlx::query_as::<_, (String,)>(&lock.text), &lock.args)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            if !status.is_some_and(|(st,)| volume_in.iter().any(|v| v.as_str() == st)) {
+                return Ok(false);
+            }
+            insert_rows!(tx, s, inserts).map(|()| true)
+        }
+        .await);
+        if !written? {
+            return Ok(None);
+        }
+        self.get_snapshot(&s.id).await.map(Some)
     }
 
     async fn get_snapshot(&self, id: &str) -> Result<Snapshot> {
@@ -243,4 +254,31 @@ impl SnapshotRepo for SqlRepo {
         self.get_snapshot(id).await?;
         metadata::set(&self.db, MetaTable::Snapshot, id, items, replace_all).await
     }
+}
+
+/// The statements that insert a snapshot and its metadata.
+fn insert_sql(s: &Snapshot) -> (Sql, Option<Sql>) {
+    let mut sql = Sql::new(&format!("INSERT INTO snapshots ({COLUMNS}) VALUES "));
+    let values: [Arg; 18] = [
+        s.id.as_str().into(),
+        s.project_id.as_str().into(),
+        s.user_id.as_str().into(),
+        s.volume_id.as_str().into(),
+        s.volume_type_id.as_str().into(),
+        s.name.clone().into(),
+        s.description.clone().into(),
+        s.volume_size.into(),
+        s.status.as_str().into(),
+        s.progress.clone().into(),
+        s.provider_location.clone().into(),
+        s.provider_id.clone().into(),
+        s.group_snapshot_id.clone().into(),
+        s.consumes_quota.into(),
+        s.created_at.into(),
+        s.updated_at.into(),
+        s.deleted.into(),
+        s.deleted_at.into(),
+    ];
+    sql.list(values);
+    (sql, metadata::upsert_sql(MetaTable::Snapshot, &s.id, &s.metadata))
 }

@@ -413,7 +413,28 @@ impl VolumeRepo for SqlRepo {
         expect: &VolumeExpect,
         changes: &VolumeChanges,
     ) -> Result<Option<Volume>> {
-        Ok(self.fetch_volumes(&update_sql(id, expect, changes)).await?.pop())
+        let update = update_sql(id, expect, changes);
+        if !expect.no_snapshots || Dialect::of(&self.db) == Dialect::Sqlite {
+            return Ok(self.fetch_volumes(&update).await?.pop());
+        }
+        // "No snapshots" is a second table: on PostgreSQL the volume's row is locked first,
+        // so a snapshot insert holding that lock (`create_snapshot_of`) has committed before
+        // the UPDATE takes its snapshot of the data and sees it. One statement alone would
+        // recheck only the row, not the subquery, and both would win. (SQLite serializes
+        // writers already.)
+        let mut lock = Sql::new("SELECT id FROM volumes WHERE id = ");
+        lock.arg(id).push(Dialect::Postgres.for_update());
+        let row: Result<Option<Row>> = with_tx!(&self.db, |tx| async {
+            bind_args!(sqlx::query(&lock.text), &lock.args).execute(&mut *tx).await.map_err(db_err)?;
+            bind_args!(sqlx::query_as::<_, Row>(&update.text), &update.args)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)
+        }
+        .await);
+        let mut volumes = row?.map(Row::into_model).transpose()?.into_iter().collect::<Vec<_>>();
+        self.attach_volume_metadata(&mut volumes).await?;
+        Ok(volumes.pop())
     }
 
     async fn update_volume_cascade(
