@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use ember_drivers::{
-    AccessMode, BackupSource, ConnectionInfo, Connector, DriverError, DriverVolume, FileDriver, FileOptions,
-    ImageFormat, TargetProtocol, VolumeDriver,
+    AccessMode, BackupSource, ConnectionInfo, Connector, DriverError, DriverSnapshot, DriverVolume,
+    FileDriver, FileOptions, ImageFormat, TargetProtocol, VolumeDriver,
 };
 use serde_json::{Value, json};
 use targets::{Login, Tgtd};
@@ -105,7 +105,13 @@ async fn iscsi_data_written_by_one_host_is_read_by_the_next_and_strangers_are_re
     let stranger = login(&conn, B).read(fx.tool, &fx.scratch(), 512).0;
     assert!(!stranger.ok() && stranger.stderr.contains("login failed"), "{}", stranger.stderr);
 
+    // No change that needs the volume still: tgt holds no image lock, the driver checks.
     let busy = fx.driver.extend_volume(&v, 2).await.unwrap_err();
+    assert!(matches!(busy, DriverError::Busy(_)), "{busy:?}");
+    let snapshot = DriverSnapshot::new(id(), v.id.clone(), 1);
+    let busy = fx.driver.create_snapshot(&snapshot).await.unwrap_err();
+    assert!(matches!(busy, DriverError::Busy(_)), "{busy:?}");
+    let busy = fx.driver.create_cloned_volume(&DriverVolume::new(id(), 1), &v).await.unwrap_err();
     assert!(matches!(busy, DriverError::Busy(_)), "{busy:?}");
     assert_eq!(fx.driver.list_exports().await.unwrap(), vec![v.id.clone()]);
 

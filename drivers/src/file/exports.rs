@@ -99,8 +99,9 @@ impl FileDriver {
         }
     }
 
-    /// Refuses a change that needs the volume unexported (an extend: an initiator would go
-    /// on seeing the old size). The caller holds the volume's exclusive lock.
+    /// Refuses what needs the volume unexported: an extend (an initiator would go on
+    /// seeing the old size), a snapshot or a clone (a copy of a file being written is no
+    /// point in time). The caller holds the volume's lock, so no export starts meanwhile.
     pub(super) async fn check_unexported(&self, setup: &Setup, id: &str) -> Result<()> {
         let exported = nbd::is_exported(&setup.dir, id).await?
             || (self.options.target_protocol == TargetProtocol::Iscsi

@@ -88,6 +88,8 @@ impl FileDriver {
         if self.accept_existing(setup, &path, volume).await? {
             return Ok(self.model_update(setup));
         }
+        // As for snapshots: no copy of a volume a target is writing.
+        self.check_unexported(setup, &source.id).await?;
         let tmp = setup.dir.tmp(Kind::Volume, &volume.id)?;
         remove(&tmp).await?;
         let shared = backing
