@@ -136,7 +136,9 @@ async fn iscsi_data_written_by_one_host_is_read_by_the_next_and_strangers_are_re
     assert!(fx.driver.list_exports().await.unwrap().is_empty());
     assert!(!login(&conn_b, B).read(fx.tool, &fx.scratch(), 512).0.ok());
     let raw = fx.driver.export_for_backup(BackupSource::Volume(&v)).await.unwrap();
-    assert!(std::fs::read(&raw.path).unwrap()[..PATTERN_LEN] == pattern(3)[..]);
+    let mut head = vec![0; PATTERN_LEN];
+    std::io::Read::read_exact(&mut std::fs::File::open(&raw.path).unwrap(), &mut head).unwrap();
+    assert!(head == pattern(3), "the volume's file holds what A wrote");
     fx.driver.release_export(raw).await.unwrap();
     fx.driver.extend_volume(&v, 2).await.unwrap();
 
@@ -215,7 +217,7 @@ async fn iscsi_setup_and_requests_fail_cleanly() {
         eprintln!("SKIPPED: tgtadm missing (install the Debian package tgt)");
         return;
     }
-    let nobody = targets::free_port() % 30_000 + 1_000;
+    let nobody = targets::unused_control_port();
     let driver =
         FileDriver::new(FileOptions { format: ImageFormat::Raw, tgt_control_port: nobody, ..options });
     driver.do_setup().await.unwrap();

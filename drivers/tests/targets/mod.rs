@@ -30,15 +30,7 @@ impl Tgtd {
             eprintln!("SKIPPED: tgtd or tgtadm missing (install the Debian package tgt)");
             return None;
         }
-        // Control ports name a unix socket (/var/run/tgtd/socket.<n>): one per test.
-        let control_port = loop {
-            // tgtadm takes -C up to 32767.
-            let port = free_port() % 30_000 + 1_000;
-            if !Path::new(&format!("/var/run/tgtd/socket.{port}")).exists() {
-                break port;
-            }
-        };
-        let mut tgtd = Tgtd { control_port, portal_port: free_port(), child: None };
+        let mut tgtd = Tgtd { control_port: unused_control_port(), portal_port: free_port(), child: None };
         tgtd.launch();
         Some(tgtd)
     }
@@ -75,11 +67,20 @@ impl Tgtd {
         String::from_utf8_lossy(&self.tgtadm(&["--op", "show", "--mode", "target"]).stdout).into_owned()
     }
 
-    /// Stops the daemon (it ignores SIGTERM): `--op delete --mode system`, then SIGKILL if
-    /// it is still there at the deadline.
+    /// Stops the daemon (it ignores SIGTERM): its targets deleted (it refuses to stop while
+    /// it has any), `--op delete --mode system`, then SIGKILL if it is still there at the
+    /// deadline.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
-        let _ = self.tgtadm(&["--op", "delete", "--mode", "system"]);
+        for line in self.show().lines() {
+            let tid = line.strip_prefix("Target ").and_then(|rest| rest.split(':').next());
+            if let Some(tid) = tid {
+                let _ = self.tgtadm(&["--op", "delete", "--mode", "target", "--tid", tid, "--force"]);
+            }
+        }
+        // The system mode takes no `--lld`.
+        let port = self.control_port.to_string();
+        let _ = Command::new("tgtadm").args(["-C", &port, "--op", "delete", "--mode", "system"]).output();
         let deadline = Instant::now() + DEADLINE;
         while child.try_wait().ok().flatten().is_none() {
             if Instant::now() >= deadline {
@@ -88,6 +89,10 @@ impl Tgtd {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        // tgtd leaves its control socket and lock file behind.
+        for suffix in ["", ".lock"] {
+            let _ = std::fs::remove_file(format!("/var/run/tgtd/socket.{}{suffix}", self.control_port));
         }
     }
 
@@ -101,6 +106,17 @@ impl Tgtd {
 impl Drop for Tgtd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A tgtd control port no daemon uses now. Control ports name a unix socket
+/// (`/var/run/tgtd/socket.<n>`), and tgtadm takes them up to 32767.
+pub fn unused_control_port() -> u16 {
+    loop {
+        let port = free_port() % 30_000 + 1_000;
+        if !Path::new(&format!("/var/run/tgtd/socket.{port}")).exists() {
+            return port;
+        }
     }
 }
 
