@@ -93,6 +93,9 @@ async fn iscsi_data_written_by_one_host_is_read_by_the_next_and_strangers_are_re
     assert_eq!((data["target_lun"].clone(), data["target_discovered"].clone()), (json!(1), json!(false)));
     assert_eq!((data["auth_method"].clone(), data["access_mode"].clone()), (json!("CHAP"), json!("rw")));
     assert_eq!((data["volume_id"].clone(), data["encrypted"].clone()), (json!(v.id), json!(false)));
+    let record = fx.dir.path().join(format!("volumes/.ember/iscsi/volume-{}.json", v.id));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&record).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "the CHAP secret is readable by others: {mode:o}");
     let again = fx.driver.initialize_connection(&v, &connector(A), AccessMode::Rw).await.unwrap();
     assert_eq!(again, conn, "a repeated call answers the same");
 

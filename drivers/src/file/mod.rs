@@ -243,12 +243,21 @@ async fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option
     Ok(text.and_then(|t| serde_json::from_slice(&t).ok()))
 }
 
-/// Writes a driver record (JSON) durably, through a `.tmp` renamed into place.
+/// Writes a driver record (JSON) durably, through a `.tmp` renamed into place. Records
+/// readable by the owner only: some hold CHAP secrets.
 async fn write_json<T: Serialize>(path: &Path, record: &T) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
     let text = serde_json::to_vec(record).map_err(|e| DriverError::Backend(e.to_string()))?;
     let (p, tmp) = (path.to_owned(), path.with_extension("json.tmp"));
     blocking("cannot write", path, move || {
-        std::fs::write(&tmp, text)?;
+        // A leftover `.tmp` would keep its own mode.
+        paths::remove_if_exists(&tmp)?;
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        file.write_all(&text)?;
+        drop(file);
         paths::publish(&tmp, &p)
     })
     .await
