@@ -118,8 +118,12 @@ async fn iscsi_data_written_by_one_host_is_read_by_the_next_and_strangers_are_re
     assert!(matches!(busy, DriverError::Busy(_)), "{busy:?}");
     assert_eq!(fx.driver.list_exports().await.unwrap(), vec![v.id.clone()]);
 
-    // A leaves, B comes: A is out of the ACL, B gets the same target and credentials.
+    // A leaves, B comes: A is out of the ACL and its open session is closed, B gets the
+    // same target and credentials.
+    let held = a.hold(fx.tool);
     fx.driver.terminate_connection(&v, &connector(A), AccessMode::Rw).await.unwrap();
+    let after = held.read();
+    assert!(!after.ok(), "A's session outlived terminate_connection");
     fx.driver.terminate_connection(&v, &connector(A), AccessMode::Rw).await.unwrap();
     assert!(!a.read(fx.tool, &fx.scratch(), 512).0.ok(), "A is still admitted");
     let conn_b = fx.driver.initialize_connection(&v, &connector(B), AccessMode::Rw).await.unwrap();

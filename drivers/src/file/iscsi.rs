@@ -101,16 +101,21 @@ impl IscsiTargets {
         Ok(self.info(id, &iqn, &chap, mode))
     }
 
-    /// Withdraws `initiator` from the volume's export in `mode`; the target stays.
+    /// Withdraws `initiator` from the volume's export in `mode` and closes the sessions it
+    /// still has there (an ACL only gates new logins); the target stays.
     pub(crate) async fn disconnect(&self, id: &str, initiator: &str, mode: AccessMode) -> Result<()> {
         let iqn = self.iqn(id, mode);
         let targets = self.tgt.targets().await?;
-        match targets.iter().find(|t| t.iqn == iqn) {
-            Some(target) if target.acl.iter().any(|a| a == initiator) => {
-                self.tgt.unbind_initiator(target.tid, initiator).await
-            }
-            _ => Ok(()),
+        let Some(target) = targets.iter().find(|t| t.iqn == iqn) else { return Ok(()) };
+        if target.acl.iter().any(|a| a == initiator) {
+            self.tgt.unbind_initiator(target.tid, initiator).await?;
         }
+        for session in target.sessions.iter().filter(|s| s.initiator == initiator) {
+            for cid in &session.cids {
+                self.tgt.close_connection(target.tid, session.sid, *cid).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Deletes every target of the volume (by name, and by backing file in case the prefix

@@ -25,8 +25,16 @@ pub(crate) struct Target {
     pub accounts: Vec<String>,
     /// The initiator names and addresses admitted (`ALL` for anyone).
     pub acl: Vec<String>,
-    /// The initiators logged in now, by name.
-    pub initiators: Vec<String>,
+    /// The sessions open now.
+    pub sessions: Vec<Session>,
+}
+
+/// A logged-in initiator (an I_T nexus) and its connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Session {
+    pub sid: u64,
+    pub initiator: String,
+    pub cids: Vec<u32>,
 }
 
 /// A logical unit of a target.
@@ -148,7 +156,15 @@ impl Tgtadm {
             .await
     }
 
-    /// Withdraws an initiator's admission; sessions it has open stay until it logs out.
+    /// Closes a connection of a session, logging the initiator out.
+    pub(crate) async fn close_connection(&self, tid: u32, sid: u64, cid: u32) -> Result<()> {
+        let (tid, sid, cid) = (tid.to_string(), sid.to_string(), cid.to_string());
+        let args = ["--op", "delete", "--mode", "conn", "--tid", &tid, "--sid", &sid, "--cid", &cid];
+        self.change(&args, "can't find").await
+    }
+
+    /// Withdraws an initiator's admission; sessions it has open stay until it logs out
+    /// (see [`Tgtadm::close_connection`]).
     pub(crate) async fn unbind_initiator(&self, tid: u32, initiator: &str) -> Result<()> {
         let tid = tid.to_string();
         self.change(&["--op", "unbind", "--mode", "target", "--tid", &tid, "-Q", initiator], "does not exist")
@@ -198,10 +214,19 @@ fn read_item(target: &mut Target, section: Section, item: &str) {
     match section {
         Section::Other => {}
         Section::Nexus => {
-            if let Some(rest) = item.strip_prefix("Initiator: ") {
-                // `Initiator: <name> alias: <alias>`
-                let name = rest.split_whitespace().next().unwrap_or_default();
-                target.initiators.push(name.to_owned());
+            if let Some(sid) = item.strip_prefix("I_T nexus: ") {
+                if let Ok(sid) = sid.trim().parse() {
+                    target.sessions.push(Session { sid, ..Session::default() });
+                }
+            } else if let Some(session) = target.sessions.last_mut() {
+                if let Some(rest) = item.strip_prefix("Initiator: ") {
+                    // `Initiator: <name> alias: <alias>`
+                    session.initiator = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                } else if let Some(cid) = item.strip_prefix("Connection: ")
+                    && let Ok(cid) = cid.trim().parse()
+                {
+                    session.cids.push(cid);
+                }
             }
         }
         Section::Luns => {
@@ -285,7 +310,8 @@ Target 12: iqn.2010-10.org.openstack:volume-b:ro
         );
         assert_eq!(a.accounts, ["u1"]);
         assert_eq!(a.acl, ["iqn.2000-01.com.ex:a"]);
-        assert_eq!(a.initiators, ["iqn.2000-01.com.ex:a"]);
+        let session = Session { sid: 3, initiator: "iqn.2000-01.com.ex:a".to_owned(), cids: vec![0] };
+        assert_eq!(a.sessions, [session]);
         let b = &targets[1];
         assert_eq!((b.tid, b.iqn.as_str()), (12, "iqn.2010-10.org.openstack:volume-b:ro"));
         assert!(b.lun(1).is_none() && b.accounts.is_empty() && b.acl.is_empty());

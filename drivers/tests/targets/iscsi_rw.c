@@ -4,9 +4,11 @@
  *
  *   iscsi_rw <portal> <target-iqn> <initiator-iqn> <user> <password> write <file>
  *   iscsi_rw <portal> <target-iqn> <initiator-iqn> <user> <password> read <bytes> <file>
+ *   iscsi_rw <portal> <target-iqn> <initiator-iqn> <user> <password> hold
  *
  * Logs in to LUN 1 with CHAP (an empty user: none), then writes the file's bytes at LBA 0
- * (padded with zeros to whole blocks) or reads <bytes> from LBA 0 into the file. Errors go
+ * (padded with zeros to whole blocks), reads <bytes> from LBA 0 into the file, or holds the
+ * session: prints "ready", waits for a line on stdin, then reads one block. Errors go
  * to stderr with libiscsi's message (e.g. "Authentication failure"); exit status 0 is
  * success, 3 a failed login, 4 a refused command.
  */
@@ -34,7 +36,7 @@ static int refused(struct iscsi_context *iscsi, const char *what, struct scsi_ta
 
 int main(int argc, char **argv)
 {
-	if (argc < 8) {
+	if (argc < 7) {
 		fprintf(stderr, "usage: %s portal target initiator user password write FILE | read BYTES FILE\n", argv[0]);
 		return 2;
 	}
@@ -47,6 +49,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "cannot create an iSCSI context\n");
 		return 2;
 	}
+	/* A closed session must fail the next command, not be logged in again. */
+	iscsi_set_noautoreconnect(iscsi, 1);
 	iscsi_set_targetname(iscsi, target);
 	iscsi_set_session_type(iscsi, ISCSI_SESSION_NORMAL);
 	iscsi_set_header_digest(iscsi, ISCSI_HEADER_DIGEST_NONE_CRC32C);
@@ -72,7 +76,18 @@ int main(int argc, char **argv)
 	uint32_t block = cap->block_length;
 	scsi_free_scsi_task(task);
 
-	if (strcmp(op, "write") == 0) {
+	if (strcmp(op, "hold") == 0) {
+		char line[16];
+		printf("ready\n");
+		fflush(stdout);
+		if (fgets(line, sizeof(line), stdin) == NULL)
+			return 2;
+		task = iscsi_read16_sync(iscsi, lun, 0, block, block, 0, 0, 0, 0, 0);
+		rc = refused(iscsi, "READ(16)", task);
+		if (rc != 0)
+			return rc;
+		scsi_free_scsi_task(task);
+	} else if (strcmp(op, "write") == 0 && argc >= 8) {
 		FILE *in = fopen(argv[7], "rb");
 		if (in == NULL) {
 			perror(argv[7]);

@@ -181,6 +181,22 @@ impl Login<'_> {
         Outcome { code: out.status.code(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
     }
 
+    /// Logs in and holds the session until [`Held::read`].
+    pub fn hold(&self, tool: &Path) -> Held {
+        let mut child = Command::new(tool)
+            .args([self.portal, self.target, self.initiator, self.user, self.password, "hold"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("iscsi_rw runs");
+        let mut line = String::new();
+        let stdout = child.stdout.as_mut().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "the login failed");
+        Held { child }
+    }
+
     /// Writes `data` at the start of LUN 1.
     pub fn write(&self, tool: &Path, scratch: &Path, data: &[u8]) -> Outcome {
         let file = scratch.join(format!("out-{}", uuid::Uuid::new_v4()));
@@ -194,5 +210,39 @@ impl Login<'_> {
         let outcome = self.run(tool, &["read", &len.to_string(), file.to_str().unwrap()]);
         let data = std::fs::read(&file).unwrap_or_default();
         (outcome, data)
+    }
+}
+
+/// A logged-in initiator waiting to read (killed if dropped unused).
+pub struct Held {
+    child: Child,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Held {
+    /// Reads a block through the held session, then logs out; killed past the deadline.
+    pub fn read(mut self) -> Outcome {
+        use std::io::{Read, Write};
+        self.child.stdin.take().expect("stdin").write_all(b"go\n").unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("iscsi_rw") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("the held initiator hangs");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        self.child.stderr.take().expect("stderr").read_to_string(&mut stderr).unwrap();
+        Outcome { code: status.code(), stderr }
     }
 }
