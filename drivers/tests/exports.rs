@@ -242,8 +242,35 @@ async fn iscsi_setup_and_requests_fail_cleanly() {
     }
 }
 
+/// A temporary data directory whose NBD daemons (persistent, forked) are killed when it
+/// goes, so a failing test leaves none behind.
+struct NbdDir(tempfile::TempDir);
+
+impl NbdDir {
+    fn new() -> Self {
+        NbdDir(tempfile::tempdir().unwrap())
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for NbdDir {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.path().join("volumes/.ember/nbd")) else { return };
+        for entry in entries.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "pid")
+                && let Ok(pid) = std::fs::read_to_string(entry.path())
+            {
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
+        }
+    }
+}
+
 /// A file backend exporting over NBD (the default).
-async fn nbd_driver(dir: &tempfile::TempDir) -> FileDriver {
+async fn nbd_driver(dir: &NbdDir) -> FileDriver {
     let driver =
         FileDriver::new(FileOptions { data_dir: dir.path().join("volumes"), ..FileOptions::default() });
     driver.do_setup().await.unwrap();
@@ -259,7 +286,7 @@ fn qemu_io(uri: &str, command: &str, writable: bool) -> std::process::Output {
 
 #[tokio::test]
 async fn nbd_read_only_attachments_get_an_export_that_refuses_writes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = NbdDir::new();
     let driver = nbd_driver(&dir).await;
     let v = DriverVolume::new(id(), 1);
     driver.create_volume(&v).await.unwrap();
@@ -298,7 +325,7 @@ async fn nbd_read_only_attachments_get_an_export_that_refuses_writes() {
 
 #[tokio::test]
 async fn nbd_ensure_export_restarts_a_dead_qemu_nbd() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = NbdDir::new();
     let driver = nbd_driver(&dir).await;
     let v = DriverVolume::new(id(), 1);
     driver.create_volume(&v).await.unwrap();
