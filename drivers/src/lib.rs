@@ -1,5 +1,5 @@
 //! Volume drivers behind Cinder's `VolumeDriver` contract: `fake` (in memory) and `file`
-//! (qcow2 or raw files in a directory, through qemu-img, exported over NBD).
+//! (qcow2 or raw files in a directory, through qemu-img, exported over NBD or iSCSI).
 
 pub mod driver;
 pub mod error;
@@ -11,7 +11,7 @@ pub mod types;
 pub use driver::{SharedDriver, VolumeDriver};
 pub use error::{DriverError, Result};
 pub use fake::{FakeDriver, FakeOp, FakeOptions};
-pub use file::{DirectIo, FileDriver, FileOptions, ImageFormat};
+pub use file::{DirectIo, FileDriver, FileOptions, ImageFormat, TargetProtocol};
 pub use types::{
     AccessMode, BackupSource, ConnectionInfo, Connector, DriverSnapshot, DriverVolume, ModelUpdate, RawExport,
 };

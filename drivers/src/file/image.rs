@@ -6,6 +6,7 @@ use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
@@ -92,7 +93,35 @@ where
 
 /// Runs a program to completion and returns its stdout; failures become `DriverError`s
 /// whose kind says whether to retry (a held image lock is `Busy`, a full disk `NoSpace`).
+/// No deadline: bulk copies take as long as the data needs.
 pub(crate) async fn run<S: AsRef<OsStr>>(program: &'static str, args: &[S]) -> Result<Vec<u8>> {
+    run_inner(program, args, None).await
+}
+
+/// [`run`] for a command that should answer quickly but can hang (a control socket whose
+/// daemon is stopped, a daemon that never gets ready): past `deadline` the child is killed
+/// and the call fails as `Busy`.
+pub(crate) async fn run_within<S: AsRef<OsStr>>(
+    program: &'static str,
+    args: &[S],
+    deadline: Duration,
+) -> Result<Vec<u8>> {
+    run_inner(program, args, Some(deadline)).await
+}
+
+/// The Debian package that installs a program the driver runs.
+pub(crate) fn package_of(program: &str) -> &'static str {
+    match program {
+        "tgtadm" | "tgtd" => "tgt",
+        _ => "qemu-utils",
+    }
+}
+
+async fn run_inner<S: AsRef<OsStr>>(
+    program: &'static str,
+    args: &[S],
+    deadline: Option<Duration>,
+) -> Result<Vec<u8>> {
     let mut command = Command::new(program);
     command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     // The child dies with this process: after a crash, an orphaned qemu-img would go on
@@ -114,8 +143,24 @@ pub(crate) async fn run<S: AsRef<OsStr>>(program: &'static str, args: &[S]) -> R
             Ok(())
         });
     }
-    let output = command.output().await.map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => DriverError::NotInitialized(format!("{program} is not installed")),
+    // `kill_on_drop` makes the timeout kill the child: the future owning it is dropped.
+    let output = match deadline {
+        None => command.output().await,
+        Some(limit) => match tokio::time::timeout(limit, command.output()).await {
+            Ok(output) => output,
+            Err(_) => {
+                return Err(DriverError::Busy(format!(
+                    "{program} did not answer within {} s and was killed",
+                    limit.as_secs()
+                )));
+            }
+        },
+    };
+    let output = output.map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => DriverError::NotInitialized(format!(
+            "{program} is not installed (install the Debian package {})",
+            package_of(program)
+        )),
         _ => DriverError::io("cannot run", program, e),
     })?;
     if output.status.success() {
@@ -262,13 +307,13 @@ mod tests {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let pid = loop {
             if let Ok(text) = fs::read_to_string(&pid_file) {
                 break text.trim().to_owned();
             }
             assert!(std::time::Instant::now() < deadline, "the program never started");
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(10));
         };
         let proc_dir = Path::new("/proc").join(&pid);
         assert!(proc_dir.exists(), "the program runs");
@@ -282,8 +327,22 @@ mod tests {
         };
         while alive() {
             assert!(std::time::Instant::now() < deadline, "the program outlived the process that ran it");
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_names_its_package_and_a_hung_one_is_killed() {
+        let err = run("ember-no-such-program", &["--version"]).await.unwrap_err();
+        assert!(matches!(err, DriverError::NotInitialized(_)), "{err:?}");
+        assert!(err.to_string().contains("not installed (install the Debian package"), "{err}");
+        assert_eq!(package_of("tgtadm"), "tgt");
+        assert_eq!(package_of("qemu-nbd"), "qemu-utils");
+
+        let started = std::time::Instant::now();
+        let err = run_within("sleep", &["30"], Duration::from_millis(200)).await.unwrap_err();
+        assert!(matches!(err, DriverError::Busy(_)) && err.to_string().contains("killed"), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "the deadline was not kept");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The `file` driver: volumes as qcow2 (or raw) files in one directory, a local disk or an
-//! NFS mount as in Cinder's NFS driver, handled through `qemu-img` and exported with
-//! `qemu-nbd`.
+//! NFS mount as in Cinder's NFS driver, handled through `qemu-img` and exported over NBD
+//! (`qemu-nbd`) or iSCSI (tgt, raw volumes only), as the backend's `target_protocol` says.
 //!
 //! Layout and rules:
 //! - `volume-<id>` and `snapshot-<id>` are complete images; every change is made in
@@ -20,12 +20,15 @@
 //!   `qemu-img create` writes: spawning qemu-img was most of a create's time.
 
 mod backup;
+mod exports;
 mod image;
+mod iscsi;
 mod nbd;
 mod paths;
 mod qcow2;
 mod snapshots;
 mod stats;
+mod tgt;
 mod volumes;
 
 use std::path::{Path, PathBuf};
@@ -46,7 +49,9 @@ use crate::types::{
 
 pub use image::ImageFormat;
 use image::{QemuImg, blocking};
+use iscsi::IscsiTargets;
 use paths::DataDir;
+use tgt::Tgtadm;
 
 /// Settings of a file backend.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,8 +67,18 @@ pub struct FileOptions {
     pub format: ImageFormat,
     /// Whether bulk copies use O_DIRECT: `auto` probes the file system at setup.
     pub direct_io: DirectIo,
-    /// The address NBD exports listen on.
-    pub nbd_host: String,
+    /// How volumes are exported to attachments: `nbd` or `iscsi` (Cinder's
+    /// `target_protocol`).
+    pub target_protocol: TargetProtocol,
+    /// iSCSI: the prefix of target names (Cinder's `target_prefix`).
+    pub target_prefix: String,
+    /// The address NBD exports listen on, and the iSCSI portal's address given to
+    /// initiators (Cinder's `target_ip_address`).
+    pub target_ip_address: String,
+    /// iSCSI: the portal's port (Cinder's `target_port`). NBD exports take a free port each.
+    pub target_port: u16,
+    /// iSCSI: tgtd's control port, `tgtadm -C` (0 is tgtd's default, the system tgt service).
+    pub tgt_control_port: u16,
     pub reserved_percentage: f64,
     /// The ratio reported for the pool: a number or `auto`; `None` reports none, so the
     /// scheduler's configured `max_over_subscription_ratio` applies.
@@ -78,9 +93,35 @@ impl Default for FileOptions {
             data_dir: PathBuf::from("/var/lib/ember/volumes"),
             format: ImageFormat::Qcow2,
             direct_io: DirectIo::Auto,
-            nbd_host: "127.0.0.1".to_owned(),
+            target_protocol: TargetProtocol::Nbd,
+            target_prefix: "iqn.2010-10.org.openstack:".to_owned(),
+            target_ip_address: "127.0.0.1".to_owned(),
+            target_port: 3260,
+            tgt_control_port: 0,
             reserved_percentage: 0.0,
             max_over_subscription_ratio: None,
+        }
+    }
+}
+
+/// The protocol attachments reach a backend's volumes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetProtocol {
+    /// One `qemu-nbd` per exported volume and mode (Debian package qemu-utils).
+    #[default]
+    Nbd,
+    /// One tgt target per exported volume and mode, with CHAP and an initiator ACL
+    /// (Debian package tgt, its tgtd running); raw volumes only.
+    Iscsi,
+}
+
+impl TargetProtocol {
+    /// The `storage_protocol` the backend reports, in Cinder's spelling.
+    pub fn storage_protocol(self) -> &'static str {
+        match self {
+            TargetProtocol::Nbd => "nbd",
+            TargetProtocol::Iscsi => "iSCSI",
         }
     }
 }
@@ -109,11 +150,26 @@ pub struct FileDriver {
     setup: OnceLock<Setup>,
     locks: KeyedLocks,
     stats: Mutex<Option<BackendCapabilities>>,
+    iscsi: IscsiTargets,
 }
 
 impl FileDriver {
     pub fn new(options: FileOptions) -> Self {
-        FileDriver { options, setup: OnceLock::new(), locks: KeyedLocks::default(), stats: Mutex::new(None) }
+        let ip = &options.target_ip_address;
+        let host = if ip.contains(':') { format!("[{ip}]") } else { ip.clone() };
+        let iscsi = IscsiTargets {
+            tgt: Tgtadm { control_port: options.tgt_control_port },
+            prefix: options.target_prefix.clone(),
+            portal: format!("{host}:{}", options.target_port),
+            create: tokio::sync::Mutex::new(()),
+        };
+        FileDriver {
+            options,
+            setup: OnceLock::new(),
+            locks: KeyedLocks::default(),
+            stats: Mutex::new(None),
+            iscsi,
+        }
     }
 
     /// The data directory, as configured.
@@ -175,6 +231,38 @@ async fn remove(path: &Path) -> Result<()> {
     blocking("cannot remove", path, move || paths::remove_if_exists(&p)).await
 }
 
+/// Reads a driver record (JSON); a missing or unreadable one is `None`, to be rewritten.
+async fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    let p = path.to_owned();
+    let text = blocking("cannot read", path, move || match std::fs::read(&p) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    })
+    .await?;
+    Ok(text.and_then(|t| serde_json::from_slice(&t).ok()))
+}
+
+/// Writes a driver record (JSON) durably, through a `.tmp` renamed into place. Records
+/// readable by the owner only: some hold CHAP secrets.
+async fn write_json<T: Serialize>(path: &Path, record: &T) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let text = serde_json::to_vec(record).map_err(|e| DriverError::Backend(e.to_string()))?;
+    let (p, tmp) = (path.to_owned(), path.with_extension("json.tmp"));
+    blocking("cannot write", path, move || {
+        // A leftover `.tmp` would keep its own mode.
+        paths::remove_if_exists(&tmp)?;
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        file.write_all(&text)?;
+        drop(file);
+        paths::publish(&tmp, &p)
+    })
+    .await
+}
+
 /// Renames a finished `.tmp` into place durably.
 async fn publish(tmp: &Path, target: &Path) -> Result<()> {
     let (t, p) = (tmp.to_owned(), target.to_owned());
@@ -212,8 +300,7 @@ impl VolumeDriver for FileDriver {
     async fn check_for_setup_error(&self) -> Result<()> {
         self.setup()?;
         image::run("qemu-img", &["--version"]).await?;
-        image::run("qemu-nbd", &["--version"]).await?;
-        Ok(())
+        self.check_target().await
     }
 
     async fn create_volume(&self, volume: &DriverVolume) -> Result<ModelUpdate> {
@@ -264,35 +351,27 @@ impl VolumeDriver for FileDriver {
     async fn initialize_connection(
         &self,
         volume: &DriverVolume,
-        _connector: &Connector,
-        _mode: AccessMode,
+        connector: &Connector,
+        mode: AccessMode,
     ) -> Result<ConnectionInfo> {
-        let setup = self.setup()?;
-        let _guard = self.lock_volume(&volume.id).await;
-        nbd::start(&setup.dir, setup.qemu, &self.options.nbd_host, &volume.id).await
+        self.connect(volume, connector, mode).await
     }
 
     async fn terminate_connection(
         &self,
-        _volume: &DriverVolume,
-        _connector: &Connector,
-        _mode: AccessMode,
+        volume: &DriverVolume,
+        connector: &Connector,
+        mode: AccessMode,
     ) -> Result<()> {
-        // An NBD export has no per-connector access list: the export goes with
-        // `remove_export` once no attachment needs it.
-        self.setup()?;
-        Ok(())
+        self.disconnect(volume, connector, mode).await
     }
 
     async fn remove_export(&self, volume: &DriverVolume) -> Result<()> {
-        let setup = self.setup()?;
-        let _guard = self.lock_volume(&volume.id).await;
-        nbd::stop(&setup.dir, &volume.id).await
+        self.unexport(volume).await
     }
 
     async fn list_exports(&self) -> Result<Vec<String>> {
-        let setup = self.setup()?;
-        nbd::list(&setup.dir).await
+        self.exported_ids().await
     }
 
     async fn export_for_backup(&self, source: BackupSource<'_>) -> Result<RawExport> {

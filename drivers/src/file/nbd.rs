@@ -1,9 +1,12 @@
-//! NBD exports of volumes: one `qemu-nbd` daemon per exported volume, on a free TCP port.
+//! NBD exports of volumes: one `qemu-nbd` daemon per exported volume and access mode, on
+//! a free TCP port; the read-only one runs with `--read-only`, so it refuses writes.
 //!
 //! The daemon is started with `--fork --persistent --pid-file`, so it outlives a restart
 //! of the volume service the way a real storage target would, and is found again by its
 //! pid file (checked against `/proc/<pid>/cmdline`, so a reused pid is never signalled).
-//! `.ember/nbd/volume-<id>.json` records the address, written before the daemon starts.
+//! `.ember/nbd/volume-<id>[.ro].json` records the address, written before the daemon
+//! starts. NBD has no initiator names, so an export admits anyone who reaches its address;
+//! `target_ip_address` decides who can.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -13,13 +16,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{DriverError, Result};
-use crate::file::image::{QemuImg, blocking, run};
-use crate::file::paths::{self, DataDir, Kind};
-use crate::file::{exists, remove};
-use crate::types::ConnectionInfo;
+use crate::file::image::{QemuImg, blocking, run_within};
+use crate::file::paths::{DataDir, Kind};
+use crate::file::{exists, read_json, remove, write_json};
+use crate::types::{AccessMode, ConnectionInfo};
 
 /// How long a stopping daemon may take to exit.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
+/// How long `qemu-nbd --fork` may take to open the image and listen.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+/// Both modes, for the calls that act on every export of a volume.
+const MODES: [AccessMode; 2] = [AccessMode::Rw, AccessMode::Ro];
 /// Attempts at a free port, in case another process takes the one picked.
 const PORT_ATTEMPTS: usize = 5;
 
@@ -32,7 +39,7 @@ struct Record {
 }
 
 impl Record {
-    fn info(&self, volume_id: &str) -> ConnectionInfo {
+    fn info(&self, volume_id: &str, mode: AccessMode) -> ConnectionInfo {
         let mut data = Map::new();
         data.insert("host".to_owned(), Value::from(self.host.clone()));
         data.insert("port".to_owned(), Value::from(self.port));
@@ -40,30 +47,39 @@ impl Record {
         data.insert("volume_id".to_owned(), Value::from(volume_id));
         let uri = format!("nbd://{}:{}/{}", self.host, self.port, self.export_name);
         data.insert("uri".to_owned(), Value::from(uri));
+        data.insert("access_mode".to_owned(), Value::from(mode.as_str()));
         ConnectionInfo { driver_volume_type: "nbd".to_owned(), data }
     }
 }
 
-/// Exports a volume, or returns the export already running.
-pub(crate) async fn start(dir: &DataDir, qemu: QemuImg, host: &str, id: &str) -> Result<ConnectionInfo> {
+/// Exports a volume in `mode`, or returns the export already running.
+pub(crate) async fn start(
+    dir: &DataDir,
+    qemu: QemuImg,
+    host: &str,
+    id: &str,
+    mode: AccessMode,
+) -> Result<ConnectionInfo> {
     let image = dir.image(Kind::Volume, id)?;
     if !exists(&image).await? {
         return Err(DriverError::volume_not_found(id));
     }
-    let (record_path, pid_path) = (dir.nbd_record(id)?, dir.nbd_pid(id)?);
+    let (record_path, pid_path) = (dir.nbd_record(id, mode)?, dir.nbd_pid(id, mode)?);
     if running(&pid_path, &image).await?.is_some() {
-        if let Some(record) = read_record(&record_path).await? {
-            return Ok(record.info(id));
+        if let Some(record) = read_json::<Record>(&record_path).await? {
+            return Ok(record.info(id, mode));
         }
-        stop(dir, id).await?;
+        stop_mode(dir, id, mode).await?;
     }
     let export_name = DataDir::name(Kind::Volume, id)?;
     for _ in 0..PORT_ATTEMPTS {
         let port = free_port(host).await?;
         let record = Record { host: host.to_owned(), port, export_name: export_name.clone() };
-        write_record(&record_path, &record).await?;
-        match run("qemu-nbd", &daemon_args(qemu, &record, &pid_path, &image)).await {
-            Ok(_) => return Ok(record.info(id)),
+        write_json(&record_path, &record).await?;
+        match run_within("qemu-nbd", &daemon_args(qemu, &record, mode, &pid_path, &image), START_DEADLINE)
+            .await
+        {
+            Ok(_) => return Ok(record.info(id, mode)),
             Err(DriverError::Command { stderr, .. }) if stderr.contains("in use") => continue,
             Err(e) => {
                 remove(&record_path).await?;
@@ -75,11 +91,30 @@ pub(crate) async fn start(dir: &DataDir, qemu: QemuImg, host: &str, id: &str) ->
     Err(DriverError::Backend(format!("no free port for an NBD export on {host}")))
 }
 
-/// Stops a volume's export, if any, and waits for the daemon to exit (releasing the
-/// image's lock) before removing its records.
+/// Stops a volume's exports, if any, in both modes.
 pub(crate) async fn stop(dir: &DataDir, id: &str) -> Result<()> {
+    for mode in MODES {
+        stop_mode(dir, id, mode).await?;
+    }
+    Ok(())
+}
+
+/// Whether the volume has a live export in any mode.
+pub(crate) async fn is_exported(dir: &DataDir, id: &str) -> Result<bool> {
     let image = dir.image(Kind::Volume, id)?;
-    let pid_path = dir.nbd_pid(id)?;
+    for mode in MODES {
+        if running(&dir.nbd_pid(id, mode)?, &image).await?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Stops a volume's export in one mode, if any, and waits for the daemon to exit
+/// (releasing the image's lock) before removing its records.
+async fn stop_mode(dir: &DataDir, id: &str, mode: AccessMode) -> Result<()> {
+    let image = dir.image(Kind::Volume, id)?;
+    let pid_path = dir.nbd_pid(id, mode)?;
     let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
     let mut signalled = 0u32;
     while let Some(pid) = running(&pid_path, &image).await? {
@@ -95,7 +130,7 @@ pub(crate) async fn stop(dir: &DataDir, id: &str) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     remove(&pid_path).await?;
-    remove(&dir.nbd_record(id)?).await
+    remove(&dir.nbd_record(id, mode)?).await
 }
 
 /// The ids of the volumes whose export daemon is alive.
@@ -112,20 +147,23 @@ pub(crate) async fn list(dir: &DataDir) -> Result<Vec<String>> {
         for entry in entries {
             let name = entry?.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(id) = name.strip_prefix("volume-").and_then(|n| n.strip_suffix(".pid")) {
-                names.push(id.to_owned());
-            }
+            let Some(stem) = name.strip_prefix("volume-").and_then(|n| n.strip_suffix(".pid")) else {
+                continue;
+            };
+            // Ids have no dot, so `.ro` can only be the mode's suffix.
+            names.push(stem.strip_suffix(".ro").unwrap_or(stem).to_owned());
         }
         Ok(names)
     })
     .await?;
     let mut ids = Vec::new();
     for id in names {
-        if running(&dir.nbd_pid(&id)?, &dir.image(Kind::Volume, &id)?).await?.is_some() {
+        if is_exported(dir, &id).await? {
             ids.push(id);
         }
     }
     ids.sort();
+    ids.dedup();
     Ok(ids)
 }
 
@@ -139,7 +177,13 @@ fn terminate(pid: i32, image: &Path) -> Result<()> {
     }
 }
 
-fn daemon_args(qemu: QemuImg, record: &Record, pid_path: &Path, image: &Path) -> Vec<OsString> {
+fn daemon_args(
+    qemu: QemuImg,
+    record: &Record,
+    mode: AccessMode,
+    pid_path: &Path,
+    image: &Path,
+) -> Vec<OsString> {
     let cache = if qemu.direct_io { "none" } else { "writeback" };
     let mut pid_file = OsString::from("--pid-file=");
     pid_file.push(pid_path);
@@ -157,6 +201,9 @@ fn daemon_args(qemu: QemuImg, record: &Record, pid_path: &Path, image: &Path) ->
     .into_iter()
     .map(OsString::from)
     .collect();
+    if mode == AccessMode::Ro {
+        args.push("--read-only".into());
+    }
     // The image goes as its own argument, byte for byte, so `running` can find it.
     args.extend([pid_file, image.as_os_str().to_owned()]);
     args
@@ -179,27 +226,6 @@ async fn running(pid_path: &Path, image: &Path) -> Result<Option<i32>> {
         let is_nbd = args.first().is_some_and(|a| a.ends_with(b"qemu-nbd"));
         let ours = args.iter().any(|a| *a == image.as_os_str().as_encoded_bytes());
         Ok((is_nbd && ours).then_some(pid))
-    })
-    .await
-}
-
-async fn read_record(path: &Path) -> Result<Option<Record>> {
-    let p = path.to_owned();
-    let text = blocking("cannot read", path, move || match std::fs::read(&p) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    })
-    .await?;
-    Ok(text.and_then(|t| serde_json::from_slice(&t).ok()))
-}
-
-async fn write_record(path: &Path, record: &Record) -> Result<()> {
-    let text = serde_json::to_vec(record).map_err(|e| DriverError::Backend(e.to_string()))?;
-    let (p, tmp) = (path.to_owned(), path.with_extension("json.tmp"));
-    blocking("cannot write", path, move || {
-        std::fs::write(&tmp, text)?;
-        paths::publish(&tmp, &p)
     })
     .await
 }

@@ -3,13 +3,14 @@
 //! Names are Cinder's (`volume-<id>`, `snapshot-<id>`); work in progress goes to
 //! `<name>.tmp` and is renamed into place, so a final name always holds a complete image
 //! and a leftover `.tmp` marks a crash to redo. Driver-private files (backup exports,
-//! NBD export records, probes) live under `.ember/`.
+//! NBD export records, CHAP credentials, probes) live under `.ember/`.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::{DriverError, Result};
+use crate::types::AccessMode;
 
 /// Longest id accepted; keeps names well under the 255-byte file name limit.
 const MAX_ID_LEN: usize = 128;
@@ -44,6 +45,7 @@ impl DataDir {
         let dir = DataDir { root };
         fs::create_dir_all(dir.exports_dir())?;
         fs::create_dir_all(dir.nbd_dir())?;
+        fs::create_dir_all(dir.iscsi_dir())?;
         Ok(dir)
     }
 
@@ -82,14 +84,26 @@ impl DataDir {
         self.inside(&self.exports_dir(), format!("{what}-{}.raw", uuid::Uuid::new_v4()))
     }
 
-    /// The record of a volume's NBD export.
-    pub(crate) fn nbd_record(&self, id: &str) -> Result<PathBuf> {
-        self.inside(&self.nbd_dir(), format!("{}.json", Self::name(Kind::Volume, id)?))
+    /// The record of a volume's NBD export in one mode: `volume-<id>.json` (rw) or
+    /// `volume-<id>.ro.json`.
+    pub(crate) fn nbd_record(&self, id: &str, mode: AccessMode) -> Result<PathBuf> {
+        self.inside(&self.nbd_dir(), format!("{}{}.json", Self::name(Kind::Volume, id)?, mode_suffix(mode)))
     }
 
-    /// The pid file of a volume's NBD export daemon.
-    pub(crate) fn nbd_pid(&self, id: &str) -> Result<PathBuf> {
-        self.inside(&self.nbd_dir(), format!("{}.pid", Self::name(Kind::Volume, id)?))
+    /// The pid file of a volume's NBD export daemon in one mode.
+    pub(crate) fn nbd_pid(&self, id: &str, mode: AccessMode) -> Result<PathBuf> {
+        self.inside(&self.nbd_dir(), format!("{}{}.pid", Self::name(Kind::Volume, id)?, mode_suffix(mode)))
+    }
+
+    /// `.ember/iscsi`: the CHAP credentials of each volume exported over iSCSI.
+    pub(crate) fn iscsi_dir(&self) -> PathBuf {
+        self.root.join(".ember").join("iscsi")
+    }
+
+    /// The CHAP record of a volume, kept for the volume's life so every export of it
+    /// answers with the same credentials.
+    pub(crate) fn chap_record(&self, id: &str) -> Result<PathBuf> {
+        self.inside(&self.iscsi_dir(), format!("{}.json", Self::name(Kind::Volume, id)?))
     }
 
     /// Joins `name` to `dir` and checks the result is a direct child of it.
@@ -127,6 +141,15 @@ impl DataDir {
             }
         }
         Ok(ids)
+    }
+}
+
+/// The file name suffix of an export in `mode`: none for rw (the names older versions
+/// wrote), `.ro` for ro.
+fn mode_suffix(mode: AccessMode) -> &'static str {
+    match mode {
+        AccessMode::Rw => "",
+        AccessMode::Ro => ".ro",
     }
 }
 

@@ -59,7 +59,7 @@ impl FileDriver {
             volume_backend_name: self.options.backend_name.clone(),
             vendor_name: "Ember".to_owned(),
             driver_version: env!("CARGO_PKG_VERSION").to_owned(),
-            storage_protocol: "nbd".to_owned(),
+            storage_protocol: self.options.target_protocol.storage_protocol().to_owned(),
             pools: vec![PoolCapabilities {
                 pool_name: self.options.pool_name.clone(),
                 total_capacity_gb: Capacity::Gb(gb(usage.total_bytes)),

@@ -6,7 +6,7 @@ use crate::driver::check_not_smaller;
 use crate::error::{DriverError, Result};
 use crate::file::image::{Header, ImageFormat, blocking, read_header};
 use crate::file::paths::{self, DataDir, Kind};
-use crate::file::{FileDriver, Setup, bytes, exists, nbd, publish, qcow2, remove};
+use crate::file::{FileDriver, Setup, bytes, exists, publish, qcow2, remove};
 use crate::types::{DriverVolume, ModelUpdate};
 
 impl FileDriver {
@@ -40,12 +40,12 @@ impl FileDriver {
         Ok(self.model_update(setup))
     }
 
-    /// Stops any export, then removes the image and any leftover `.tmp`. Nothing depends
+    /// Stops any export (and forgets its CHAP credentials), then removes the image and any leftover `.tmp`. Nothing depends
     /// on a volume (only snapshots are backing files), so this never breaks another image.
     pub(super) async fn remove_volume(&self, volume: &DriverVolume) -> Result<()> {
         let setup = self.setup()?;
         let _guard = self.lock_volume(&volume.id).await;
-        nbd::stop(&setup.dir, &volume.id).await?;
+        self.stop_exports(setup, &volume.id, true).await?;
         remove(&setup.dir.tmp(Kind::Volume, &volume.id)?).await?;
         let path = setup.dir.image(Kind::Volume, &volume.id)?;
         remove(&path).await?;
@@ -88,6 +88,8 @@ impl FileDriver {
         if self.accept_existing(setup, &path, volume).await? {
             return Ok(self.model_update(setup));
         }
+        // As for snapshots: no copy of a volume a target is writing.
+        self.check_unexported(setup, &source.id).await?;
         let tmp = setup.dir.tmp(Kind::Volume, &volume.id)?;
         remove(&tmp).await?;
         let shared = backing
@@ -130,6 +132,7 @@ impl FileDriver {
         if header(setup, &path).await?.virtual_size >= size {
             return Ok(());
         }
+        self.check_unexported(setup, &volume.id).await?;
         setup.qemu.resize(&path, size).await
     }
 

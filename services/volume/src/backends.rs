@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ember_common::config::{BackendConfig, Config, FileVolumeFormat, VolumeDriverKind};
+use ember_common::config::{BackendConfig, Config, FileVolumeFormat, TargetProtocol, VolumeDriverKind};
 use ember_drivers::{FakeDriver, FakeOp, FakeOptions, FileDriver, FileOptions, ImageFormat, SharedDriver};
 use ember_rpc::registry::VOLUME_BINARY;
 use ember_rpc::{ServiceSpec, VOLUME_TOPIC};
@@ -125,6 +125,14 @@ fn driver_for(config: &Config, name: &str, section: &BackendConfig) -> Result<Sh
                 FileVolumeFormat::Qcow2 => ImageFormat::Qcow2,
                 FileVolumeFormat::Raw => ImageFormat::Raw,
             },
+            target_protocol: match section.target_protocol {
+                TargetProtocol::Nbd => ember_drivers::TargetProtocol::Nbd,
+                TargetProtocol::Iscsi => ember_drivers::TargetProtocol::Iscsi,
+            },
+            target_prefix: section.target_prefix.clone(),
+            target_ip_address: section.target_ip_address.clone(),
+            target_port: section.target_port,
+            tgt_control_port: section.tgt_control_port,
             reserved_percentage: section.reserved_percentage,
             max_over_subscription_ratio: Some(section.max_over_subscription_ratio),
             ..FileOptions::default()

@@ -26,6 +26,25 @@ pub enum FileVolumeFormat {
     Raw,
 }
 
+/// How attachments reach a file backend's volumes (Cinder's `target_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetProtocol {
+    /// NBD, one `qemu-nbd` per export: nothing to install beyond qemu-utils.
+    Nbd,
+    /// iSCSI through tgt (needs `file_volume_format = "raw"` and a running tgtd).
+    Iscsi,
+}
+
+/// The tool that makes exports (Cinder's `target_helper`): one per protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TargetHelper {
+    #[serde(rename = "qemu-nbd")]
+    QemuNbd,
+    #[serde(rename = "tgtadm")]
+    Tgtadm,
+}
+
 /// One backend, `[backends.<name>]`. The section name is the backend part of
 /// `host@backend#pool`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +63,18 @@ pub struct BackendConfig {
     pub file_volume_dir: Option<PathBuf>,
     /// File driver: `qcow2` (default) or `raw`.
     pub file_volume_format: FileVolumeFormat,
+    /// File driver: `nbd` (default) or `iscsi`.
+    pub target_protocol: TargetProtocol,
+    /// File driver: `qemu-nbd` for nbd, `tgtadm` for iscsi; defaults to the protocol's.
+    pub target_helper: Option<TargetHelper>,
+    /// iSCSI: the prefix of target names.
+    pub target_prefix: String,
+    /// The address exports listen on (NBD) or the iSCSI portal initiators are given.
+    pub target_ip_address: String,
+    /// iSCSI: the portal's port (NBD exports take a free port each).
+    pub target_port: u16,
+    /// iSCSI: the control port of the tgtd to use (`tgtadm -C`); 0 is the system tgtd.
+    pub tgt_control_port: u16,
     /// Fake driver: the capacity it reports, in GiB.
     pub fake_capacity_gb: f64,
     /// Fake driver: operations that always fail (`create_volume`, `extend_volume`...), so a
@@ -66,6 +97,12 @@ impl Default for BackendConfig {
             backend_availability_zone: None,
             file_volume_dir: None,
             file_volume_format: FileVolumeFormat::Qcow2,
+            target_protocol: TargetProtocol::Nbd,
+            target_helper: None,
+            target_prefix: "iqn.2010-10.org.openstack:".to_owned(),
+            target_ip_address: "127.0.0.1".to_owned(),
+            target_port: 3260,
+            tgt_control_port: 0,
             fake_capacity_gb: 1000.0,
             fake_fail_operations: Vec::new(),
             max_over_subscription_ratio: OverSubscription::default(),
@@ -106,6 +143,40 @@ impl BackendConfig {
         }
         if self.volume_backend_name.as_deref().is_some_and(str::is_empty) {
             return Some(("volume_backend_name", "must not be empty".into()));
+        }
+        self.check_target()
+    }
+
+    /// The first wrong export option, as (option, reason).
+    fn check_target(&self) -> Option<(&'static str, String)> {
+        let helper = match self.target_protocol {
+            TargetProtocol::Nbd => TargetHelper::QemuNbd,
+            TargetProtocol::Iscsi => TargetHelper::Tgtadm,
+        };
+        if self.target_helper.is_some_and(|h| h != helper) {
+            return Some((
+                "target_helper",
+                "must be qemu-nbd with target_protocol nbd, tgtadm with iscsi".into(),
+            ));
+        }
+        let file = self.volume_driver == VolumeDriverKind::File;
+        if file
+            && self.target_protocol == TargetProtocol::Iscsi
+            && self.file_volume_format != FileVolumeFormat::Raw
+        {
+            return Some((
+                "target_protocol",
+                "iscsi needs file_volume_format = \"raw\" (tgt serves a file's bytes as the disk)".into(),
+            ));
+        }
+        if self.target_prefix.is_empty() || self.target_prefix.contains(char::is_whitespace) {
+            return Some(("target_prefix", "must be an iSCSI name prefix without spaces".into()));
+        }
+        if self.tgt_control_port > 32767 {
+            return Some(("tgt_control_port", "must be at most 32767 (tgtadm's limit)".into()));
+        }
+        if self.target_ip_address.parse::<std::net::IpAddr>().is_err() {
+            return Some(("target_ip_address", "must be an IP address".into()));
         }
         None
     }

@@ -17,7 +17,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Source};
 use serde::{Deserialize, Serialize};
 
-pub use backend::{BackendConfig, FileVolumeFormat, VolumeDriverKind};
+pub use backend::{BackendConfig, FileVolumeFormat, TargetHelper, TargetProtocol, VolumeDriverKind};
 
 use crate::model::QuotaDefaults;
 use crate::model::volume_type::DEFAULT_VOLUME_TYPE_NAME;

@@ -96,6 +96,34 @@ fn a_wrong_value_names_the_option_and_the_file() {
 }
 
 #[test]
+fn export_options_default_to_nbd_and_iscsi_needs_raw_volumes() {
+    Jail::expect_with(|jail| {
+        let c = load(jail, "").unwrap();
+        let file = &c.backends["file"];
+        assert_eq!(file.target_protocol, TargetProtocol::Nbd);
+        assert_eq!((file.target_ip_address.as_str(), file.target_port), ("127.0.0.1", 3260));
+        assert_eq!(file.target_prefix, "iqn.2010-10.org.openstack:");
+
+        let iscsi = "[backends.file]\ntarget_protocol = \"iscsi\"\ntarget_helper = \"tgtadm\"\n";
+        let c = load(jail, &format!("{iscsi}file_volume_format = \"raw\"\ntgt_control_port = 7")).unwrap();
+        assert_eq!(c.backends["file"].target_protocol, TargetProtocol::Iscsi);
+        assert_eq!(c.backends["file"].target_helper, Some(TargetHelper::Tgtadm));
+        assert_eq!(c.backends["file"].tgt_control_port, 7);
+
+        let err = load(jail, iscsi).unwrap_err();
+        assert_eq!(err.option, "backends.file.target_protocol");
+        assert!(err.reason.contains("raw"), "{err}");
+        let err = load(jail, "[backends.file]\ntarget_helper = \"tgtadm\"").unwrap_err();
+        assert_eq!(err.option, "backends.file.target_helper");
+        let err = load(jail, "[backends.file]\ntarget_protocol = \"fc\"").unwrap_err();
+        assert_eq!(err.option, "backends.file.target_protocol");
+        let err = load(jail, "[backends.file]\ntarget_ip_address = \"my host\"").unwrap_err();
+        assert_eq!(err.option, "backends.file.target_ip_address");
+        Ok(())
+    });
+}
+
+#[test]
 fn a_missing_file_is_an_error() {
     let err = Config::load_without_env(Some(Path::new("/nonexistent/ember.toml")), &Overrides::default());
     assert!(err.unwrap_err().to_string().contains("/nonexistent/ember.toml"));
