@@ -121,7 +121,7 @@ async fn extend(state: &ApiState, ctx: &Ctx, v: &Volume, args: Object) -> ApiRes
             v.status
         )));
     }
-    state.ops.extend_volume(&ctx.ops(), &v.id, new_size).await?;
+    state.ops.extend_volume_allowing_in_use(&ctx.ops(), &v.id, new_size, ctx.at_least(42)).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
