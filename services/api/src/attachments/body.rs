@@ -59,6 +59,17 @@ pub fn update(body: &Value) -> ApiResult<Value> {
     }
 }
 
+/// The one key of an action body (`{"os-complete": ...}`); its value is not read.
+pub fn action_name(body: &Value) -> ApiResult<&str> {
+    let obj = body.as_object().ok_or_else(|| Fault::bad_request("Malformed request body"))?;
+    let mut keys = obj.keys();
+    match (keys.next(), keys.next()) {
+        (Some(name), None) => Ok(name.as_str()),
+        (None, _) => Err(Fault::bad_request("Malformed request body: no action given")),
+        (Some(_), Some(_)) => Err(Fault::bad_request("Malformed request body: only one action may be given")),
+    }
+}
+
 /// A connector given to a legacy action (`os-initialize_connection`...): a JSON object.
 /// Cinder's schema also lets a string through, which no driver can use; Ember refuses it.
 pub fn connector(args: &Object, required: bool) -> ApiResult<Option<Value>> {

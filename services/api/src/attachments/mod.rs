@@ -81,7 +81,9 @@ async fn update(
     Ok(Json(json!({ "attachment": views::detail(&attachment) })))
 }
 
-/// `POST /attachments/{id}/action` with `{"os-complete": null|{}}` (3.44+) → 204.
+/// `POST /attachments/{id}/action` with `{"os-complete": ...}` (3.44+) → 204. Cinder
+/// gives the action no schema and reads nothing of its value, which clients fill as
+/// they like: `null`, `{}`, or the attachment's id (openstacksdk).
 async fn action(
     State(state): State<ApiState>,
     ctx: Ctx,
@@ -89,7 +91,7 @@ async fn action(
     Body(body): Body<Value>,
 ) -> ApiResult<Response> {
     require_version(&ctx, MIN_MINOR)?;
-    let (name, _args) = crate::volumes::actions::one_action(&body)?;
+    let name = body::action_name(&body)?;
     if name != "os-complete" {
         return Err(Fault::bad_request(format!("There is no such action: {name}")));
     }
