@@ -511,3 +511,20 @@ async fn lists_filter_sort_and_page_on_every_database() {
         h.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn project_less_urls_reach_attachments_from_3_67() {
+    let h = Harness::sqlite().await;
+    let vol = available_volume(&h, ADMIN).await;
+    let a = h.call_url(Method::POST, "/v3/attachments", ADMIN, "3.67", Some(create_body(&vol))).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let id = a.body["attachment"]["id"].as_str().unwrap().to_owned();
+    let list = h.call_url(Method::GET, "/v3/attachments?limit=1", ADMIN, "3.67", None).await;
+    assert_eq!(list.body["attachments"][0]["id"], id.as_str());
+    let next = list.body["attachments_links"][0]["href"].as_str().unwrap();
+    assert!(next.starts_with("http://ember.test:8776/v3/attachments?"), "{next}");
+    let shown = h.call_url(Method::GET, &format!("/v3/attachments/{id}"), ADMIN, "3.67", None).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    h.call_url(Method::GET, "/v3/attachments/detail", ADMIN, "3.66", None).await.fault(400, "badRequest");
+    h.cleanup().await;
+}
