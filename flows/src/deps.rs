@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ember_common::model::DEFAULT_VOLUME_TYPE_NAME;
-use ember_common::repo::{QuotaRepo, SnapshotRepo, VolumeRepo, VolumeTypeRepo};
+use ember_common::repo::{AttachmentRepo, QuotaRepo, SnapshotRepo, VolumeRepo, VolumeTypeRepo};
 use ember_drivers::SharedDriver;
 use ember_engine::{FlowStore, WorkerHandle};
 use ember_scheduler::SharedScheduler;
@@ -75,6 +75,9 @@ pub struct FlowConfig {
     pub storage_availability_zone: String,
     /// How long a reservation lives before the expiry sweep rolls it back.
     pub reservation_expire: Duration,
+    /// How long an API request waits for the volume service's part of an attach or detach
+    /// (Cinder's `rpc_response_timeout` for its RPC calls).
+    pub rpc_response_timeout: Duration,
 }
 
 impl Default for FlowConfig {
@@ -84,6 +87,7 @@ impl Default for FlowConfig {
             default_volume_type: DEFAULT_VOLUME_TYPE_NAME.to_owned(),
             storage_availability_zone: "nova".to_owned(),
             reservation_expire: Duration::from_secs(86_400),
+            rpc_response_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -96,6 +100,7 @@ pub struct Deps {
     pub snapshots: Arc<dyn SnapshotRepo>,
     pub types: Arc<dyn VolumeTypeRepo>,
     pub quotas: Arc<dyn QuotaRepo>,
+    pub attachments: Arc<dyn AttachmentRepo>,
     /// Where hand-offs are recorded.
     pub store: Arc<dyn FlowStore>,
     pub wake: Arc<dyn Wake>,
@@ -108,13 +113,14 @@ impl Deps {
     /// Deps whose repositories are all `repo` (e.g. `ember_db::SqlRepo`).
     pub fn new<R>(repo: Arc<R>, store: Arc<dyn FlowStore>, wake: Arc<dyn Wake>, config: FlowConfig) -> Self
     where
-        R: VolumeRepo + SnapshotRepo + VolumeTypeRepo + QuotaRepo + 'static,
+        R: VolumeRepo + SnapshotRepo + VolumeTypeRepo + QuotaRepo + AttachmentRepo + 'static,
     {
         Self {
             volumes: repo.clone(),
             snapshots: repo.clone(),
             types: repo.clone(),
-            quotas: repo,
+            quotas: repo.clone(),
+            attachments: repo,
             store,
             wake,
             config,

@@ -1,8 +1,10 @@
 //! The typed keys of every symbol the flows pass between tasks, named as Cinder's store
 //! names them, so a rename is a compile error.
 
-use ember_common::model::{Snapshot, SnapshotStatus, Volume, VolumeType};
-use ember_common::ops::{CreateSnapshot, CreateVolume, DeleteVolume, RequestContext};
+use ember_common::model::{AttachStatus, Snapshot, SnapshotStatus, Volume, VolumeAttachment, VolumeType};
+use ember_common::ops::{
+    CreateAttachment, CreateSnapshot, CreateVolume, DeleteVolume, LegacyAttach, RequestContext,
+};
 use ember_engine::Key;
 use ember_scheduler::RequestSpec;
 use serde::{Deserialize, Serialize};
@@ -63,6 +65,24 @@ pub const DELETE_OPTIONS: Key<DeleteVolume> = Key::new("delete_options");
 pub const SNAPSHOT_REQUEST: Key<CreateSnapshot> = Key::new("snapshot_request");
 /// Admin force on snapshot delete.
 pub const FORCE: Key<bool> = Key::new("force");
+/// Whether an extend may grow an `in-use` volume (microversion 3.42). Optional: an extend
+/// recorded before it existed allows `available` only.
+pub const ALLOW_IN_USE: Key<bool> = Key::new("allow_in_use");
+/// The attachment create request as the API parsed it.
+pub const ATTACH_REQUEST: Key<CreateAttachment> = Key::new("attach_request");
+/// What a legacy client (`os-attach`, `os-initialize_connection`) said about the attachment.
+pub const LEGACY_ATTACH: Key<LegacyAttach> = Key::new("legacy_attach");
+/// The attachment the flow works on.
+pub const ATTACHMENT_ID: Key<String> = Key::new("attachment_id");
+/// The attachment row as a task read or wrote it.
+pub const ATTACHMENT: Key<VolumeAttachment> = Key::new("attachment");
+/// The status an attachment had before a detach moved it to `detaching`.
+pub const PREVIOUS_ATTACH_STATUS: Key<AttachStatus> = Key::new("previous_attach_status");
+/// os-brick's connector, as the client sent it (a JSON object).
+pub const CONNECTOR: Key<serde_json::Value> = Key::new("connector");
+/// Cinder's attachment connection info: the driver's `data` flattened with
+/// `driver_volume_type`, `attachment_id`, `access_mode`...
+pub const CONNECTION_INFO: Key<serde_json::Value> = Key::new("connection_info");
 
 /// Cinder's `volume_spec`: what `CreateVolumeFromSpec` makes the volume from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

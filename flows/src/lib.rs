@@ -93,6 +93,8 @@
 //!   deletion while a volume is made from it.
 
 pub mod api;
+pub mod attach_ops;
+pub mod attachments;
 pub mod deps;
 pub mod error;
 pub mod handoff;
@@ -104,6 +106,8 @@ pub mod register;
 pub mod scheduler;
 mod tasks;
 
+pub use attach_ops::FlowAttachOps;
+pub use attachments::ensure_exports;
 pub use deps::{Deps, DriverLookup, FlowConfig, LocalWake, Wake};
 pub use error::{Error, Result};
 pub use handoff::{API_TOPIC, SCHEDULER_TOPIC, volume_topic};

@@ -109,7 +109,18 @@ impl VolumeOps for FlowVolumeOps {
     }
 
     async fn extend_volume(&self, ctx: &RequestContext, id: &str, new_size: i64) -> Result<(), ServiceError> {
-        self.run_on(&self.extend_volume, id, api::extend_volume::inputs(ctx, id, new_size)).await.map(drop)
+        self.extend_volume_allowing_in_use(ctx, id, new_size, false).await
+    }
+
+    async fn extend_volume_allowing_in_use(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        new_size: i64,
+        allow_in_use: bool,
+    ) -> Result<(), ServiceError> {
+        let inputs = api::extend_volume::inputs(ctx, id, new_size, allow_in_use);
+        self.run_on(&self.extend_volume, id, inputs).await.map(drop)
     }
 
     async fn create_snapshot(

@@ -21,6 +21,16 @@ pub fn register_api(registry: &mut Registry, deps: &Arc<Deps>) {
     add(registry, api::extend_volume::FLOW, deps, api::extend_volume::get_flow);
     add(registry, api::create_snapshot::FLOW, deps, api::create_snapshot::get_flow);
     add(registry, api::delete_snapshot::FLOW, deps, api::delete_snapshot::get_flow);
+    add(registry, api::create_attachment::FLOW, deps, api::create_attachment::get_flow);
+    add(registry, api::update_attachment::FLOW, deps, api::update_attachment::get_flow);
+    add(registry, api::complete_attachment::FLOW, deps, api::complete_attachment::get_flow);
+    add(registry, api::delete_attachment::FLOW, deps, api::delete_attachment::get_flow);
+    add(registry, api::delete_reserved_attachment::FLOW, deps, api::delete_reserved_attachment::get_flow);
+    add(registry, api::legacy_attachment::FLOW, deps, api::legacy_attachment::get_flow);
+    add(registry, api::legacy_swaps::RESERVE_FLOW, deps, api::legacy_swaps::reserve_flow);
+    add(registry, api::legacy_swaps::UNRESERVE_FLOW, deps, api::legacy_swaps::unreserve_flow);
+    add(registry, api::legacy_swaps::BEGIN_DETACHING_FLOW, deps, api::legacy_swaps::begin_detaching_flow);
+    add(registry, api::legacy_swaps::ROLL_DETACHING_FLOW, deps, api::legacy_swaps::roll_detaching_flow);
 }
 
 /// The scheduler role's flows; `deps` must hold a scheduler.
@@ -43,6 +53,8 @@ pub fn register_volume(registry: &mut Registry, deps: &Arc<Deps>) -> Result<()> 
     add(registry, manager::extend_volume::FLOW, deps, manager::extend_volume::get_flow);
     add(registry, manager::create_snapshot::FLOW, deps, manager::create_snapshot::get_flow);
     add(registry, manager::delete_snapshot::FLOW, deps, manager::delete_snapshot::get_flow);
+    add(registry, manager::update_attachment::FLOW, deps, manager::update_attachment::get_flow);
+    add(registry, manager::delete_attachment::FLOW, deps, manager::delete_attachment::get_flow);
     Ok(())
 }
 
@@ -57,4 +69,6 @@ pub fn register_shapes(registry: &mut Registry, deps: &Arc<Deps>) {
     add(registry, manager::extend_volume::FLOW, deps, manager::extend_volume::get_flow);
     add(registry, manager::create_snapshot::FLOW, deps, manager::create_snapshot::get_flow);
     add(registry, manager::delete_snapshot::FLOW, deps, manager::delete_snapshot::get_flow);
+    add(registry, manager::update_attachment::FLOW, deps, manager::update_attachment::get_flow);
+    add(registry, manager::delete_attachment::FLOW, deps, manager::delete_attachment::get_flow);
 }

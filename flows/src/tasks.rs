@@ -72,6 +72,15 @@ pub(crate) async fn type_name(deps: &Deps, id: &str) -> Result<String, Failure> 
     deps.types.get_volume_type(id).await.map(|t| t.name).map_err(domain)
 }
 
+/// The status an extend of `v` (in `extending`) goes back to: `in-use` if it was (an
+/// attached volume grown from microversion 3.42), else `available`.
+pub(crate) fn restored_status(v: &Volume) -> ember_common::model::VolumeStatus {
+    match v.previous_status.as_deref() {
+        Some("in-use") => ember_common::model::VolumeStatus::InUse,
+        _ => ember_common::model::VolumeStatus::Available,
+    }
+}
+
 /// `host@backend` of a placed volume, or a bad request naming the volume.
 pub(crate) fn backend(v: &Volume) -> Result<String, Failure> {
     v.host

@@ -11,7 +11,7 @@ use ember_api::{ApiState, FlowAdmin};
 use ember_common::repo::QuotaRepo;
 use ember_drivers::SharedDriver;
 use ember_engine::{Engine, Registry, Worker, WorkerHandle};
-use ember_flows::{API_TOPIC, Deps, DriverLookup, FlowConfig, FlowVolumeOps, SCHEDULER_TOPIC};
+use ember_flows::{API_TOPIC, Deps, DriverLookup, FlowAttachOps, FlowConfig, FlowVolumeOps, SCHEDULER_TOPIC};
 use ember_rpc::{ListenOptions, RegistryOptions, RpcServer, ServiceSpec, Target};
 use ember_scheduler::{SchedulerOptions, SchedulerService, SchedulerServiceOptions, SharedScheduler};
 use ember_volume::{Backends, CapabilityReporter, PublishEndpoint, ReporterOptions};
@@ -65,6 +65,7 @@ fn flow_deps(p: &Plumbing) -> Deps {
         default_volume_type: p.config.default_volume_type.clone(),
         storage_availability_zone: p.config.storage_availability_zone.clone(),
         reservation_expire: std::time::Duration::from_secs(p.config.reservation_expire),
+        rpc_response_timeout: std::time::Duration::from_secs(p.config.rpc_response_timeout),
     };
     let wake = Arc::new(RpcWake::new(p.rpc.clone()));
     Deps::new(p.repo.clone(), p.store.clone(), wake, config)
@@ -129,6 +130,7 @@ async fn start_api(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
     // A peer's (or our own previous life's) api flows are resumed by this worker.
     spawn_worker(p, "api", vec![API_TOPIC.to_owned()], registry);
     let engine = Engine::with_options(p.store.clone(), p.engine_options("api"));
+    let attach = FlowAttachOps::new(engine.clone(), deps.clone()).context("compile the attach flows")?;
     let mut shapes = Registry::new();
     ember_flows::register_shapes(&mut shapes, &deps);
     let wake = deps.wake.clone();
@@ -138,7 +140,7 @@ async fn start_api(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
         auth: Arc::new(auth_config(&p.config)),
         repos: Repos::all(p.repo.clone()),
         ops: Arc::new(ops),
-        attach: Arc::new(ember_api::UnwiredOps),
+        attach: Arc::new(attach),
         settings: Arc::new(Settings::from_config(&p.config)),
         flows: Some(flows),
     };
@@ -287,6 +289,11 @@ async fn start_volume(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
     let hosts: Vec<String> = backends.iter().map(|b| b.host.clone()).collect();
     let deps = Arc::new(deps.with_drivers(Arc::new(BackendDrivers(backends))));
     for host in hosts {
+        // Cinder's `init_host`: the exports live attachments need, before any flow runs.
+        match ember_flows::ensure_exports(&deps, &host).await {
+            Ok(n) => tracing::info!(backend = %host, volumes = n, "exports ensured"),
+            Err(e) => tracing::warn!(backend = %host, error = %e, "ensuring exports failed"),
+        }
         let mut registry = Registry::new();
         ember_flows::register_volume(&mut registry, &deps)?;
         let topic = ember_flows::volume_topic(&host);

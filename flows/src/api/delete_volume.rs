@@ -101,6 +101,8 @@ impl Task for VolumeDeleteEntry {
             ),
             group_id: Some(None),
             no_snapshots: !opts.cascade,
+            // Cinder refuses a volume with attachments, even forced: detach it first.
+            no_attachments: true,
             ..VolumeExpect::default()
         }
         .not_migrating();

@@ -3,7 +3,8 @@
 //! Steps:
 //!
 //! 1. `ExtendVolumeEntryTask`: checks the new size, then compare-and-swap of the volume
-//!    from `available` to `extending` (its status saved in `previous_status`).
+//!    from `available` (or `in-use` when the request allows it, microversion 3.42) to
+//!    `extending` (its status saved in `previous_status`).
 //! 2. `ExtendQuotaReserveTask`: checks `per_volume_gigabytes` and reserves the gigabytes
 //!    the volume grows by (and their per-type copy).
 //! 3. `ExtendVolumeCastTask`: hands the extend to the volume's backend, reservation and all.
@@ -21,7 +22,7 @@ use crate::handoff::{Handoff, hand_off, request_flow_id, volume_topic, withdraw}
 use crate::keys::*;
 use crate::manager::extend_volume::FLOW as MANAGER_FLOW;
 use crate::quota::{check_size_limit, extend_deltas, key, reserve};
-use crate::tasks::{backend, own_volume, type_name};
+use crate::tasks::{backend, own_volume, restored_status, type_name};
 
 /// The flow's name.
 pub const FLOW: &str = "volume_extend_api";
@@ -38,14 +39,19 @@ pub fn get_flow(deps: Arc<Deps>) -> Flow {
         .add(ExtendVolumeCast { deps })
 }
 
-/// The inputs of one extend to `new_size` GiB.
-pub fn inputs(ctx: &RequestContext, id: &str, new_size: i64) -> Values {
-    Values::new().with(&CONTEXT, ctx.clone()).with(&VOLUME_ID, id.to_owned()).with(&SIZE, new_size)
+/// The inputs of one extend to `new_size` GiB (of an `in-use` volume too if `allow_in_use`).
+pub fn inputs(ctx: &RequestContext, id: &str, new_size: i64, allow_in_use: bool) -> Values {
+    Values::new()
+        .with(&CONTEXT, ctx.clone())
+        .with(&VOLUME_ID, id.to_owned())
+        .with(&SIZE, new_size)
+        .with(&ALLOW_IN_USE, allow_in_use)
 }
 
-/// Checks that the volume grows and is placed, then moves it from `available` to
-/// `extending` with one compare-and-swap (a lost swap is Cinder's `InvalidVolume`).
-/// Revert: back from `extending` to `available`.
+/// Checks that the volume grows and is placed, then moves it from `available` (or
+/// `in-use` when allowed) to `extending` with one compare-and-swap (a lost swap is
+/// Cinder's `InvalidVolume`).
+/// Revert: back from `extending` to the status it had.
 pub struct ExtendVolumeEntry {
     deps: Arc<Deps>,
 }
@@ -57,6 +63,10 @@ impl Task for ExtendVolumeEntry {
     }
     fn requires(&self) -> &[&'static str] {
         const { &[CONTEXT.name(), VOLUME_ID.name(), SIZE.name()] }
+    }
+    fn optional(&self) -> &[&'static str] {
+        // An extend recorded before 3.42 was served has none: `available` only.
+        const { &[ALLOW_IN_USE.name()] }
     }
     fn provides(&self) -> &[&'static str] {
         const { &[VOLUME.name()] }
@@ -87,16 +97,19 @@ impl Task for ExtendVolumeEntry {
             previous_status_from_status: true,
             ..VolumeChanges::default()
         };
-        let expect = VolumeExpect {
-            host: Some(current.host.clone()),
-            ..VolumeExpect::status_in(&[VolumeStatus::Available])
+        let statuses: &[VolumeStatus] = if ctx.get_optional(&ALLOW_IN_USE)?.unwrap_or(false) {
+            &[VolumeStatus::Available, VolumeStatus::InUse]
+        } else {
+            &[VolumeStatus::Available]
         };
+        let expect = VolumeExpect { host: Some(current.host.clone()), ..VolumeExpect::status_in(statuses) };
         match self.deps.volumes.update_volume(&id, &expect, &changes).await.map_err(domain)? {
             Some(v) => Ok(Values::new().with(&VOLUME, v)),
             None => Err(fail(
                 ErrorKind::BadRequest,
                 format!(
-                    "Invalid volume: Volume {id} status must be available to extend, but current status is: {}.",
+                    "Invalid volume: Volume {id} status must be {} to extend, but current status is: {}.",
+                    if statuses.len() > 1 { "available or in-use" } else { "available" },
                     current.status
                 ),
             )),
@@ -104,14 +117,10 @@ impl Task for ExtendVolumeEntry {
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
-        if ctx.result().is_none() {
-            return Ok(());
-        }
-        let changes = VolumeChanges {
-            status: Some(VolumeStatus::Available),
-            previous_status: Some(None),
-            ..VolumeChanges::default()
-        };
+        let Some(result) = ctx.result() else { return Ok(()) };
+        let previous = result.get(&VOLUME)?.map(|v| restored_status(&v)).unwrap_or(VolumeStatus::Available);
+        let changes =
+            VolumeChanges { status: Some(previous), previous_status: Some(None), ..VolumeChanges::default() };
         let expect = VolumeExpect::status_in(&[VolumeStatus::Extending]);
         self.deps.volumes.update_volume(&ctx.get(&VOLUME_ID)?, &expect, &changes).await.map_err(domain)?;
         Ok(())

@@ -6,8 +6,8 @@
 //! 1. `ExtractVolumeRefTask`: reads the volume (in `extending`).
 //! 2. `ExtendVolumeOnBackendTask`: the driver grows it (a volume already that large is
 //!    left alone, so a re-run is harmless).
-//! 3. `ExtendVolumeOnFinishTask`: commits the reservation, then sets the size and
-//!    `available` with one compare-and-swap.
+//! 3. `ExtendVolumeOnFinishTask`: commits the reservation, then sets the size and the
+//!    status the volume had (`available`, or `in-use`) with one compare-and-swap.
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ use crate::error::{domain, driver as driver_failure};
 use crate::keys::*;
 use crate::manager::create_volume::{ErrorOut, ExtractVolumeRef};
 use crate::manager::{driver, driver_volume};
+use crate::tasks::restored_status;
 
 /// The flow's name.
 pub const FLOW: &str = "volume_extend_manager";
@@ -68,7 +69,8 @@ impl Task for ExtendVolumeOnBackend {
     }
 }
 
-/// Commits the reservation, then writes the new size and `available` (Cinder's
+/// Commits the reservation, then writes the new size and the status the volume had before
+/// (`available` or `in-use`, from `previous_status`) (Cinder's
 /// `extend_volume_completion`). A re-run commits nothing twice and finds the row done.
 /// Revert: nothing.
 pub struct ExtendVolumeOnFinish {
@@ -81,13 +83,13 @@ impl Task for ExtendVolumeOnFinish {
         "ExtendVolumeOnFinishTask"
     }
     fn requires(&self) -> &[&'static str] {
-        const { &[VOLUME_ID.name(), SIZE.name(), RESERVATIONS.name()] }
+        const { &[VOLUME_ID.name(), VOLUME.name(), SIZE.name(), RESERVATIONS.name()] }
     }
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
         self.deps.quotas.commit(&ctx.get(&RESERVATIONS)?).await.map_err(domain)?;
         let changes = VolumeChanges {
-            status: Some(VolumeStatus::Available),
+            status: Some(restored_status(&ctx.get(&VOLUME)?)),
             size: Some(ctx.get(&SIZE)?),
             previous_status: Some(None),
             ..VolumeChanges::default()

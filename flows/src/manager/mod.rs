@@ -11,9 +11,11 @@ use crate::error::RESCHEDULABLE;
 
 pub mod create_snapshot;
 pub mod create_volume;
+pub mod delete_attachment;
 pub mod delete_snapshot;
 pub mod delete_volume;
 pub mod extend_volume;
+pub mod update_attachment;
 
 /// The driver of `backend`, or a failure another backend could avoid.
 pub(crate) fn driver(deps: &Deps, backend: &str) -> Result<SharedDriver, Failure> {

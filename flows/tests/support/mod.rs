@@ -19,8 +19,8 @@ use ember_db::{Db, DbOptions, SqlRepo};
 use ember_drivers::{FakeDriver, FakeOptions, SharedDriver};
 use ember_engine::{Engine, EngineOptions, FlowStore, Registry, Worker, WorkerOptions};
 use ember_flows::{
-    API_TOPIC, Deps, FlowConfig, FlowVolumeOps, LocalWake, SCHEDULER_TOPIC, register_api, register_scheduler,
-    register_volume, volume_topic,
+    API_TOPIC, Deps, FlowAttachOps, FlowConfig, FlowVolumeOps, LocalWake, SCHEDULER_TOPIC, register_api,
+    register_scheduler, register_volume, volume_topic,
 };
 use ember_scheduler::{SchedulerOptions, ServiceStatus, SharedScheduler};
 use tokio::task::JoinHandle;
@@ -73,6 +73,8 @@ pub struct Cluster {
     pub drivers: HashMap<String, SharedDriver>,
     pub deps: Arc<Deps>,
     pub ops: Arc<FlowVolumeOps>,
+    /// The attach and detach operations, on the same engine as `ops`.
+    pub attach: Arc<FlowAttachOps>,
     opts: Options,
     url: String,
     config: FlowConfig,
@@ -111,6 +113,7 @@ impl Cluster {
                 .with_drivers(Arc::new(drivers.clone())),
         );
         let engine = Engine::with_options(store.clone(), engine_options("api-request", &opts));
+        let attach = Arc::new(FlowAttachOps::new(engine.clone(), deps.clone()).unwrap());
         let ops = Arc::new(FlowVolumeOps::new(engine, deps.clone()).unwrap());
         let mut c = Self {
             repo,
@@ -120,6 +123,7 @@ impl Cluster {
             drivers,
             deps,
             ops,
+            attach,
             opts,
             url: db.url.clone(),
             config: FlowConfig { scheduler_max_attempts: c_attempts, ..FlowConfig::default() },

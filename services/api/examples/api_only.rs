@@ -1,10 +1,13 @@
 //! The API alone, for running the client conformance harness against it before the flows
 //! are wired: a throw-away SQLite database, one registered volume service, and the tests'
-//! stand-in operations made instant (volumes and snapshots are `available` at once, no quota).
+//! stand-in operations made instant (volumes and snapshots are `available` at once, no quota;
+//! attachments as the tests' `TestAttachOps`, with fake connection info).
 //!
 //! `cargo run -p ember-api --example api_only [127.0.0.1:18776]`, then
-//! `conformance/run.sh http://127.0.0.1:18776` with `CONFORMANCE_SKIP=attachment,backup`.
+//! `conformance/run.sh http://127.0.0.1:18776` with `CONFORMANCE_SKIP=backup`.
 
+#[path = "../tests/common/attach.rs"]
+mod attach;
 #[path = "../tests/common/ops.rs"]
 mod ops;
 
@@ -84,8 +87,8 @@ async fn main() {
     let state = ApiState {
         auth: Arc::new(Default::default()),
         repos: Repos::all(repo.clone()),
-        ops: Arc::new(Instant(ops::TestOps::new(repo.clone()), repo)),
-        attach: Arc::new(ember_api::UnwiredOps),
+        ops: Arc::new(Instant(ops::TestOps::new(repo.clone()), repo.clone())),
+        attach: Arc::new(attach::TestAttachOps::new(repo)),
         settings: Arc::new(Settings::default()),
         flows: None,
     };

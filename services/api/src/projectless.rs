@@ -18,8 +18,16 @@ pub const PLACEHOLDER: &str = "-";
 pub struct Projectless;
 
 /// The collections served under `/v3/{project_id}`.
-const COLLECTIONS: &[&str] =
-    &["volumes", "snapshots", "types", "os-quota-sets", "limits", "os-services", "os-availability-zone"];
+const COLLECTIONS: &[&str] = &[
+    "volumes",
+    "snapshots",
+    "attachments",
+    "types",
+    "os-quota-sets",
+    "limits",
+    "os-services",
+    "os-availability-zone",
+];
 
 /// Rewrites `/v3/<collection>/...` to `/v3/-/<collection>/...` at 3.67 or later.
 pub fn rewrite(mut request: Request) -> Request {

@@ -44,6 +44,8 @@ async fn no_body_field_makes_the_server_fail() {
     let h = Harness::sqlite().await;
     let vid = h.create_volume(ADMIN, json!({"size": 1})).await;
     h.set_status(&vid, VolumeStatus::Available).await;
+    let attach = h.post("/attachments", ADMIN, "3.27", json!({"attachment": {"volume_uuid": vid}})).await;
+    let aid = attach.body["attachment"]["id"].as_str().expect("an attachment").to_owned();
     let targets: Vec<(Method, String, &str, Vec<&str>)> = vec![
         (
             Method::POST,
@@ -80,6 +82,33 @@ async fn no_body_field_makes_the_server_fail() {
             vec!["name", "description", "os-volume-type-access:is_public", "extra_specs"],
         ),
         (Method::PUT, "/os-quota-sets/p1".into(), "quota_set", vec!["volumes", "gigabytes", "volumes_gold"]),
+        (
+            Method::POST,
+            "/attachments".into(),
+            "attachment",
+            vec!["volume_uuid", "instance_uuid", "connector", "mode"],
+        ),
+        (Method::PUT, format!("/attachments/{aid}"), "attachment", vec!["connector"]),
+        (Method::POST, format!("/attachments/{aid}/action"), "os-complete", vec![]),
+        (
+            Method::POST,
+            format!("/volumes/{vid}/action"),
+            "os-attach",
+            vec!["instance_uuid", "host_name", "mountpoint", "mode"],
+        ),
+        (Method::POST, format!("/volumes/{vid}/action"), "os-detach", vec!["attachment_id"]),
+        (
+            Method::POST,
+            format!("/volumes/{vid}/action"),
+            "os-force_detach",
+            vec!["attachment_id", "connector"],
+        ),
+        (Method::POST, format!("/volumes/{vid}/action"), "os-initialize_connection", vec!["connector"]),
+        (Method::POST, format!("/volumes/{vid}/action"), "os-terminate_connection", vec!["connector"]),
+        (Method::POST, format!("/volumes/{vid}/action"), "os-reserve", vec![]),
+        (Method::POST, format!("/volumes/{vid}/action"), "os-unreserve", vec![]),
+        (Method::POST, format!("/volumes/{vid}/action"), "os-begin_detaching", vec![]),
+        (Method::POST, format!("/volumes/{vid}/action"), "os-roll_detaching", vec![]),
     ];
     for (method, path, section, fields) in targets {
         for value in odd_values() {
@@ -109,6 +138,8 @@ async fn no_body_field_makes_the_server_fail() {
         let a = h.get(&format!("/volumes/detail?{query}"), ADMIN, "3.71").await;
         assert_answer(&a, query);
         let a = h.get(&format!("/snapshots/detail?{query}"), ADMIN, "3.71").await;
+        assert_answer(&a, query);
+        let a = h.get(&format!("/attachments/detail?{query}"), ADMIN, "3.71").await;
         assert_answer(&a, query);
     }
     h.cleanup().await;

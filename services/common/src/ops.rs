@@ -82,6 +82,18 @@ pub trait VolumeOps: Send + Sync {
     ) -> Result<(), ServiceError>;
     /// `os-extend`: reserves the quota, moves the volume to `extending`, hands it off.
     async fn extend_volume(&self, ctx: &RequestContext, id: &str, new_size: i64) -> Result<(), ServiceError>;
+    /// `os-extend` from microversion 3.42, when `allow_in_use`: an `in-use` volume grows
+    /// too and goes back to `in-use` at the end. The default serves `available` only.
+    async fn extend_volume_allowing_in_use(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        new_size: i64,
+        allow_in_use: bool,
+    ) -> Result<(), ServiceError> {
+        let _ = allow_in_use;
+        self.extend_volume(ctx, id, new_size).await
+    }
     /// Returns the new snapshot in `creating`.
     async fn create_snapshot(
         &self,

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 use crate::model::{
-    AttachStatus, AttachmentChanges, Backup, BackupChanges, BackupFilter, BackupStatus, ListOptions,
-    QuotaSet, Service, ServiceFilter, Snapshot, SnapshotChanges, SnapshotFilter, SnapshotStatus,
+    AttachStatus, AttachmentChanges, AttachmentFilter, Backup, BackupChanges, BackupFilter, BackupStatus,
+    ListOptions, QuotaSet, Service, ServiceFilter, Snapshot, SnapshotChanges, SnapshotFilter, SnapshotStatus,
     SnapshotsExpect, Volume, VolumeAttachment, VolumeChanges, VolumeExpect, VolumeFilter, VolumeStatus,
     VolumeType,
 };
@@ -180,6 +180,14 @@ pub trait AttachmentRepo: Send + Sync {
         &self,
         volume_id: Option<&str>,
         project_id: Option<&str>,
+    ) -> Result<Vec<VolumeAttachment>>;
+    /// One page of the live attachments that match `filter`, in `opts`' order (sort keys
+    /// `created_at`, `updated_at`, `id`, `status`; others are [`crate::Error::Invalid`]); an
+    /// unknown marker is [`crate::Error::NotFound`].
+    async fn list_attachments_by(
+        &self,
+        filter: &AttachmentFilter,
+        opts: &ListOptions,
     ) -> Result<Vec<VolumeAttachment>>;
     /// Writes `changes` iff the attachment is live and its status is in `expected` (any when empty).
     async fn update_attachment(

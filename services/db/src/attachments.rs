@@ -3,12 +3,14 @@
 use async_trait::async_trait;
 use chrono::Utc;
 
-use ember_common::model::{AttachStatus, AttachmentChanges, VolumeAttachment};
+use ember_common::model::{
+    AttachStatus, AttachmentChanges, AttachmentFilter, ListOptions, SortKey, VolumeAttachment,
+};
 use ember_common::repo::AttachmentRepo;
 use ember_common::{Error, ResourceKind, Result};
 
 use crate::sql::{
-    Arg, Sets, Sql, bind_args, cas_sql, db_err, dt, execute, is_unique_violation, opt_dt, parse,
+    Arg, Sets, Sql, bind_args, cas_sql, db_err, dt, execute, is_unique_violation, ms, opt_dt, paginate, parse,
 };
 use crate::{SqlRepo, with_pool};
 
@@ -67,6 +69,20 @@ impl Row {
             deleted: self.deleted,
         })
     }
+}
+
+/// The columns an attachment list sorts by; attachments have no name, size, zone or
+/// bootable flag.
+fn sort_column(key: SortKey, m: Option<&VolumeAttachment>) -> Option<(&'static str, Option<Arg>)> {
+    Some(match key {
+        SortKey::CreatedAt => ("created_at", m.map(|a| a.created_at.into())),
+        SortKey::UpdatedAt => {
+            ("COALESCE(updated_at, 0)", m.map(|a| Arg::Int(Some(a.updated_at.map_or(0, ms)))))
+        }
+        SortKey::Id => ("id", m.map(|a| a.id.as_str().into())),
+        SortKey::Status => ("attach_status", m.map(|a| a.attach_status.as_str().into())),
+        SortKey::Name | SortKey::Size | SortKey::AvailabilityZone | SortKey::Bootable => return None,
+    })
 }
 
 impl SqlRepo {
@@ -139,6 +155,36 @@ impl AttachmentRepo for SqlRepo {
             }
         }
         sql.push(" ORDER BY created_at, id");
+        self.fetch_attachments(&sql).await
+    }
+
+    async fn list_attachments_by(
+        &self,
+        f: &AttachmentFilter,
+        opts: &ListOptions,
+    ) -> Result<Vec<VolumeAttachment>> {
+        // The marker may have been deleted since the page that named it was read.
+        let marker = match &opts.marker {
+            Some(id) => {
+                let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM volume_attachments WHERE id = "));
+                sql.arg(id.as_str());
+                let found = self.fetch_attachments(&sql).await?.pop();
+                Some(found.ok_or_else(|| Error::not_found(ResourceKind::Attachment, id))?)
+            }
+            None => None,
+        };
+        let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM volume_attachments WHERE deleted = FALSE"));
+        let text_eq =
+            [("project_id", &f.project_id), ("volume_id", &f.volume_id), ("instance_uuid", &f.instance_uuid)];
+        for (column, value) in text_eq {
+            if let Some(v) = value {
+                sql.push(" AND ").push(column).push(" = ").arg(v.as_str());
+            }
+        }
+        if let Some(status) = f.attach_status {
+            sql.push(" AND attach_status = ").arg(status.as_str());
+        }
+        paginate(&mut sql, opts, marker.as_ref(), &sort_column, opts.marker.as_deref())?;
         self.fetch_attachments(&sql).await
     }
 

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use chrono::{Duration, Utc};
 
 use ember_common::model::{
-    AttachStatus, AttachmentChanges, Backup, BackupChanges, BackupFilter, BackupStatus,
+    AttachStatus, AttachmentChanges, AttachmentFilter, Backup, BackupChanges, BackupFilter, BackupStatus,
     DEFAULT_VOLUME_TYPE_ID, DEFAULT_VOLUME_TYPE_NAME, ListOptions, QuotaDefaults, Service, ServiceFilter,
-    Snapshot, SnapshotChanges, SnapshotFilter, SnapshotStatus, Volume, VolumeAttachment, VolumeExpect,
-    VolumeStatus, VolumeType,
+    Snapshot, SnapshotChanges, SnapshotFilter, SnapshotStatus, SortDir, SortKey, Volume, VolumeAttachment,
+    VolumeExpect, VolumeStatus, VolumeType,
 };
 use ember_common::repo::{AttachmentRepo, BackupRepo, ServiceRepo, SnapshotRepo, VolumeRepo, VolumeTypeRepo};
 use ember_common::{Error, ResourceKind};
@@ -245,6 +245,74 @@ async fn volume_status_follows_its_attachments() {
         let synced = repo.sync_attach_status(&v.id).await.unwrap();
         assert_eq!((synced.status, synced.attach_status), (VolumeStatus::Available, AttachStatus::Detached));
         assert!(matches!(repo.sync_attach_status("nope").await, Err(Error::NotFound { .. })));
+        t.cleanup().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn attachment_lists_filter_sort_and_page_past_a_deleted_marker() {
+    for t in TestDb::all().await.unwrap() {
+        let repo = SqlRepo::new(t.db.clone(), QuotaDefaults::default());
+        let v1 = new_volume(&repo, DEFAULT_VOLUME_TYPE_ID).await;
+        let v2 = new_volume(&repo, DEFAULT_VOLUME_TYPE_ID).await;
+        let start = Utc::now() - Duration::minutes(5);
+        let mut ids = Vec::new();
+        for i in 0..5_i64 {
+            let (vol, project) = if i == 4 { (&v2, "p2") } else { (&v1, "p1") };
+            let mut a = VolumeAttachment::reserved(id(), &vol.id, project, Some(format!("srv-{i}")));
+            a.created_at = start + Duration::seconds(i);
+            a.attach_status = if i % 2 == 0 { AttachStatus::Attached } else { AttachStatus::Reserved };
+            ids.push(repo.create_attachment(&a).await.unwrap().id);
+        }
+        let list = |f: AttachmentFilter, opts: ListOptions| {
+            let repo = &repo;
+            async move {
+                repo.list_attachments_by(&f, &opts)
+                    .await
+                    .map(|l| l.into_iter().map(|a| a.id).collect::<Vec<_>>())
+            }
+        };
+        let p1 = || AttachmentFilter { project_id: Some("p1".into()), ..AttachmentFilter::default() };
+        assert_eq!(
+            list(p1(), ListOptions::default()).await.unwrap(),
+            [&ids[3], &ids[2], &ids[1], &ids[0]].map(String::clone)
+        );
+        let by_status = ListOptions {
+            sort: vec![(SortKey::Status, SortDir::Asc), (SortKey::CreatedAt, SortDir::Asc)],
+            ..ListOptions::default()
+        };
+        assert_eq!(
+            list(p1(), by_status).await.unwrap(),
+            [&ids[0], &ids[2], &ids[1], &ids[3]].map(String::clone)
+        );
+        let attached =
+            AttachmentFilter { attach_status: Some(AttachStatus::Attached), ..AttachmentFilter::default() };
+        assert_eq!(
+            list(attached, ListOptions::default()).await.unwrap(),
+            [&ids[4], &ids[2], &ids[0]].map(String::clone)
+        );
+        let server =
+            AttachmentFilter { instance_uuid: Some("srv-1".into()), volume_id: Some(v1.id.clone()), ..p1() };
+        assert_eq!(list(server, ListOptions::default()).await.unwrap(), [ids[1].clone()]);
+
+        // The marker was deleted after the first page was read: the next page still follows it.
+        let first = ListOptions {
+            limit: Some(2),
+            sort: vec![(SortKey::CreatedAt, SortDir::Asc)],
+            ..ListOptions::default()
+        };
+        assert_eq!(list(p1(), first.clone()).await.unwrap(), [&ids[0], &ids[1]].map(String::clone));
+        assert!(repo.soft_delete_attachment(&ids[1]).await.unwrap());
+        let next = ListOptions { marker: Some(ids[1].clone()), ..first };
+        assert_eq!(list(p1(), next.clone()).await.unwrap(), [&ids[2], &ids[3]].map(String::clone));
+
+        let unknown = ListOptions { marker: Some(id()), ..next };
+        assert!(matches!(
+            list(p1(), unknown).await,
+            Err(Error::NotFound { kind: ResourceKind::Attachment, .. })
+        ));
+        let by_name = ListOptions { sort: vec![(SortKey::Name, SortDir::Asc)], ..ListOptions::default() };
+        assert!(matches!(list(p1(), by_name).await, Err(Error::Invalid(_))));
         t.cleanup().await.unwrap();
     }
 }

@@ -41,7 +41,9 @@ pub const ROUTES: &[Route] = &[
         "post",
         "/v3/{project_id}/volumes/{id}/action",
         "A volume action: os-extend, os-reset_status, os-force_delete, os-set_bootable, \
-         os-update_readonly_flag",
+         os-update_readonly_flag; legacy attach: os-reserve, os-unreserve, os-begin_detaching, \
+         os-roll_detaching, os-initialize_connection, os-terminate_connection, os-attach, \
+         os-detach, os-force_detach",
         "volumes",
     ),
     ("get", "/v3/{project_id}/volumes/{id}/metadata", "Shows a volume's metadata (ETag 3.15+)", "volumes"),
@@ -50,9 +52,38 @@ pub const ROUTES: &[Route] = &[
     ("get", "/v3/{project_id}/volumes/{id}/metadata/{key}", "Shows one metadata key", "volumes"),
     ("put", "/v3/{project_id}/volumes/{id}/metadata/{key}", "Sets one metadata key", "volumes"),
     ("delete", "/v3/{project_id}/volumes/{id}/metadata/{key}", "Deletes one metadata key", "volumes"),
-    ("get", "/v3/{project_id}/attachments", "Lists attachments (3.27+)", "attachments"),
+    (
+        "get",
+        "/v3/{project_id}/attachments",
+        "Lists attachments: volume_id, instance_id, status filters, pages (3.27+)",
+        "attachments",
+    ),
+    (
+        "post",
+        "/v3/{project_id}/attachments",
+        "Creates an attachment: reserved, or attaching with a connector (3.27+, mode 3.54+)",
+        "attachments",
+    ),
     ("get", "/v3/{project_id}/attachments/detail", "Lists attachments in detail (3.27+)", "attachments"),
     ("get", "/v3/{project_id}/attachments/{id}", "Shows an attachment (3.27+)", "attachments"),
+    (
+        "put",
+        "/v3/{project_id}/attachments/{id}",
+        "Exports the volume to a connector; the attachment is attaching (3.27+)",
+        "attachments",
+    ),
+    (
+        "delete",
+        "/v3/{project_id}/attachments/{id}",
+        "Deletes an attachment; lists the volume's remaining ones (3.27+)",
+        "attachments",
+    ),
+    (
+        "post",
+        "/v3/{project_id}/attachments/{id}/action",
+        "os-complete: the attachment attached, the volume in-use (3.44+, 204)",
+        "attachments",
+    ),
     (
         "get",
         "/v3/{project_id}/flows",
@@ -186,6 +217,10 @@ pub const ROUTES: &[Route] = &[
         schemas::ResetStatus,
         schemas::Bootable,
         schemas::Readonly,
+        schemas::ConnectorArg,
+        schemas::LegacyAttach,
+        schemas::Detach,
+        schemas::ForceDetach,
         schemas::SnapshotCreateRequest,
         schemas::SnapshotCreate,
         schemas::SnapshotResponse,

@@ -140,6 +140,67 @@ pub struct VolumeAction {
     /// Sets the read-only flag (202).
     #[schema(rename = "os-update_readonly_flag")]
     pub update_readonly_flag: Option<Readonly>,
+    /// Legacy: `available` -> `attaching` (202); the value is `{}` or null.
+    #[schema(rename = "os-reserve")]
+    pub reserve: Option<BTreeMap<String, serde_json::Value>>,
+    /// Legacy: `attaching` -> `in-use` or `available` (202).
+    #[schema(rename = "os-unreserve")]
+    pub unreserve: Option<BTreeMap<String, serde_json::Value>>,
+    /// Legacy: `in-use` -> `detaching` (202).
+    #[schema(rename = "os-begin_detaching")]
+    pub begin_detaching: Option<BTreeMap<String, serde_json::Value>>,
+    /// Legacy: `detaching` -> `in-use` (202).
+    #[schema(rename = "os-roll_detaching")]
+    pub roll_detaching: Option<BTreeMap<String, serde_json::Value>>,
+    /// Legacy: exports the volume to the connector; 200 `{"connection_info": {...}}`.
+    #[schema(rename = "os-initialize_connection")]
+    pub initialize_connection: Option<ConnectorArg>,
+    /// Legacy: revokes the connector and unreserves the volume (202).
+    #[schema(rename = "os-terminate_connection")]
+    pub terminate_connection: Option<ConnectorArg>,
+    /// Legacy: records a finished attachment (202).
+    #[schema(rename = "os-attach")]
+    pub attach: Option<LegacyAttach>,
+    /// Legacy: ends an attachment (202).
+    #[schema(rename = "os-detach")]
+    pub detach: Option<Detach>,
+    /// Admin: terminates the connection and ends the attachment(s), whatever their status (202).
+    #[schema(rename = "os-force_detach")]
+    pub force_detach: Option<ForceDetach>,
+}
+
+/// `os-initialize_connection`'s and `os-terminate_connection`'s argument: os-brick's
+/// connector (`host`, `initiator`, `ip`, `platform`...).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ConnectorArg {
+    pub connector: BTreeMap<String, serde_json::Value>,
+}
+
+/// `os-attach`'s arguments: `mountpoint` and one of `instance_uuid` or `host_name`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct LegacyAttach {
+    pub instance_uuid: Option<String>,
+    pub host_name: Option<String>,
+    pub mountpoint: String,
+    /// `rw` (the default) or `ro`.
+    pub mode: Option<String>,
+}
+
+/// `os-detach`'s argument: the attachment to end (the only one when left out).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Detach {
+    pub attachment_id: Option<String>,
+}
+
+/// `os-force_detach`'s arguments: the attachment (all when left out) and its connector.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ForceDetach {
+    pub attachment_id: Option<String>,
+    pub connector: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 /// `os-extend`'s argument.

@@ -1,5 +1,6 @@
 //! `POST /volumes/{id}/action`: one action per body (`os-extend`, `os-reset_status`,
-//! `os-force_delete`, `os-set_bootable`, `os-update_readonly_flag`).
+//! `os-force_delete`, `os-set_bootable`, `os-update_readonly_flag`, and the legacy attach
+//! actions of [`super::attach`]).
 
 use std::collections::BTreeMap;
 
@@ -59,9 +60,14 @@ const RESETTABLE: &[VolumeStatus] = {
     responses(
         (
             status = 202,
-            description = "Accepted (os-extend, os-reset_status, os-force_delete, os-update_readonly_flag)",
+            description = "Accepted (os-extend, os-reset_status, os-force_delete, os-update_readonly_flag, \
+                           os-reserve, os-unreserve, os-begin_detaching, os-roll_detaching, \
+                           os-terminate_connection, os-attach, os-detach, os-force_detach)",
         ),
-        (status = 200, description = "Done (os-set_bootable)"),
+        (
+            status = 200,
+            description = "Done (os-set_bootable); `{\"connection_info\": {...}}` (os-initialize_connection)",
+        ),
         (
             status = 400,
             description = "Bad input, an unknown action or a status that forbids it",
@@ -85,6 +91,9 @@ pub async fn action(
         "os-force_delete" => force_delete(&state, &ctx, &volume).await,
         "os-set_bootable" => set_bootable(&state, &volume, args).await,
         "os-update_readonly_flag" => update_readonly(&state, &volume, args).await,
+        legacy if super::attach::ACTIONS.contains(&legacy) => {
+            super::attach::action(&state, &ctx, &volume, legacy, args).await
+        }
         other => Err(Fault::bad_request(format!("There is no such action: {other}"))),
     }
 }
@@ -121,7 +130,7 @@ async fn extend(state: &ApiState, ctx: &Ctx, v: &Volume, args: Object) -> ApiRes
             v.status
         )));
     }
-    state.ops.extend_volume(&ctx.ops(), &v.id, new_size).await?;
+    state.ops.extend_volume_allowing_in_use(&ctx.ops(), &v.id, new_size, ctx.at_least(42)).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 

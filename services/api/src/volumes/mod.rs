@@ -2,6 +2,7 @@
 //! in their own modules.
 
 pub mod actions;
+pub mod attach;
 pub mod create;
 pub mod filters;
 pub mod metadata;

@@ -76,7 +76,9 @@ fn base(ctx: &Ctx, v: &Volume, related: &Related) -> Map<String, Value> {
     put("replication_status", json!(v.replication_status));
     put("consistencygroup_id", Value::Null);
     put("multiattach", json!(v.multiattach));
-    put("attachments", attachments(v, &related.attachments, admin));
+    // Glance, backed by Cinder, reads the host as a service to decide multiattach detaches.
+    let sees_host = admin || ctx.caller.roles.iter().any(|r| r == "service");
+    put("attachments", attachments(v, &related.attachments, sees_host));
     if admin {
         put("migration_status", json!(v.migration_status));
     }
@@ -118,8 +120,9 @@ fn versioned(ctx: &Ctx, v: &Volume, m: &mut Map<String, Value>) {
     }
 }
 
-/// The `attached` attachments, as Cinder lists them in the volume.
-fn attachments(v: &Volume, all: &[VolumeAttachment], admin: bool) -> Value {
+/// The `attached` attachments, as Cinder lists them in the volume; `host_name` only for
+/// admins and services.
+fn attachments(v: &Volume, all: &[VolumeAttachment], sees_host: bool) -> Value {
     let items: Vec<Value> = all
         .iter()
         .filter(|a| a.attach_status == AttachStatus::Attached)
@@ -129,7 +132,7 @@ fn attachments(v: &Volume, all: &[VolumeAttachment], admin: bool) -> Value {
                 "attachment_id": a.id,
                 "volume_id": v.id,
                 "server_id": a.instance_uuid,
-                "host_name": if admin { json!(a.attached_host) } else { Value::Null },
+                "host_name": if sees_host { json!(a.attached_host) } else { Value::Null },
                 "device": a.mountpoint,
                 "attached_at": opt_time(a.attached_at),
             })

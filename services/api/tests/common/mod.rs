@@ -1,7 +1,9 @@
 //! The test harness: the real application on a real database (SQLite always, PostgreSQL
-//! where `EMBER_TEST_DATABASE_URL` is set), with [`TestOps`] standing in for the flows.
+//! where `EMBER_TEST_DATABASE_URL` is set), with [`TestOps`] and [`TestAttachOps`] standing
+//! in for the flows.
 #![allow(dead_code)]
 
+pub mod attach;
 pub mod demo;
 pub mod ops;
 
@@ -22,6 +24,7 @@ use ember_db::SqlRepo;
 use ember_db::flow_store::SqlFlowStore;
 use ember_db::testing::TestDb;
 
+pub use attach::TestAttachOps;
 pub use ops::TestOps;
 
 /// The admin's noauth token (project `p1`).
@@ -93,7 +96,7 @@ impl Harness {
             auth: Arc::new(auth),
             repos: Repos::all(repo.clone()),
             ops: Arc::new(TestOps::new(repo.clone())),
-            attach: Arc::new(ember_api::UnwiredOps),
+            attach: Arc::new(TestAttachOps::new(repo.clone())),
             settings: Arc::new(settings),
             flows: Some(FlowAdmin::new(flows.clone(), demo::registry())),
         };

@@ -70,3 +70,15 @@ pub struct AttachmentChanges {
     pub attached_at: Option<Option<DateTime<Utc>>>,
     pub detached_at: Option<Option<DateTime<Utc>>>,
 }
+
+/// The filter of an attachment list (Cinder's `attachment` resource filters).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachmentFilter {
+    /// `None` lists every project's attachments.
+    pub project_id: Option<String>,
+    pub volume_id: Option<String>,
+    /// `instance_id` in the query.
+    pub instance_uuid: Option<String>,
+    /// `status` or `attach_status` in the query.
+    pub attach_status: Option<AttachStatus>,
+}

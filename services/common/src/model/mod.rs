@@ -11,7 +11,7 @@ pub mod status;
 pub mod volume;
 pub mod volume_type;
 
-pub use attachment::{AttachmentChanges, VolumeAttachment};
+pub use attachment::{AttachmentChanges, AttachmentFilter, VolumeAttachment};
 pub use backup::{Backup, BackupChanges, BackupFilter};
 pub use page::{ListOptions, SortDir, SortKey};
 pub use quota::{QuotaDefaults, QuotaSet, QuotaUsage, Reservation};
