@@ -38,6 +38,7 @@ pub async fn run_roles(plumbing: &Plumbing, roles: &[Role]) -> anyhow::Result<()
             Role::Volume => start_volume(plumbing, deps.clone()).await?,
         }
     }
+    spawn_metrics_upkeep(plumbing);
     if let Some(listen) = &plumbing.config.metrics_listen {
         serve_metrics(plumbing, listen).await?;
     }
@@ -57,6 +58,20 @@ async fn serve_metrics(p: &Plumbing, listen: &str) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Runs the metrics exporter's upkeep every 5 seconds.
+fn spawn_metrics_upkeep(p: &Plumbing) {
+    let (metrics, shutdown) = (p.metrics.clone(), p.shutdown.clone());
+    p.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => metrics.upkeep(),
+            }
+        }
+    });
 }
 
 fn flow_deps(p: &Plumbing) -> Deps {
@@ -84,7 +99,8 @@ fn spawn_worker_when(
     registry: Registry,
     ready: impl Future<Output = ()> + Send + 'static,
 ) -> WorkerHandle {
-    let worker = Worker::new(p.store.clone(), registry, p.worker_options(role, topics.clone()));
+    let worker = Worker::new(p.store.clone(), registry, p.worker_options(role, topics.clone()))
+        .with_listener(p.flow_metrics.clone());
     for topic in &topics {
         p.metrics.add_worker(role, topic, worker.stats());
     }
@@ -128,7 +144,8 @@ async fn start_api(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
     ember_flows::register_api(&mut registry, &deps);
     // A peer's (or our own previous life's) api flows are resumed by this worker.
     spawn_worker(p, "api", vec![API_TOPIC.to_owned()], registry);
-    let engine = Engine::with_options(p.store.clone(), p.engine_options("api"));
+    let engine =
+        Engine::with_options(p.store.clone(), p.engine_options("api")).with_listener(p.flow_metrics.clone());
     let mut shapes = Registry::new();
     ember_flows::register_shapes(&mut shapes, &deps);
     let wake = deps.wake.clone();

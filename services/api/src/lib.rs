@@ -12,6 +12,7 @@ pub mod extract;
 pub mod fault;
 pub mod flow_views;
 pub mod flows;
+pub mod http_metrics;
 pub mod listing;
 pub mod microversion;
 pub mod openapi;
@@ -72,7 +73,9 @@ pub fn app(state: ApiState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             Fault::internal().into_response()
-        }));
+        }))
+        // Outermost, so a request answered by any layer (or a caught panic) is counted.
+        .layer(middleware::from_fn(http_metrics::record));
     // Routing happens inside `routes`, so project-less URLs are rewritten before it.
     Router::new()
         .fallback_service(tower::ServiceBuilder::new().map_request(projectless::rewrite).service(routes))
