@@ -5,12 +5,13 @@ mod manage_flows;
 mod process;
 mod server;
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use ember_common::config::{Config, Overrides};
+use ember_common::config::{Config, LogFormat, Overrides};
 use ember_db::{Db, DbOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -115,12 +116,36 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("EMBER_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(cli.log_format());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli))
+}
+
+impl Cli {
+    /// The `log_format` of a command that reads the configuration; text otherwise, and
+    /// when the configuration cannot be loaded (the command itself reports why).
+    fn log_format(&self) -> LogFormat {
+        let config = match &self.command {
+            Command::AllInOne(a) | Command::Api(a) | Command::Scheduler(a) | Command::Volume(a) => &a.config,
+            Command::Manage(Manage::Db(ManageDb::Sync(c))) => c,
+            _ => return LogFormat::Text,
+        };
+        config.load().map_or(LogFormat::Text, |c| c.log_format)
+    }
+}
+
+/// Logs to standard error, filtered by `EMBER_LOG` (default `info`): text, coloured only
+/// on a terminal, or one JSON object per line with the current spans (a request's
+/// `request_id`, a flow's `flow_id`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("EMBER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => {
+            builder.json().flatten_event(true).with_current_span(false).with_span_list(true).init()
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

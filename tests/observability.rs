@@ -1,13 +1,16 @@
 //! End-to-end: operating Ember. `/metrics` after a scripted mix of operations holds every
-//! family with the right counts (and a takeover after a crash).
+//! family with the right counts (and a takeover after a crash); JSON logs parse line by
+//! line and carry request and flow ids; text logs into a file have no colours.
 
 mod support;
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use support::TestCluster;
+use serde_json::{Value, json};
+use support::{Cinder, TestCluster};
 
 const PROJECT: &str = "obs00000000000000000000000000000";
 
@@ -194,4 +197,99 @@ async fn a_flow_taken_over_after_a_crash_is_counted() {
     .await;
     assert_eq!(sum(&got, "ember_worker_flows_reclaimed_at_start_total{role=\"volume\""), 1.0, "{got:#?}");
     assert_eq!(sum(&got, "ember_flows_started_total{flow=\"volume_create_manager\"}"), 0.0, "{got:#?}");
+}
+
+/// Starts `ember all-in-one` with `env`, standard error into `log`; returns the child
+/// and its base URL once healthy.
+async fn start_logging(dir: &Path, log: &Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let port = support::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["all-in-one", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start ember all-in-one");
+    let base_url = format!("http://127.0.0.1:{port}");
+    support::wait_healthy(&base_url, Duration::from_secs(30)).await;
+    (child, base_url)
+}
+
+fn spans(line: &Value) -> Vec<Value> {
+    line["spans"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn json_logs_parse_and_carry_request_and_flow_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("ember.log");
+    let env = [("EMBER_LOG_FORMAT", "json"), ("EMBER_LOG", "info,ember_engine=debug")];
+    let (mut child, base_url) = start_logging(dir.path(), &log, &env).await;
+    let response = reqwest::Client::new()
+        .post(format!("{base_url}/v3/{PROJECT}/volumes"))
+        .header("X-Auth-Token", format!("tester:{PROJECT}"))
+        .json(&json!({ "volume": { "size": 1 } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let request_id = response.headers()["x-openstack-request-id"].to_str().unwrap().to_owned();
+    let id = response.json::<Value>().await.unwrap()["volume"]["id"].as_str().unwrap().to_owned();
+    Cinder::new(&base_url, PROJECT).wait_status(&format!("/volumes/{id}"), "available", deadline()).await;
+    // The manager flow logs its last transitions a moment after the status changes.
+    let deadline = deadline();
+    let lines: Vec<Value> = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let done = lines.iter().any(|l| {
+            l["message"] == "flow transition" && l["flow"] == "volume_create_manager" && l["to"] == "SUCCESS"
+        });
+        if done {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "the manager flow's success was not logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    for line in &lines {
+        assert!(
+            line["timestamp"].is_string() && line["level"].is_string() && line["target"].is_string(),
+            "{line}"
+        );
+        for span in spans(line) {
+            if span["name"] == "request" {
+                assert!(span["request_id"].as_str().is_some_and(|r| r.starts_with("req-")), "{line}");
+            }
+        }
+        // Every line a flow causes names it: the engine's transitions carry the flow span.
+        if line["message"] == "atom transition" || line["message"] == "flow transition" {
+            let flow = spans(line).into_iter().find(|s| s["name"] == "flow");
+            let flow = flow.unwrap_or_else(|| panic!("no flow span: {line}"));
+            assert_eq!(flow["flow_id"], line["flow_id"], "{line}");
+        }
+    }
+    // The api flow ran inside the request: its lines carry both ids.
+    let in_request = lines.iter().filter(|l| {
+        let s = spans(l);
+        s.iter().any(|s| s["name"] == "request" && s["request_id"] == request_id.as_str())
+            && s.iter().any(|s| s["name"] == "flow" && s["flow"] == "volume_create_api")
+    });
+    assert!(in_request.count() >= 5, "the api flow's transitions carry request {request_id}");
+}
+
+#[tokio::test]
+async fn text_logs_into_a_file_have_no_colours() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("ember.log");
+    let (mut child, _) = start_logging(dir.path(), &log, &[("EMBER_LOG", "info")]).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("ember is up"), "{text}");
+    assert!(!text.contains('\u{1b}'), "ANSI escapes in a file: {text}");
 }

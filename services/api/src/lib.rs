@@ -94,8 +94,9 @@ async fn bad_method() -> Fault {
 async fn request_id(mut request: Request, next: Next) -> Response {
     let id = format!("req-{}", uuid::Uuid::new_v4());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let span =
-        tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
+    // At ERROR level so that whatever filter lets a line through also keeps this span.
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let span = tracing::error_span!("request", request_id = %id, %method, %path);
     let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-openstack-request-id", value.clone());
