@@ -1,6 +1,7 @@
 //! End-to-end: operating Ember. `/metrics` after a scripted mix of operations holds every
 //! family with the right counts (and a takeover after a crash); JSON logs parse line by
-//! line and carry request and flow ids; text logs into a file have no colours.
+//! line and carry request and flow ids; text logs into a file have no colours; finished
+//! flows are purged by the scheduler and by `ember manage db purge`.
 
 mod support;
 
@@ -292,4 +293,67 @@ async fn text_logs_into_a_file_have_no_colours() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("ember is up"), "{text}");
     assert!(!text.contains('\u{1b}'), "ANSI escapes in a file: {text}");
+}
+
+async fn flows_of(cluster: &TestCluster, id: &str) -> Vec<Value> {
+    let (status, body) = cluster.client(PROJECT).get(&format!("/flows?subject={id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body["flows"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn finished_flows_are_purged_by_the_scheduler_and_by_manage() {
+    let mut cluster = TestCluster::all_in_one().await;
+    let c = cluster.client(PROJECT);
+    let kept = c.create_volume(json!({ "size": 1 })).await;
+    let gone = c.create_volume(json!({ "size": 1 })).await;
+    for id in [&kept, &gone] {
+        c.wait_status(&format!("/volumes/{id}"), "available", deadline()).await;
+    }
+    assert_eq!(c.delete(&format!("/volumes/{gone}")).await, 202);
+    c.wait_status(&format!("/volumes/{gone}"), "gone", deadline()).await;
+    let deadline = deadline();
+    while !flows_of(&cluster, &gone).await.iter().all(|f| f["state"] == "SUCCESS") {
+        assert!(Instant::now() < deadline, "the flows of {gone} did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        flows_of(&cluster, &gone).await.len(),
+        5,
+        "create (api, scheduler, manager), delete (api, manager)"
+    );
+    cluster.kill();
+
+    // Forty days pass for every flow.
+    let url = format!("sqlite://{}", cluster.db_path().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "UPDATE flows SET updated_at = updated_at - 40 * 86400000, created_at = created_at - 40 * 86400000",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    cluster.start().await;
+    // The scheduler's purge at start takes the finished flows of the deleted volume; the
+    // live volume's flows stay.
+    while !flows_of(&cluster, &gone).await.is_empty() {
+        assert!(Instant::now() < deadline, "the flows of {gone} were not purged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(flows_of(&cluster, &kept).await.len(), 3, "the flows of a live volume stay");
+
+    // On demand: the soft-deleted volume row goes too.
+    let out = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["manage", "db", "purge", "--age-in-days", "0", "--data-dir"])
+        .arg(cluster.data_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let volumes = stdout.lines().find(|l| l.starts_with("volumes ")).unwrap_or_default();
+    assert!(volumes.ends_with(" 1"), "one deleted volume purged: {stdout}");
+    let (status, _) = c.get(&format!("/volumes/{gone}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(flows_of(&cluster, &kept).await.len(), 3, "manage keeps a live volume's flows too");
 }

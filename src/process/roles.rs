@@ -223,6 +223,7 @@ async fn start_scheduler(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
         .await
         .context("register the scheduler service")?;
     spawn_reservation_sweep(p);
+    spawn_flow_purge(p);
     let deps = Arc::new(deps.with_scheduler(scheduler.clone()));
     let mut registry = Registry::new();
     ember_flows::register_scheduler(&mut registry, &deps)?;
@@ -270,6 +271,31 @@ fn spawn_reservation_sweep(p: &Plumbing) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "rolled back expired quota reservations"),
                 Err(err) => tracing::warn!(error = %err, "expiring quota reservations failed"),
+            }
+        }
+    });
+}
+
+/// Purges finished flows older than `flow_retention_days` (whose subject is gone) at start
+/// and every hour; 0 keeps them. Every scheduler does it: the deletes are idempotent.
+fn spawn_flow_purge(p: &Plumbing) {
+    let days = p.config.flow_retention_days;
+    if days == 0 {
+        return;
+    }
+    let (db, shutdown) = (p.db.clone(), p.shutdown.clone());
+    p.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+            match ember_db::purge::purge_flows(&db, before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, days, "purged finished flows (flow_retention_days)"),
+                Err(err) => tracing::warn!(error = %err, "purging finished flows failed"),
             }
         }
     });

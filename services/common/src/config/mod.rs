@@ -147,6 +147,9 @@ pub struct Config {
     pub metrics_listen: Option<String>,
     /// `text` or `json` (one JSON object per line).
     pub log_format: LogFormat,
+    /// Days a finished flow is kept; the scheduler purges older ones (unless their subject
+    /// still lives) at start and every hour. 0 keeps them forever.
+    pub flow_retention_days: u32,
     /// `noauth` or `token`.
     pub auth_strategy: AuthStrategy,
     /// With `auth_strategy = "token"`: `[tokens."<secret>"]` sections, each naming the user,
@@ -188,6 +191,7 @@ impl Default for Config {
             osapi_max_limit: 1000,
             metrics_listen: None,
             log_format: LogFormat::Text,
+            flow_retention_days: 30,
             auth_strategy: AuthStrategy::Noauth,
             tokens: BTreeMap::new(),
             backends: BTreeMap::from([("file".to_owned(), BackendConfig::default())]),
