@@ -259,4 +259,49 @@ mod tests {
             "{text}"
         );
     }
+
+    /// Liveness is read from the services table at each scrape: a fresh heartbeat is up,
+    /// one older than `service_down_time` is down.
+    #[test]
+    fn liveness_follows_the_heartbeats() {
+        use ember_common::model::Service;
+        use ember_db::testing::TestDb;
+
+        let recorder = Metrics::recorder();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let text = metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let db = TestDb::sqlite().await.unwrap();
+                let repo = Arc::new(ember_db::SqlRepo::new(db.db.clone(), Default::default()));
+                let now = chrono::Utc::now();
+                let row = |host: &str, at| Service {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    host: host.to_owned(),
+                    binary: "ember-volume".to_owned(),
+                    topic: "ember-volume".to_owned(),
+                    availability_zone: "nova".to_owned(),
+                    disabled: false,
+                    disabled_reason: None,
+                    frozen: false,
+                    cluster_name: None,
+                    report_count: 0,
+                    version: "0.1.0".to_owned(),
+                    rpc_current_version: None,
+                    heartbeat_at: at,
+                    created_at: at,
+                };
+                repo.register_service(&row("live@file", now)).await.unwrap();
+                repo.register_service(&row("dead@file", now - chrono::Duration::seconds(600))).await.unwrap();
+                let m = Metrics::with_handle(recorder.handle()).with_liveness(repo, Duration::from_secs(60));
+                m.render().await
+            })
+        });
+        assert!(text.contains("ember_service_up{binary=\"ember-volume\",host=\"live@file\"} 1\n"), "{text}");
+        assert!(text.contains("ember_service_up{binary=\"ember-volume\",host=\"dead@file\"} 0\n"), "{text}");
+        let age = text.lines().find(|l| {
+            l.starts_with("ember_service_heartbeat_age_seconds{binary=\"ember-volume\",host=\"dead@file\"}")
+        });
+        let age: f64 = age.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or_default();
+        assert!((600.0..700.0).contains(&age), "{text}");
+    }
 }
