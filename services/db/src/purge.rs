@@ -65,7 +65,8 @@ const SOFT_DELETED: &[SoftDeleted] = &[
             ("volume_type_extra_specs", "volume_type_id"),
             ("volume_type_projects", "volume_type_id"),
         ],
-        kept_while: " AND NOT EXISTS (SELECT 1 FROM volumes v WHERE v.volume_type_id = t.id)",
+        kept_while: " AND NOT EXISTS (SELECT 1 FROM volumes v WHERE v.volume_type_id = t.id) \
+            AND NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.volume_type_id = t.id)",
     },
 ];
 

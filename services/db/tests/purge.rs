@@ -3,8 +3,8 @@
 
 use chrono::{Duration, Utc};
 
-use ember_common::model::{DEFAULT_VOLUME_TYPE_ID, QuotaDefaults, Snapshot, Volume};
-use ember_common::repo::{SnapshotRepo, VolumeRepo};
+use ember_common::model::{DEFAULT_VOLUME_TYPE_ID, QuotaDefaults, Snapshot, Volume, VolumeType};
+use ember_common::repo::{SnapshotRepo, VolumeRepo, VolumeTypeRepo};
 use ember_db::purge::{self, BATCH};
 use ember_db::testing::TestDb;
 use ember_db::{Db, SqlRepo, with_pool};
@@ -62,10 +62,11 @@ async fn purges_finished_flows_of_gone_subjects_and_old_soft_deleted_rows() {
         let db = &t.db;
         let repo = SqlRepo::new(db.clone(), QuotaDefaults::default());
         let old = Duration::days(40);
-        let live = repo
-            .create_volume(&Volume::new(id(), "p", "u", 1, DEFAULT_VOLUME_TYPE_ID, "nova"))
-            .await
-            .unwrap();
+        let used = repo.create_volume_type(&VolumeType::new(id(), "used")).await.unwrap();
+        let free = repo.create_volume_type(&VolumeType::new(id(), "free")).await.unwrap();
+        soft_delete(db, "volume_types", &used.id, old).await;
+        soft_delete(db, "volume_types", &free.id, old).await;
+        let live = repo.create_volume(&Volume::new(id(), "p", "u", 1, &used.id, "nova")).await.unwrap();
         let gone = repo
             .create_volume(&Volume::new(id(), "p", "u", 1, DEFAULT_VOLUME_TYPE_ID, "nova"))
             .await
@@ -110,6 +111,7 @@ async fn purges_finished_flows_of_gone_subjects_and_old_soft_deleted_rows() {
         let report = purge::purge_deleted(db, Utc::now() - Duration::days(30)).await.unwrap();
         assert_eq!(report.count("snapshots"), 1, "{report:?}");
         assert_eq!(report.count("volumes"), 1, "{report:?}");
+        assert_eq!(report.count("volume_types"), 1, "a type a live volume uses stays: {report:?}");
         let volumes = count(db, "SELECT COUNT(*) FROM volumes").await;
         assert_eq!(volumes, 2, "the live and the recently deleted volume stay");
         t.cleanup().await.unwrap();
