@@ -5,12 +5,13 @@ mod manage_flows;
 mod process;
 mod server;
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use ember_common::config::{Config, Overrides};
+use ember_common::config::{Config, LogFormat, Overrides};
 use ember_db::{Db, DbOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -92,6 +93,17 @@ enum Manage {
 enum ManageDb {
     /// Applies every pending migration.
     Sync(ConfigArgs),
+    /// Deletes finished flows and soft-deleted rows older than N days (Cinder's `db purge`).
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PurgeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Purge what finished (flows) or was deleted (rows) more than this many days ago.
+    #[arg(long, value_name = "N")]
+    age_in_days: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,12 +127,38 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("EMBER_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(cli.log_format());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli))
+}
+
+impl Cli {
+    /// The `log_format` of a command that reads the configuration; text otherwise, and
+    /// when the configuration cannot be loaded (the command itself reports why).
+    fn log_format(&self) -> LogFormat {
+        let config = match &self.command {
+            Command::AllInOne(a) | Command::Api(a) | Command::Scheduler(a) | Command::Volume(a) => &a.config,
+            Command::Manage(Manage::Db(ManageDb::Sync(c) | ManageDb::Purge(PurgeArgs { config: c, .. }))) => {
+                c
+            }
+            _ => return LogFormat::Text,
+        };
+        config.load().map_or(LogFormat::Text, |c| c.log_format)
+    }
+}
+
+/// Logs to standard error, filtered by `EMBER_LOG` (default `info`): text, coloured only
+/// on a terminal, or one JSON object per line with the current spans (a request's
+/// `request_id`, a flow's `flow_id`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("EMBER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => {
+            builder.json().flatten_event(true).with_current_span(false).with_span_list(true).init()
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -136,6 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("database {} is up to date", db.kind());
             Ok(())
         }
+        Command::Manage(Manage::Db(ManageDb::Purge(args))) => purge(args).await,
         Command::Manage(Manage::Flows(command)) => manage_flows::run(command).await,
         Command::Bench(args) => {
             let (name, json) = match &args.which {
@@ -153,6 +192,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `ember manage db purge --age-in-days N`: finished flows whose subject is gone, then
+/// soft-deleted rows, each older than N days; prints what went, per table.
+async fn purge(args: PurgeArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    let db = open_db(&config).await?;
+    let before = chrono::Utc::now() - chrono::Duration::days(i64::from(args.age_in_days));
+    let flows = ember_db::purge::purge_flows(&db, before).await.context("purge the flows")?;
+    let rows = ember_db::purge::purge_deleted(&db, before).await.context("purge the deleted rows")?;
+    println!("{:<20} {:>8}", "table", "purged");
+    println!("{:<20} {:>8}", "flows", flows);
+    for (table, n) in rows.tables {
+        println!("{table:<20} {n:>8}");
+    }
+    db.close().await;
+    Ok(())
 }
 
 /// Opens the configured database, creating `data_dir` first when the database is the

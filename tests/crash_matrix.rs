@@ -104,7 +104,7 @@ async fn all_in_one_dies_at_every_failpoint_and_finishes_everything_after_restar
         )
         .await;
         slowest = slowest.max((restarted.elapsed(), fp.name.clone()));
-        let resumed = metric(&cluster.base_url, "flows_reclaimed_at_start").await;
+        let resumed = metric(&cluster.base_url, "worker_flows_reclaimed_at_start_total").await;
         assert!(resumed >= 1, "{}: the restarted process resumed the flow it died in: {resumed}", fp.name);
     }
     println!("all-in-one: {} failpoints; slowest recovery {:?} at {}", points.len(), slowest.0, slowest.1);

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::compile::CompiledFlow;
 use crate::error::{EngineError, Result};
@@ -173,6 +174,12 @@ impl Engine {
             max_concurrency: self.opts.max_concurrency.max(1),
             lease: self.opts.lease.max(Duration::from_millis(30)),
         };
-        Run::new(env, &flow.inner, fence, record.inputs.clone(), record.state).drive(atoms, cancel).await
+        // Every line the run causes (its tasks' too) names the flow. At ERROR level so that
+        // whatever filter lets a line through also keeps the span that names its flow.
+        let span = tracing::error_span!("flow", flow_id = %record.id, flow = %record.name);
+        Run::new(env, &flow.inner, fence, record.inputs.clone(), record.state)
+            .drive(atoms, cancel)
+            .instrument(span)
+            .await
     }
 }

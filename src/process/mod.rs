@@ -5,6 +5,7 @@
 //! `ember scheduler` and `ember volume` run one role each, normally on PostgreSQL and
 //! RabbitMQ. The roles never know which transport or database they run on.
 
+pub mod flow_metrics;
 pub mod metrics;
 mod roles;
 mod wake;
@@ -39,6 +40,9 @@ pub struct Plumbing {
     /// This life of the process: the last part of every owner name it writes on flows.
     pub incarnation: String,
     pub metrics: Arc<metrics::Metrics>,
+    /// The engine listener that records flow and step metrics; every engine and worker
+    /// of the process is given it.
+    pub flow_metrics: Arc<flow_metrics::FlowMetrics>,
 }
 
 impl Plumbing {
@@ -51,6 +55,8 @@ impl Plumbing {
         let repo = Arc::new(SqlRepo::new(db.clone(), config.quota_defaults()));
         let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(db.clone()));
         let transport = open_transport(&config).await?;
+        let down_time = ember_rpc::RegistryOptions::from_config(&config).service_down_time();
+        let metrics = metrics::Metrics::install().with_liveness(repo.clone(), down_time);
         let rpc = RpcClient::new(transport.clone(), RPC_VERSION);
         Ok(Self {
             config: Arc::new(config),
@@ -62,7 +68,8 @@ impl Plumbing {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             incarnation: uuid::Uuid::new_v4().simple().to_string(),
-            metrics: Arc::default(),
+            metrics: Arc::new(metrics),
+            flow_metrics: Arc::default(),
         })
     }
 

@@ -38,6 +38,7 @@ pub async fn run_roles(plumbing: &Plumbing, roles: &[Role]) -> anyhow::Result<()
             Role::Volume => start_volume(plumbing, deps.clone()).await?,
         }
     }
+    spawn_metrics_upkeep(plumbing);
     if let Some(listen) = &plumbing.config.metrics_listen {
         serve_metrics(plumbing, listen).await?;
     }
@@ -57,6 +58,20 @@ async fn serve_metrics(p: &Plumbing, listen: &str) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Runs the metrics exporter's upkeep every 5 seconds.
+fn spawn_metrics_upkeep(p: &Plumbing) {
+    let (metrics, shutdown) = (p.metrics.clone(), p.shutdown.clone());
+    p.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => metrics.upkeep(),
+            }
+        }
+    });
 }
 
 fn flow_deps(p: &Plumbing) -> Deps {
@@ -85,7 +100,8 @@ fn spawn_worker_when(
     registry: Registry,
     ready: impl Future<Output = ()> + Send + 'static,
 ) -> WorkerHandle {
-    let worker = Worker::new(p.store.clone(), registry, p.worker_options(role, topics.clone()));
+    let worker = Worker::new(p.store.clone(), registry, p.worker_options(role, topics.clone()))
+        .with_listener(p.flow_metrics.clone());
     for topic in &topics {
         p.metrics.add_worker(role, topic, worker.stats());
     }
@@ -129,7 +145,8 @@ async fn start_api(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
     ember_flows::register_api(&mut registry, &deps);
     // A peer's (or our own previous life's) api flows are resumed by this worker.
     spawn_worker(p, "api", vec![API_TOPIC.to_owned()], registry);
-    let engine = Engine::with_options(p.store.clone(), p.engine_options("api"));
+    let engine =
+        Engine::with_options(p.store.clone(), p.engine_options("api")).with_listener(p.flow_metrics.clone());
     let attach = FlowAttachOps::new(engine.clone(), deps.clone()).context("compile the attach flows")?;
     let mut shapes = Registry::new();
     ember_flows::register_shapes(&mut shapes, &deps);
@@ -209,6 +226,7 @@ async fn start_scheduler(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
         .await
         .context("register the scheduler service")?;
     spawn_reservation_sweep(p);
+    spawn_flow_purge(p);
     let deps = Arc::new(deps.with_scheduler(scheduler.clone()));
     let mut registry = Registry::new();
     ember_flows::register_scheduler(&mut registry, &deps)?;
@@ -256,6 +274,31 @@ fn spawn_reservation_sweep(p: &Plumbing) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "rolled back expired quota reservations"),
                 Err(err) => tracing::warn!(error = %err, "expiring quota reservations failed"),
+            }
+        }
+    });
+}
+
+/// Purges finished flows older than `flow_retention_days` (whose subject is gone) at start
+/// and every hour; 0 keeps them. Every scheduler does it: the deletes are idempotent.
+fn spawn_flow_purge(p: &Plumbing) {
+    let days = p.config.flow_retention_days;
+    if days == 0 {
+        return;
+    }
+    let (db, shutdown) = (p.db.clone(), p.shutdown.clone());
+    p.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+            match ember_db::purge::purge_flows(&db, before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, days, "purged finished flows (flow_retention_days)"),
+                Err(err) => tracing::warn!(error = %err, "purging finished flows failed"),
             }
         }
     });

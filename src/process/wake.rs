@@ -85,7 +85,49 @@ impl Endpoint for WakeEndpoint {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use ember_rpc::{InProcess, ListenOptions, RpcServer, Transport};
+
     use super::*;
+    use crate::process::metrics::Metrics;
+
+    /// Casts and calls through the real wake endpoint are counted by topic, method and
+    /// outcome (the end-to-end mix makes no calls, so they are checked here).
+    #[test]
+    fn rpc_casts_and_calls_are_counted() {
+        let recorder = Metrics::recorder();
+        let handle = recorder.handle();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let transport: Arc<dyn Transport> = Arc::new(InProcess::new());
+                let target = Target::topic("ember-scheduler");
+                let options = ListenOptions { prefetch: 4, fanout: false };
+                let server = RpcServer::new(WakeEndpoint::default())
+                    .listen(&*transport, &target, options)
+                    .await
+                    .unwrap();
+                let client = RpcClient::new(transport, "3.0");
+                let (ctx, args, wait) =
+                    (Context::default(), json!({ "topic": "scheduler" }), Duration::from_secs(5));
+                client.cast(&ctx, &target, WAKE, args.clone()).await.unwrap();
+                client.call(&ctx, &target, WAKE, args.clone(), wait).await.unwrap();
+                client.call(&ctx, &target, WAKE, args.clone(), wait).await.unwrap();
+                assert!(client.call(&ctx, &target, "no_such_method", args, wait).await.is_err());
+                server.stop().await;
+            })
+        });
+        let text = handle.render();
+        for line in [
+            "ember_rpc_casts_total{topic=\"ember-scheduler\",method=\"wake_flows\",outcome=\"ok\"} 1",
+            "ember_rpc_calls_total{topic=\"ember-scheduler\",method=\"wake_flows\",outcome=\"ok\"} 2",
+            "ember_rpc_calls_total{topic=\"ember-scheduler\",method=\"no_such_method\",outcome=\"remote_error\"} 1",
+            "ember_rpc_call_duration_seconds_count{topic=\"ember-scheduler\",method=\"wake_flows\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
 
     #[test]
     fn flow_topics_map_to_rpc_targets() {

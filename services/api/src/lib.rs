@@ -12,6 +12,7 @@ pub mod extract;
 pub mod fault;
 pub mod flow_views;
 pub mod flows;
+pub mod http_metrics;
 pub mod listing;
 pub mod microversion;
 pub mod openapi;
@@ -73,7 +74,9 @@ pub fn app(state: ApiState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             Fault::internal().into_response()
-        }));
+        }))
+        // Outermost, so a request answered by any layer (or a caught panic) is counted.
+        .layer(middleware::from_fn(http_metrics::record));
     // Routing happens inside `routes`, so project-less URLs are rewritten before it.
     Router::new()
         .fallback_service(tower::ServiceBuilder::new().map_request(projectless::rewrite).service(routes))
@@ -92,8 +95,9 @@ async fn bad_method() -> Fault {
 async fn request_id(mut request: Request, next: Next) -> Response {
     let id = format!("req-{}", uuid::Uuid::new_v4());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let span =
-        tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
+    // At ERROR level so that whatever filter lets a line through also keeps this span.
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let span = tracing::error_span!("request", request_id = %id, %method, %path);
     let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-openstack-request-id", value.clone());

@@ -10,6 +10,7 @@ mod backups;
 pub mod flow_store;
 mod metadata;
 pub mod pool;
+pub mod purge;
 mod quota_sync;
 mod quotas;
 mod services;

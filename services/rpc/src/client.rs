@@ -1,7 +1,8 @@
-//! The caller's side: cast, call and fanout cast with a version and the caller's context.
+//! The caller's side: cast, call and fanout cast with a version and the caller's context;
+//! every message sent is counted through the `metrics` crate (`ember_rpc_*`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -45,7 +46,9 @@ impl RpcClient {
     /// Sends `method(args)` to one server of `target` without waiting for it to run; returns
     /// once the bus has stored the message.
     pub async fn cast(&self, ctx: &Context, target: &Target, method: &str, args: Value) -> Result<()> {
-        self.transport.cast(target, self.envelope(ctx, method, args)).await
+        let result = self.transport.cast(target, self.envelope(ctx, method, args)).await;
+        count("ember_rpc_casts_total", &target.topic, method, outcome(&result));
+        result
     }
 
     /// Runs `method(args)` on one server of `target` and returns its result; the server's
@@ -59,11 +62,38 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<Value> {
         let envelope = self.envelope(ctx, method, args);
-        self.transport.call(target, envelope, timeout).await?.map_err(Error::Remote)
+        let started = Instant::now();
+        let result =
+            self.transport.call(target, envelope, timeout).await.and_then(|r| r.map_err(Error::Remote));
+        let labels = [("topic", target.topic.clone()), ("method", method.to_owned())];
+        metrics::histogram!("ember_rpc_call_duration_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
+        count("ember_rpc_calls_total", &target.topic, method, outcome(&result));
+        result
     }
 
     /// Sends `method(args)` to every server of `topic` that listens for fanout casts.
     pub async fn fanout_cast(&self, ctx: &Context, topic: &str, method: &str, args: Value) -> Result<()> {
-        self.transport.fanout_cast(topic, self.envelope(ctx, method, args)).await
+        let result = self.transport.fanout_cast(topic, self.envelope(ctx, method, args)).await;
+        count("ember_rpc_fanout_casts_total", topic, method, outcome(&result));
+        result
+    }
+}
+
+/// Counts one message sent, by topic, method and outcome (through the `metrics` facade:
+/// nothing is recorded unless the process installed a recorder).
+fn count(name: &'static str, topic: &str, method: &str, outcome: &'static str) {
+    let labels =
+        [("topic", topic.to_owned()), ("method", method.to_owned()), ("outcome", outcome.to_owned())];
+    metrics::counter!(name, &labels).increment(1);
+}
+
+/// `ok`, `remote_error` (the server's method failed), `timeout`, or `error` (the bus).
+fn outcome<T>(result: &Result<T>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(Error::Remote(_)) => "remote_error",
+        Err(Error::Timeout { .. }) => "timeout",
+        Err(_) => "error",
     }
 }

@@ -1,6 +1,7 @@
 //! Capability reports: every backend's `get_volume_stats`, fanout-cast to the schedulers at
 //! start, every `periodic_interval` and on request (Cinder's `_report_driver_status` and
-//! `SchedulerAPI.update_service_capabilities`).
+//! `SchedulerAPI.update_service_capabilities`). Each report also sets the backend's
+//! capacity gauges (`ember_backend_*_capacity_gib`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,6 +104,7 @@ impl CapabilityReporter {
             .get_volume_stats(true)
             .await
             .map_err(|source| Error::Driver { backend: backend.host.clone(), source })?;
+        record_capacity(&backend.host, &capabilities);
         let report = CapabilityReport {
             service_name: "volume".to_owned(),
             host: backend.host.clone(),
@@ -177,5 +179,30 @@ async fn report_loop(reporter: CapabilityReporter, handle: ReporterHandle) {
         // Errors are logged per backend inside; the next round tries again.
         let _ = reporter.report_once().await;
         handle.inner.rounds.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Sets the capacity gauges of every pool of `backend` (`ember_backend_*_capacity_gib`,
+/// labels `backend` and `pool`): total and free as reported (`infinite` as +Inf, `unknown`
+/// left unset), allocated, and provisioned (the allocated capacity when the driver reports
+/// none, as Cinder's scheduler assumes).
+fn record_capacity(backend: &str, capabilities: &ember_common::capabilities::BackendCapabilities) {
+    use ember_common::capabilities::{Capacity, CapacityKeyword};
+    let value = |c: Capacity| match c {
+        Capacity::Gb(v) => Some(v),
+        Capacity::Keyword(CapacityKeyword::Infinite) => Some(f64::INFINITY),
+        Capacity::Keyword(CapacityKeyword::Unknown) => None,
+    };
+    for pool in &capabilities.pools {
+        let labels = [("backend", backend.to_owned()), ("pool", pool.pool_name.clone())];
+        if let Some(v) = value(pool.total_capacity_gb) {
+            metrics::gauge!("ember_backend_total_capacity_gib", &labels).set(v);
+        }
+        if let Some(v) = value(pool.free_capacity_gb) {
+            metrics::gauge!("ember_backend_free_capacity_gib", &labels).set(v);
+        }
+        metrics::gauge!("ember_backend_allocated_capacity_gib", &labels).set(pool.allocated_capacity_gb);
+        let provisioned = pool.provisioned_capacity_gb.unwrap_or(pool.allocated_capacity_gb);
+        metrics::gauge!("ember_backend_provisioned_capacity_gib", &labels).set(provisioned);
     }
 }

@@ -57,6 +57,17 @@ pub enum AuthStrategy {
     Token,
 }
 
+/// How log lines are written (standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line of text per event; ANSI colours only when standard error is a terminal.
+    Text,
+    /// One JSON object per line, for log shippers: the event's fields at the top level and
+    /// its spans (the request's `request_id`, the flow's `flow_id`) in `spans`.
+    Json,
+}
+
 /// One token the API accepts under `auth_strategy = "token"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,6 +152,11 @@ pub struct Config {
     /// `address:port` where a process without the API (scheduler, volume) serves
     /// `GET /metrics`; the API serves it on its own port.
     pub metrics_listen: Option<String>,
+    /// `text` or `json` (one JSON object per line).
+    pub log_format: LogFormat,
+    /// Days a finished flow is kept; the scheduler purges older ones (unless their subject
+    /// still lives) at start and every hour. 0 keeps them forever.
+    pub flow_retention_days: u32,
     /// `noauth` or `token`.
     pub auth_strategy: AuthStrategy,
     /// With `auth_strategy = "token"`: `[tokens."<secret>"]` sections, each naming the user,
@@ -184,6 +200,8 @@ impl Default for Config {
             client_body_timeout: 60,
             osapi_max_connections: 4096,
             metrics_listen: None,
+            log_format: LogFormat::Text,
+            flow_retention_days: 30,
             auth_strategy: AuthStrategy::Noauth,
             tokens: BTreeMap::new(),
             backends: BTreeMap::from([("file".to_owned(), BackendConfig::default())]),
