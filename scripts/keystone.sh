@@ -71,8 +71,8 @@ EOF
   OS_KEYSTONE_CONFIG_DIR="$state" OS_KEYSTONE_CONFIG_FILES=keystone.conf \
     "$venv/bin/gunicorn" --chdir "$state" --bind "127.0.0.1:$port" --workers 2 \
     --timeout 120 --log-level warning keystone_wsgi:application >> "$state/gunicorn-$port.log" 2>&1 &
-  local pid=$!
-  trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null' EXIT
+  gunicorn_pid=$!
+  trap 'kill "$gunicorn_pid" 2>/dev/null; wait "$gunicorn_pid" 2>/dev/null' EXIT
   # Until the caller closes our standard input (or dies).
   cat > /dev/null || true
 }

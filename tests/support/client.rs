@@ -21,6 +21,15 @@ impl Cinder {
         }
     }
 
+    /// Talks to `/v3/{project}` with `token` (a Keystone token, say).
+    pub fn with_token(base_url: &str, project: &str, token: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: format!("{base_url}/v3/{project}"),
+            token: token.to_owned(),
+        }
+    }
+
     /// Sends a request; returns the status and the JSON body (null when empty).
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let what = format!("{method} {path}");
