@@ -70,11 +70,21 @@ EOF
   ) 9> "$state/.lock" > "$state/setup.log" 2>&1 || { cat "$state/setup.log" >&2; exit 1; }
   OS_KEYSTONE_CONFIG_DIR="$state" OS_KEYSTONE_CONFIG_FILES=keystone.conf \
     "$venv/bin/gunicorn" --chdir "$state" --bind "127.0.0.1:$port" --workers 2 \
-    --timeout 120 --log-level warning keystone_wsgi:application >> "$state/gunicorn-$port.log" 2>&1 &
+    --timeout 120 --graceful-timeout 2 --log-level warning keystone_wsgi:application \
+    >> "$state/gunicorn-$port.log" 2>&1 &
   gunicorn_pid=$!
-  trap 'kill "$gunicorn_pid" 2>/dev/null; wait "$gunicorn_pid" 2>/dev/null' EXIT
-  # Until the caller closes our standard input (or dies).
-  cat > /dev/null || true
+  # SIGINT is gunicorn's quick shutdown (SIGTERM waits for idle workers). A signal that
+  # ends this script goes through the EXIT trap too.
+  trap 'kill -INT "$gunicorn_pid" 2>/dev/null; wait "$gunicorn_pid" 2>/dev/null' EXIT
+  trap 'exit 1' HUP INT TERM PIPE
+  # Until the caller closes our standard input (or dies). `cat` runs in the background so
+  # that a signal to this script is handled at once (bash defers traps during a foreground
+  # command); fd 3 carries our stdin to it (a background command's default is /dev/null).
+  exec 3<&0
+  cat <&3 > /dev/null &
+  cat_pid=$!
+  trap 'kill "$cat_pid" 2>/dev/null; kill -INT "$gunicorn_pid" 2>/dev/null; wait "$gunicorn_pid" 2>/dev/null' EXIT
+  wait "$cat_pid" || true
 }
 
 case "${1:-}" in
