@@ -12,6 +12,9 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::json;
 
+/// How long a refused token is remembered as refused.
+const NEGATIVE_CACHE_TIME: Duration = Duration::from_secs(10);
+
 /// keystonemiddleware's message when Keystone cannot be reached.
 pub const UNAVAILABLE: &str = "The Keystone service is temporarily unavailable.";
 
@@ -103,16 +106,28 @@ impl Keystone {
 
     /// Who `token` stands for: from the cache, or from Keystone.
     pub async fn validate(&self, token: &str) -> Result<Arc<Identity>, KeystoneError> {
-        if let Some(identity) = self.cache.get(token, Instant::now()) {
-            return Ok(identity);
+        if let Some(known) = self.cache.get(token, Instant::now()) {
+            return known.ok_or(KeystoneError::Invalid);
         }
-        let identity = Arc::new(self.ask(token).await?);
-        if let Some(ttl) = self.options.token_cache_time {
-            let now = Instant::now();
-            let left = (identity.expires_at - Utc::now()).to_std().unwrap_or_default();
-            self.cache.insert(token, identity.clone(), now + ttl.min(left), now);
+        let Some(ttl) = self.options.token_cache_time else {
+            return self.ask(token).await.map(Arc::new);
+        };
+        let now = Instant::now();
+        match self.ask(token).await {
+            Ok(identity) => {
+                let identity = Arc::new(identity);
+                let left = (identity.expires_at - Utc::now()).to_std().unwrap_or_default();
+                self.cache.insert(token, Some(identity.clone()), now + ttl.min(left), now);
+                Ok(identity)
+            }
+            // As keystonemiddleware, a refused token is remembered too (for less time), so
+            // a client retrying a bad token does not send every retry to Keystone.
+            Err(KeystoneError::Invalid) => {
+                self.cache.insert(token, None, now + ttl.min(NEGATIVE_CACHE_TIME), now);
+                Err(KeystoneError::Invalid)
+            }
+            Err(unavailable) => Err(unavailable),
         }
-        Ok(identity)
     }
 
     /// How many tokens the cache holds now.
@@ -242,14 +257,18 @@ impl TokenBody {
     }
 }
 
-/// Validated tokens, at most `capacity`, each until its own deadline.
+/// What the cache knows of a token: who it stands for, or `None` when Keystone refused it.
+type Known = Option<Arc<Identity>>;
+
+/// Validated tokens (`Some`) and refused ones (`None`), at most `capacity`, each until its
+/// own deadline.
 ///
 /// A miss costs a round trip to Keystone, a hit one short lock: the lock is held for a
 /// hash lookup and an `Arc` clone only. When full, expired entries go first, then an
 /// arbitrary one (a busy API keeps its hot tokens, which come back at once).
 struct TokenCache {
     capacity: usize,
-    entries: Mutex<HashMap<String, (Arc<Identity>, Instant)>>,
+    entries: Mutex<HashMap<String, (Known, Instant)>>,
 }
 
 impl TokenCache {
@@ -257,7 +276,8 @@ impl TokenCache {
         Self { capacity: capacity.max(1), entries: Mutex::new(HashMap::new()) }
     }
 
-    fn get(&self, token: &str, now: Instant) -> Option<Arc<Identity>> {
+    /// `Some(known)` while `token`'s entry lasts: `Some(identity)` valid, `None` refused.
+    fn get(&self, token: &str, now: Instant) -> Option<Known> {
         let mut entries = self.entries.lock();
         match entries.get(token) {
             Some((identity, until)) if *until > now => Some(identity.clone()),
@@ -269,7 +289,7 @@ impl TokenCache {
         }
     }
 
-    fn insert(&self, token: &str, identity: Arc<Identity>, until: Instant, now: Instant) {
+    fn insert(&self, token: &str, identity: Known, until: Instant, now: Instant) {
         if until <= now {
             return;
         }
@@ -294,13 +314,13 @@ impl TokenCache {
 mod tests {
     use super::*;
 
-    fn identity(user: &str) -> Arc<Identity> {
-        Arc::new(Identity {
+    fn identity(user: &str) -> Option<Arc<Identity>> {
+        Some(Arc::new(Identity {
             user_id: user.into(),
             project_id: Some("p".into()),
             roles: vec!["reader".into()],
             expires_at: Utc::now(),
-        })
+        }))
     }
 
     #[test]
@@ -311,7 +331,7 @@ mod tests {
         cache.insert("a", identity("a"), now + Duration::from_secs(1), now);
         cache.insert("b", identity("b"), later, now);
         cache.insert("c", identity("c"), later, now);
-        assert_eq!(cache.get("a", now).unwrap().user_id, "a");
+        assert_eq!(cache.get("a", now).flatten().unwrap().user_id, "a");
         assert!(cache.get("a", now + Duration::from_secs(2)).is_none(), "past its deadline");
         cache.insert("a", identity("a"), now + Duration::from_secs(1), now);
         // Full: the expired entry goes first, the live ones stay.
@@ -324,6 +344,8 @@ mod tests {
         assert_eq!(cache.len(), 3, "never more than its capacity");
         cache.insert("dead", identity("x"), now, now);
         assert!(cache.get("dead", now).is_none(), "an already expired token is not kept");
+        cache.insert("bad", None, later, now);
+        assert_eq!(cache.get("bad", now), Some(None), "a refused token is remembered as refused");
     }
 
     #[test]
