@@ -68,23 +68,29 @@ EOF
       touch "$state/initialised"
     fi
   ) 9> "$state/.lock" > "$state/setup.log" 2>&1 || { cat "$state/setup.log" >&2; exit 1; }
-  OS_KEYSTONE_CONFIG_DIR="$state" OS_KEYSTONE_CONFIG_FILES=keystone.conf \
-    "$venv/bin/gunicorn" --chdir "$state" --bind "127.0.0.1:$port" --workers 2 \
-    --timeout 120 --graceful-timeout 2 --log-level warning keystone_wsgi:application \
-    >> "$state/gunicorn-$port.log" 2>&1 &
-  gunicorn_pid=$!
-  # SIGINT is gunicorn's quick shutdown (SIGTERM waits for idle workers). A signal that
-  # ends this script goes through the EXIT trap too.
-  trap 'kill -INT "$gunicorn_pid" 2>/dev/null; wait "$gunicorn_pid" 2>/dev/null' EXIT
-  trap 'exit 1' HUP INT TERM PIPE
-  # Until the caller closes our standard input (or dies). `cat` runs in the background so
-  # that a signal to this script is handled at once (bash defers traps during a foreground
-  # command); fd 3 carries our stdin to it (a background command's default is /dev/null).
-  exec 3<&0
-  cat <&3 > /dev/null &
-  cat_pid=$!
-  trap 'kill "$cat_pid" 2>/dev/null; kill -INT "$gunicorn_pid" 2>/dev/null; wait "$gunicorn_pid" 2>/dev/null' EXIT
-  wait "$cat_pid" || true
+  # A small Python watchdog runs gunicorn and stops it (SIGINT: gunicorn's quick shutdown)
+  # when our stdin closes or we are signalled. Bash traps proved unreliable here: the shell
+  # sometimes died inside its EXIT trap and left gunicorn running.
+  export OS_KEYSTONE_CONFIG_DIR="$state" OS_KEYSTONE_CONFIG_FILES=keystone.conf
+  exec "$venv/bin/python" -c '
+import signal, subprocess, sys
+log = open(sys.argv[1], "ab")
+server = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+def stop(*_):
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    sys.exit(0)
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, stop)
+signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+while sys.stdin.buffer.read1(65536):
+    pass
+stop()
+' "$state/gunicorn-$port.log" "$venv/bin/gunicorn" --chdir "$state" --bind "127.0.0.1:$port" \
+    --workers 2 --timeout 120 --graceful-timeout 2 --log-level warning keystone_wsgi:application
 }
 
 case "${1:-}" in
