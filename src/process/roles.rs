@@ -154,7 +154,7 @@ async fn start_api(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
     let flows = FlowAdmin::new(p.store.clone(), shapes).with_wake(move |topic| wake.wake(topic));
     let ops = FlowVolumeOps::new(engine, deps).context("compile the api flows")?;
     let state = ApiState {
-        auth: Arc::new(auth_config(&p.config)),
+        auth: Arc::new(auth_config(&p.config)?),
         repos: Repos::all(p.repo.clone()),
         ops: Arc::new(ops),
         attach: Arc::new(attach),
@@ -181,10 +181,14 @@ async fn start_api(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn auth_config(config: &ember_common::config::Config) -> AuthConfig {
+/// The API's authentication and policy from the configuration (`auth_strategy`,
+/// `[tokens]`, `[keystone_authtoken]`, `[oslo_policy]`).
+fn auth_config(config: &ember_common::config::Config) -> anyhow::Result<AuthConfig> {
+    use ember_common::config::AuthStrategy;
     let strategy = match config.auth_strategy {
-        ember_common::config::AuthStrategy::Noauth => ember_api::auth::Strategy::Noauth,
-        ember_common::config::AuthStrategy::Token => ember_api::auth::Strategy::Token,
+        AuthStrategy::Noauth => ember_api::auth::Strategy::Noauth,
+        AuthStrategy::Token => ember_api::auth::Strategy::Token,
+        AuthStrategy::Keystone => ember_api::auth::Strategy::Keystone,
     };
     let tokens = config
         .tokens
@@ -198,7 +202,33 @@ fn auth_config(config: &ember_common::config::Config) -> AuthConfig {
             (token.clone(), entry)
         })
         .collect();
-    AuthConfig { strategy, tokens }
+    let keystone = match config.auth_strategy {
+        AuthStrategy::Keystone => Some(Arc::new(keystone(&config.keystone_authtoken)?)),
+        _ => None,
+    };
+    let policy = ember_api::policy::Policy::load(config.oslo_policy.policy_file.as_deref())
+        .context("load [oslo_policy] policy_file")?;
+    Ok(AuthConfig { strategy, tokens, keystone, policy: Arc::new(policy) })
+}
+
+fn keystone(k: &ember_common::config::KeystoneAuthtoken) -> anyhow::Result<ember_api::keystone::Keystone> {
+    let auth_url = k.auth_url.clone().unwrap_or_default();
+    let options = ember_api::keystone::KeystoneOptions {
+        www_authenticate_uri: k.www_authenticate_uri.clone().unwrap_or_else(|| auth_url.clone()),
+        auth_url,
+        username: k.username.clone().unwrap_or_default(),
+        password: k.password.clone().unwrap_or_default(),
+        project_name: k.project_name.clone(),
+        user_domain_name: k.user_domain_name.clone(),
+        project_domain_name: k.project_domain_name.clone(),
+        service_token_roles: k.service_token_roles.clone(),
+        service_token_roles_required: k.service_token_roles_required,
+        token_cache_time: u64::try_from(k.token_cache_time).ok().map(std::time::Duration::from_secs),
+        token_cache_size: k.token_cache_size,
+        connect_timeout: std::time::Duration::from_secs(k.http_connect_timeout),
+        request_timeout: std::time::Duration::from_secs(k.http_request_timeout),
+    };
+    ember_api::keystone::Keystone::new(options).context("set up the Keystone client")
 }
 
 async fn start_scheduler(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@
 
 mod client;
 pub mod crash;
+pub mod keystone;
 pub mod multi;
 pub mod scenario;
 

@@ -67,6 +67,8 @@ pub struct MultiProcess {
     dir: tempfile::TempDir,
     /// The configuration every process shares (database, transport, intervals).
     common: String,
+    /// What the api processes' configuration adds (auth, say).
+    api_extra: String,
 }
 
 /// Where a test deployment runs, or `None` (after saying why) when the services are not
@@ -83,6 +85,12 @@ pub async fn services() -> Option<(TestDb, String)> {
 impl MultiProcess {
     /// Starts api and scheduler, then one volume process per `(host, backend TOML)`.
     pub async fn start(db: TestDb, amqp: &str, volumes: &[(&str, &str)]) -> Self {
+        Self::start_with_api(db, amqp, volumes, "").await
+    }
+
+    /// As [`MultiProcess::start`], with `api_extra` at the end of every api's configuration
+    /// (peers' too).
+    pub async fn start_with_api(db: TestDb, amqp: &str, volumes: &[(&str, &str)], api_extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("create the deployment's directory");
         let port = free_port();
         let common = format!(
@@ -97,7 +105,8 @@ impl MultiProcess {
             std::fs::write(&path, text).expect("write a configuration file");
             path
         };
-        let listen = format!("osapi_volume_listen = \"127.0.0.1\"\nosapi_volume_listen_port = {port}\n");
+        let listen =
+            format!("osapi_volume_listen = \"127.0.0.1\"\nosapi_volume_listen_port = {port}\n{api_extra}");
         let mut api =
             Process { role: "api".into(), config: write("api", listen), child: None, env: Vec::new() };
         let mut scheduler = Process {
@@ -122,7 +131,8 @@ impl MultiProcess {
         api.start();
         let base_url = format!("http://127.0.0.1:{port}");
         wait_healthy(&base_url, Duration::from_secs(60)).await;
-        Self { db: Some(db), api, scheduler, volumes: procs, base_url, dir, common }
+        let api_extra = api_extra.to_owned();
+        Self { db: Some(db), api, scheduler, volumes: procs, base_url, dir, common, api_extra }
     }
 
     /// Starts another `ember api` named `name` on a port of its own, a peer of `api` that
@@ -133,8 +143,8 @@ impl MultiProcess {
         let data = self.dir.path().join(name).display().to_string();
         let text = format!(
             "data_dir = {data:?}\nhost = {name:?}\n{}osapi_volume_listen = \"127.0.0.1\"\n\
-             osapi_volume_listen_port = {port}\n",
-            self.common
+             osapi_volume_listen_port = {port}\n{}",
+            self.common, self.api_extra
         );
         std::fs::write(&path, text).expect("write a configuration file");
         let mut peer = Process { role: "api".into(), config: path, child: None, env: Vec::new() };

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use ember_api::auth::{AuthConfig, Strategy, TokenEntry};
+use ember_api::policy::Policy;
 use ember_api::{ApiState, FlowAdmin, Repos, Settings, app};
 use ember_common::model::{ListOptions, Volume, VolumeChanges, VolumeExpect, VolumeFilter, VolumeStatus};
 use ember_common::repo::VolumeRepo;
@@ -68,19 +69,30 @@ impl Harness {
         dbs.into_iter().map(|db| Self::on(db, AuthConfig::default(), Settings::default())).collect()
     }
 
-    /// Token auth: `admin` (admin of p1), `alice` (member of p1), `bob` (member of p2).
+    /// Token auth: `admin` (admin of p1), `alice` (member of p1), `bob` (member of p2),
+    /// `carol` (reader of p1), `nobody` (no role in p1).
     pub async fn with_tokens() -> Self {
+        Self::with_policy("").await
+    }
+
+    /// As [`Harness::with_tokens`], with the rules of a policy file's `yaml` over the defaults.
+    pub async fn with_policy(yaml: &str) -> Self {
         let mut tokens = HashMap::new();
         for (token, user, project, role) in [
             ("admin", "root", "p1", "admin"),
             ("alice", "alice", "p1", "member"),
             ("bob", "bob", "p2", "member"),
+            ("carol", "carol", "p1", "reader"),
+            ("nobody", "nobody", "p1", "creator"),
         ] {
             let entry =
                 TokenEntry { user_id: user.into(), project_id: project.into(), roles: vec![role.into()] };
             tokens.insert(token.to_owned(), entry);
         }
-        let auth = AuthConfig { strategy: Strategy::Token, tokens };
+        let mut policy = Policy::default();
+        policy.apply("policy.yaml", yaml).unwrap();
+        let auth =
+            AuthConfig { strategy: Strategy::Token, tokens, policy: Arc::new(policy), ..Default::default() };
         Self::on(TestDb::sqlite().await.unwrap(), auth, Settings::default())
     }
 
@@ -177,7 +189,7 @@ impl Harness {
 
     fn project_of(&self, token: &str) -> &'static str {
         match token {
-            "admin" | "alice" => "p1",
+            "admin" | "alice" | "carol" | "nobody" => "p1",
             "bob" => "p2",
             t => match t.split_once(':') {
                 Some((_, "p2")) => "p2",

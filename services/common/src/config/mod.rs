@@ -8,6 +8,7 @@
 //! `EMBER_BACKENDS__FILE__FILE_VOLUME_DIR=/srv/volumes`. Lists are written as
 //! `EMBER_ENABLED_BACKENDS=[file,fast]`.
 
+mod auth;
 mod backend;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Source};
 use serde::{Deserialize, Serialize};
 
+pub use auth::{KeystoneAuthtoken, OsloPolicy};
 pub use backend::{BackendConfig, FileVolumeFormat, TargetHelper, TargetProtocol, VolumeDriverKind};
 
 use crate::model::QuotaDefaults;
@@ -55,6 +57,8 @@ pub enum AuthStrategy {
     Noauth,
     /// Tokens checked by Ember, with project isolation and an admin role.
     Token,
+    /// Keystone tokens, validated against Keystone's v3 API (`[keystone_authtoken]`).
+    Keystone,
 }
 
 /// How log lines are written (standard error).
@@ -157,11 +161,15 @@ pub struct Config {
     /// Days a finished flow is kept; the scheduler purges older ones (unless their subject
     /// still lives) at start and every hour. 0 keeps them forever.
     pub flow_retention_days: u32,
-    /// `noauth` or `token`.
+    /// `noauth`, `token` or `keystone`.
     pub auth_strategy: AuthStrategy,
     /// With `auth_strategy = "token"`: `[tokens."<secret>"]` sections, each naming the user,
     /// project and roles the token stands for.
     pub tokens: BTreeMap<String, TokenConfig>,
+    /// With `auth_strategy = "keystone"`: how tokens are validated (keystonemiddleware's options).
+    pub keystone_authtoken: KeystoneAuthtoken,
+    /// The policy file that overrides Cinder's default rules.
+    pub oslo_policy: OsloPolicy,
     /// Backend sections, `[backends.<name>]`; only those in `enabled_backends` run.
     pub backends: BTreeMap<String, BackendConfig>,
 }
@@ -204,6 +212,8 @@ impl Default for Config {
             flow_retention_days: 30,
             auth_strategy: AuthStrategy::Noauth,
             tokens: BTreeMap::new(),
+            keystone_authtoken: KeystoneAuthtoken::default(),
+            oslo_policy: OsloPolicy::default(),
             backends: BTreeMap::from([("file".to_owned(), BackendConfig::default())]),
         }
     }
@@ -307,6 +317,11 @@ impl Config {
         }
         if self.auth_strategy == AuthStrategy::Token && self.tokens.is_empty() {
             return Err(("auth_strategy", "\"token\" needs at least one [tokens.\"<token>\"] section"));
+        }
+        if self.auth_strategy == AuthStrategy::Keystone
+            && let Some(wrong) = self.keystone_authtoken.check()
+        {
+            return Err(wrong);
         }
         let db_schemes = ["sqlite:", "postgres:", "postgresql:"];
         if let Some(url) = &self.database_url

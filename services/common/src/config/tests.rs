@@ -156,3 +156,33 @@ fn token_auth_takes_its_tokens_from_the_file_and_needs_at_least_one() {
         Ok(())
     });
 }
+
+#[test]
+fn keystone_auth_reads_keystonemiddleware_options_and_needs_the_service_user() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "ks.toml",
+            "auth_strategy = \"keystone\"\n[keystone_authtoken]\nauth_url = \"http://127.0.0.1:5000/v3\"\n\
+             www_authenticate_uri = \"http://keystone.example:5000\"\nusername = \"ember\"\n\
+             password = \"pw\"\nproject_name = \"service\"\ntoken_cache_time = 60\n\
+             [oslo_policy]\npolicy_file = \"/etc/ember/policy.yaml\"\n",
+        )?;
+        let c = Config::load_without_env(Some(Path::new("ks.toml")), &Overrides::default())
+            .expect("a keystone configuration loads");
+        assert_eq!(c.auth_strategy, AuthStrategy::Keystone);
+        let ks = &c.keystone_authtoken;
+        assert_eq!(ks.username.as_deref(), Some("ember"));
+        assert_eq!((ks.token_cache_time, ks.user_domain_name.as_str()), (60, "Default"));
+        assert_eq!(ks.service_token_roles, ["service"]);
+        assert_eq!(c.oslo_policy.policy_file.as_deref(), Some(Path::new("/etc/ember/policy.yaml")));
+        jail.create_file("nopw.toml", "auth_strategy = \"keystone\"\n[keystone_authtoken]\nauth_url = \"http://k\"\nusername = \"ember\"\n")?;
+        let err = Config::load_without_env(Some(Path::new("nopw.toml")), &Overrides::default())
+            .expect_err("keystone auth without a password is refused");
+        assert!(err.to_string().contains("keystone_authtoken.password"), "{err}");
+        jail.create_file("typo.toml", "[keystone_authtoken]\nauth_uri = \"http://k\"\n")?;
+        let err = Config::load_without_env(Some(Path::new("typo.toml")), &Overrides::default())
+            .expect_err("an unknown keystone option is refused");
+        assert!(err.to_string().contains("auth_uri"), "{err}");
+        Ok(())
+    });
+}
