@@ -106,11 +106,24 @@ impl Engine {
         flow.validate_inputs(&spec.inputs)?;
         let id = spec.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let new = self.new_flow(flow.name(), id, spec, true);
-        let (record, created) = self.store.create_flow(&new).await?;
-        if !created {
-            return Err(EngineError::AlreadyExists { flow_id: record.id });
-        }
-        self.drive(flow, &record, &[], cancel).await
+        // The flow is recorded with the run's first step (its RUNNING state and the first
+        // atoms' RUNNING), in one write.
+        let now = now_ms();
+        let record = FlowRecord {
+            id: new.id.clone(),
+            name: new.name.clone(),
+            inputs: new.inputs.clone(),
+            state: crate::state::FlowState::Pending,
+            owner: Some(self.opts.owner.clone()),
+            lease_expires_at: new.owner.as_ref().map(|(_, l)| *l),
+            claim_epoch: 1,
+            topic: new.topic.clone(),
+            subject: new.subject.clone(),
+            created_at: now,
+            updated_at: now,
+        };
+        let run = self.run_for(flow, &record).creating(new);
+        run.drive(&[], cancel).instrument(flow_span(&record)).await
     }
 
     /// Records a flow as PENDING and unowned, for a worker of its topic to claim. Creating
@@ -162,6 +175,10 @@ impl Engine {
         atoms: &[crate::store::AtomRecord],
         cancel: &CancellationToken,
     ) -> Result<Outcome> {
+        self.run_for(flow, record).drive(atoms, cancel).instrument(flow_span(record)).await
+    }
+
+    fn run_for<'a>(&'a self, flow: &'a CompiledFlow, record: &FlowRecord) -> Run<'a> {
         let owner = record.owner.clone().unwrap_or_else(|| self.opts.owner.clone());
         let fence = Fence {
             flow_id: Arc::from(record.id.as_str()),
@@ -174,12 +191,12 @@ impl Engine {
             max_concurrency: self.opts.max_concurrency.max(1),
             lease: self.opts.lease.max(Duration::from_millis(30)),
         };
-        // Every line the run causes (its tasks' too) names the flow. At ERROR level so that
-        // whatever filter lets a line through also keeps the span that names its flow.
-        let span = tracing::error_span!("flow", flow_id = %record.id, flow = %record.name);
         Run::new(env, &flow.inner, fence, record.inputs.clone(), record.state)
-            .drive(atoms, cancel)
-            .instrument(span)
-            .await
     }
+}
+
+/// The span of one run: every line the run causes (its tasks' too) names the flow. At ERROR
+/// level so that whatever filter lets a line through also keeps the span that names its flow.
+fn flow_span(record: &FlowRecord) -> tracing::Span {
+    tracing::error_span!("flow", flow_id = %record.id, flow = %record.name)
 }

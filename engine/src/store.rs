@@ -189,6 +189,18 @@ pub trait FlowStore: Send + Sync + 'static {
     /// Applies a batch atomically if `fence` still holds, else fails with `LeaseLost`.
     async fn write(&self, fence: &Fence, batch: WriteBatch) -> Result<()>;
 
+    /// Records a flow owned by its creator (`new.owner` set, so its claim epoch is 1) and
+    /// applies its first batch under `fence`, as one write where the store can: a flow run
+    /// at once then costs no commit of its own. Returns false, writing nothing, when a flow
+    /// with this id exists.
+    async fn create_with(&self, new: &NewFlow, fence: &Fence, batch: WriteBatch) -> Result<bool> {
+        let (_, created) = self.create_flow(new).await?;
+        if created {
+            self.write(fence, batch).await?;
+        }
+        Ok(created)
+    }
+
     /// Takes up to `limit` flows that are unowned or whose lease lapsed.
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<FlowRecord>>;
 

@@ -1,6 +1,9 @@
 //! `ember bench engine`: the flow engine's cost per task, in memory and persisted to a
-//! SQLite file, next to OpenStack taskflow 6.5's figures on this kind of machine
-//! (shared/reference/taskflow-digest.md §7) and the target of 200 times less.
+//! SQLite file next to the measured cost of one SQLite commit on the same file (the floor:
+//! a linear flow needs about one commit per task), and Cinder-like five-task flows one and
+//! sixteen at a time on SQLite and, where `EMBER_TEST_DATABASE_URL` names a server, on
+//! PostgreSQL. Taskflow 6.5 figures are shown only as an older reading taken elsewhere
+//! (shared/reference/taskflow-digest.md §7), never as measured here.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ember_db::flow_store::SqlFlowStore;
+use ember_db::testing::{DATABASE_URL_ENV, TestDb};
 use ember_db::{Db, DbOptions, with_pool};
 use ember_engine::{
     CompiledFlow, Context, Engine, EngineOptions, Failure, Flow, FlowStore, Key, MemoryStore, Task, Values,
@@ -28,8 +32,11 @@ pub struct Args {
     dir: Option<PathBuf>,
 }
 
-/// The speed-up Ember must reach over taskflow on every case.
-const FACTOR: f64 = 200.0;
+/// Turns of the commit and the persisted flows per linear size.
+const ROUNDS: usize = 3;
+
+/// A persisted task may cost at most this many SQLite commits measured in the same run.
+const COMMIT_RATIO_TARGET: f64 = 2.0;
 
 struct Noop(String);
 
@@ -75,11 +82,39 @@ async fn per_task(
     Ok(start.elapsed().as_secs_f64() * 1e6 / (runs * tasks) as f64)
 }
 
+/// A per-task figure, with taskflow's figure named for what it is: an older reading of
+/// taskflow 6.5 on another run, not measured by this benchmark.
 fn figure(case: String, us: f64, taskflow_us: f64) -> Figure {
-    Figure::new(case, us, "us/task")
-        .with("taskflow_us", taskflow_us)
-        .with("target_us", (taskflow_us / FACTOR * 100.0).round() / 100.0)
-        .with("x_faster", (taskflow_us / us).round())
+    Figure::new(case, us, "us/task").with("taskflow_older_reading_us", taskflow_us)
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// The cost of one commit on the SQLite file at `path`, measured with no engine and no
+/// hand-off: a loop of `BEGIN; UPDATE one row; COMMIT` on a connection of its own with the
+/// same `synchronous` setting as the store's (`NORMAL`), on a blocking thread. Microseconds.
+async fn commit_cost(path: PathBuf, commits: usize) -> anyhow::Result<f64> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS bench_commit (id INTEGER PRIMARY KEY, v BIGINT NOT NULL); \
+             INSERT OR IGNORE INTO bench_commit (id, v) VALUES (1, 0);",
+        )?;
+        let mut begin = conn.prepare("BEGIN")?;
+        let mut update = conn.prepare("UPDATE bench_commit SET v = v + 1 WHERE id = 1")?;
+        let mut commit = conn.prepare("COMMIT")?;
+        let start = Instant::now();
+        for _ in 0..commits {
+            begin.execute([])?;
+            update.execute([])?;
+            commit.execute([])?;
+        }
+        Ok(start.elapsed().as_secs_f64() * 1e6 / commits as f64)
+    })
+    .await?
 }
 
 async fn sqlite_store(dir: &std::path::Path, name: &str) -> anyhow::Result<(Db, Arc<SqlFlowStore>)> {
@@ -120,9 +155,22 @@ async fn run_all(args: &Args, dir: &std::path::Path, report: &mut Report) -> any
     let (db, store) = sqlite_store(dir, "linear.db").await?;
     let sqlite = Engine::new(store);
     per_task(&sqlite, 50, 10, || linear(10)).await?; // warm-up: statements prepared, file grown
-    for (n, runs, taskflow) in [(10, 300, 47369.0), (100, 30, 45128.0), (1000, 3, 74440.0)] {
-        let us = per_task(&sqlite, runs, n, || linear(n)).await?;
-        report.push(figure(format!("linear {n}, sqlite file"), us, taskflow).with("runs", runs));
+    commit_cost(dir.join("linear.db"), 500).await?; // warm-up
+    for (n, runs, taskflow) in [(10, 300_usize, 47369.0), (100, 30, 45128.0), (1000, 3, 74440.0)] {
+        // The machine is shared: the commit and the flows are measured in turns, and the
+        // figures are the fastest turn of each, which both saw the same machine.
+        let (mut commit, mut us) = (f64::MAX, f64::MAX);
+        for _ in 0..ROUNDS {
+            commit = commit.min(commit_cost(dir.join("linear.db"), 300).await?);
+            us = us.min(per_task(&sqlite, runs.div_ceil(ROUNDS), n, || linear(n)).await?);
+        }
+        report.push(
+            figure(format!("linear {n}, sqlite file"), us, taskflow)
+                .with("runs", runs.div_ceil(ROUNDS) * ROUNDS)
+                .with("commit_us", round2(commit))
+                .with("per_commit", round2(us / commit))
+                .with("per_commit_target", COMMIT_RATIO_TARGET),
+        );
     }
     db.close().await;
     let opts = EngineOptions { max_concurrency: 8, ..EngineOptions::default() };
@@ -130,7 +178,18 @@ async fn run_all(args: &Args, dir: &std::path::Path, report: &mut Report) -> any
     let us = per_task(&fan, 300, 100, fan_out).await?;
     report.push(figure("fan-out 1+98+1, memory, 8 at a time".into(), us, 1622.0).with("runs", 300));
     for concurrency in [1, 16] {
-        cinder(args.cinder_flows, concurrency, dir, report).await?;
+        let (db, _) = sqlite_store(dir, &format!("cinder-{concurrency}.db")).await?;
+        cinder(&db, args.cinder_flows, concurrency, report).await?;
+        db.close().await;
+    }
+    match TestDb::postgres().await.context("create a PostgreSQL database for the bench")? {
+        Some(pg) => {
+            for concurrency in [1, 16] {
+                cinder(&pg.db, args.cinder_flows, concurrency, report).await?;
+            }
+            pg.cleanup().await?;
+        }
+        None => eprintln!("  (PostgreSQL cases skipped: set {DATABASE_URL_ENV} to a server's url)"),
     }
     Ok(())
 }
@@ -209,15 +268,12 @@ fn cinder_flow(db: &Db) -> anyhow::Result<CompiledFlow> {
     Ok(f.compile()?)
 }
 
-async fn cinder(
-    flows: usize,
-    concurrency: usize,
-    dir: &std::path::Path,
-    report: &mut Report,
-) -> anyhow::Result<()> {
-    let (db, store) = sqlite_store(dir, &format!("cinder-{concurrency}.db")).await?;
+/// `flows` Cinder-like flows on `db`, `concurrency` at a time, on one engine and store.
+async fn cinder(db: &Db, flows: usize, concurrency: usize, report: &mut Report) -> anyhow::Result<()> {
     const TABLE: &str = "CREATE TABLE IF NOT EXISTS bench_volumes (id TEXT PRIMARY KEY, size BIGINT NOT NULL, created_at BIGINT NOT NULL)";
-    with_pool!(&db, |pool| sqlx::query(TABLE).execute(pool).await.map(|_| ()))?;
+    with_pool!(db, |pool| sqlx::query(TABLE).execute(pool).await.map(|_| ()))?;
+    with_pool!(db, |pool| sqlx::query("DELETE FROM bench_volumes").execute(pool).await.map(|_| ()))?;
+    let store = Arc::new(SqlFlowStore::new(db.clone()));
     let engine = Engine::new(store.clone() as Arc<dyn FlowStore>);
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -241,7 +297,7 @@ async fn cinder(
         latencies.extend(w.await??);
     }
     let secs = start.elapsed().as_secs_f64();
-    let rows: i64 = with_pool!(&db, |pool| sqlx::query_scalar("SELECT COUNT(*) FROM bench_volumes")
+    let rows: i64 = with_pool!(db, |pool| sqlx::query_scalar("SELECT COUNT(*) FROM bench_volumes")
         .fetch_one(pool)
         .await)?;
     anyhow::ensure!(rows as usize == flows, "expected {flows} volume rows, found {rows}");
@@ -250,19 +306,21 @@ async fn cinder(
         latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3
     };
     let taskflow = if concurrency == 1 { 1.97 } else { 2.06 };
-    report.push(
-        Figure::new(
-            format!("cinder-like 5 tasks, sqlite, {concurrency} at a time"),
-            flows as f64 / secs,
-            "flows/s",
-        )
-        .with("us_per_task", (secs * 1e6 / (flows * 5) as f64 * 10.0).round() / 10.0)
-        .with("p50_ms", (p(0.5) * 100.0).round() / 100.0)
-        .with("p99_ms", (p(0.99) * 100.0).round() / 100.0)
-        .with("flows", flows)
-        .with("taskflow_flows_s", taskflow)
-        .with("target_flows_s", taskflow * FACTOR),
+    let mut figure = Figure::new(
+        format!("cinder-like 5 tasks, {}, {concurrency} at a time", db.kind()),
+        flows as f64 / secs,
+        "flows/s",
     );
-    db.close().await;
+    if concurrency == 16 && db.kind() == "sqlite" {
+        figure = figure.with("target_flows_s", 5000);
+    }
+    report.push(
+        figure
+            .with("us_per_task", (secs * 1e6 / (flows * 5) as f64 * 10.0).round() / 10.0)
+            .with("p50_ms", (p(0.5) * 100.0).round() / 100.0)
+            .with("p99_ms", (p(0.99) * 100.0).round() / 100.0)
+            .with("flows", flows)
+            .with("taskflow_older_reading_flows_s", taskflow),
+    );
     Ok(())
 }

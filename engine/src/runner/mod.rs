@@ -20,7 +20,7 @@ use crate::failpoint;
 use crate::listener::{Event, Listener};
 use crate::retry::{Attempt, History};
 use crate::state::{AtomState, FlowState, Intention, Transitions, can_transition_atom};
-use crate::store::{AtomRecord, AtomWrite, Fence, FlowStore, Ownership, WriteBatch, now_ms};
+use crate::store::{AtomRecord, AtomWrite, Fence, FlowStore, NewFlow, Ownership, WriteBatch, now_ms};
 use crate::task::{Context, RevertContext, Task};
 use crate::value::{Failure, Values};
 
@@ -102,6 +102,8 @@ pub(crate) struct Run<'a> {
     first_failure: Option<u32>,
     revert_failure: Option<u32>,
     failures: Arc<BTreeMap<Arc<str>, Failure>>,
+    /// A flow not stored yet: the first write records it (`FlowStore::create_with`).
+    create: Option<NewFlow>,
 }
 
 impl<'a> Run<'a> {
@@ -131,7 +133,14 @@ impl<'a> Run<'a> {
             first_failure: None,
             revert_failure: None,
             failures: Arc::default(),
+            create: None,
         }
+    }
+
+    /// Records `new` with the first write instead of before the run.
+    pub(crate) fn creating(mut self, new: NewFlow) -> Self {
+        self.create = Some(new);
+        self
     }
 
     /// Runs to the end (or to a suspension).
@@ -302,7 +311,14 @@ impl<'a> Run<'a> {
         }
         let flow_state = self.flow_state_dirty.then_some(self.flow_state);
         self.flow_state_dirty = false;
-        self.env.store.write(&self.fence, WriteBatch { flow_state, atoms, ownership }).await
+        let batch = WriteBatch { flow_state, atoms, ownership };
+        match self.create.take() {
+            None => self.env.store.write(&self.fence, batch).await,
+            Some(new) => match self.env.store.create_with(&new, &self.fence, batch).await? {
+                true => Ok(()),
+                false => Err(EngineError::AlreadyExists { flow_id: new.id }),
+            },
+        }
     }
 
     /// Starts ready atoms up to the concurrency bound.

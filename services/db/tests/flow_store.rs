@@ -227,8 +227,32 @@ async fn concurrent_writes_group_commit(store: Arc<dyn FlowStore>) {
     }
 }
 
+async fn a_flow_is_created_with_its_first_step_once(store: &dyn FlowStore) {
+    let lease = now_ms() + 60_000;
+    let batch = || WriteBatch {
+        flow_state: Some(FlowState::Running),
+        atoms: vec![atom("a", AtomState::Running, None)],
+        ownership: Ownership::Keep,
+    };
+    let new = new_flow("cw1", "t", Some(("w1", lease)));
+    assert!(store.create_with(&new, &fence("cw1", "w1", 1), batch()).await.unwrap());
+    let got = store.get_flow("cw1").await.unwrap().unwrap();
+    assert_eq!(
+        (got.flow.state, got.flow.owner.as_deref(), got.flow.claim_epoch),
+        (FlowState::Running, Some("w1"), 1)
+    );
+    assert_eq!(got.atoms.len(), 1);
+    assert_eq!((got.atoms[0].name.as_str(), got.atoms[0].state), ("a", AtomState::Running));
+    // The same id again creates nothing and writes nothing, even for the same owner.
+    let again = WriteBatch { atoms: vec![atom("b", AtomState::Running, None)], ..batch() };
+    assert!(!store.create_with(&new, &fence("cw1", "w1", 1), again).await.unwrap());
+    let got = store.get_flow("cw1").await.unwrap().unwrap();
+    assert_eq!(got.atoms.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["a"]);
+}
+
 async fn suite(store: Arc<dyn FlowStore>) {
     creation_is_idempotent(&*store).await;
+    a_flow_is_created_with_its_first_step_once(&*store).await;
     writes_are_fenced_and_round_trip(&*store).await;
     claims_have_one_winner_and_fence_the_loser(&*store).await;
     lists_filter_and_page(&*store).await;

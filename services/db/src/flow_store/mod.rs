@@ -1,23 +1,30 @@
 //! The flow engine's SQL store on SQLite and PostgreSQL, written once with [`with_pool!`].
 //!
-//! Writes go through one writer task that group-commits: it takes every write waiting in
-//! its queue (from all the flows running in this process), applies them in one
-//! transaction and answers each caller only after the commit. A step of a flow is thus
-//! durable when its `write` returns, while concurrent flows share commits.
+//! Writes go through one writer that group-commits: it takes every write waiting in its
+//! queue (from all the flows running in this process), applies them in one transaction
+//! and answers each caller only after the commit. A step of a flow is thus durable when
+//! its `write` returns, while concurrent flows share commits. On a SQLite file the writer
+//! is a thread of its own with its own connection and statements prepared once
+//! ([`sqlite`]): a step costs one hand-off to that thread and one commit. On PostgreSQL
+//! (and an in-memory SQLite) it is a task on a pooled connection.
 //!
 //! Durability follows the database settings ([`crate::DbOptions`]): SQLite in WAL mode
 //! with `synchronous=NORMAL` (the default) survives a crash of the process but may lose
 //! the last commits on power loss; `sqlite_synchronous_full` survives power loss at the
-//! price of an fsync per commit; PostgreSQL follows its own `synchronous_commit`.
+//! price of an fsync per commit (the writer thread uses the pool's setting);
+//! PostgreSQL follows its own `synchronous_commit`.
 //!
 //! Every write is fenced: it applies only while the flow's owner and claim epoch are the
 //! writer's. The atoms of a step are written by one multi-row upsert guarded by
 //! `WHERE EXISTS (flow with this owner and epoch)`; the flow row itself is updated (with the
-//! same guard) only when its state or ownership changes, so a step costs one statement.
-//! `flows.updated_at` therefore moves with the flow's state, `flow_atoms.updated_at` with
-//! every step.
+//! same guard, after the atoms) only when its state or ownership changes, so a step costs
+//! one statement. `flows.updated_at` therefore moves with the flow's state,
+//! `flow_atoms.updated_at` with every step.
+
+mod sqlite;
 
 use std::fmt::Display;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use ember_engine::store::now_ms;
@@ -27,7 +34,7 @@ use ember_engine::{
 };
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Sqlite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use crate::{Db, with_pool};
 
@@ -89,9 +96,26 @@ struct AtomSql {
     attempts: i64,
 }
 
-enum Job {
-    Write { fence: Fence, state: Option<&'static str>, ownership: Ownership, atoms: Vec<AtomSql> },
-    Create(Box<FlowRow>),
+/// A fenced write of a flow's atoms and, when they change, its state and ownership.
+struct WriteJob {
+    fence: Fence,
+    state: Option<&'static str>,
+    ownership: Ownership,
+    atoms: Vec<AtomSql>,
+}
+
+impl WriteJob {
+    fn statements(&self) -> usize {
+        usize::from(updates_flow(self.state, self.ownership)) + usize::from(!self.atoms.is_empty())
+    }
+}
+
+/// What the writer applies for one caller: a flow to create (insert-or-ignore), a write, or
+/// both (a flow created with its first step; the write is skipped when the flow existed).
+/// The answer is whether the flow was created (true for a write alone).
+struct Job {
+    create: Option<Box<FlowRow>>,
+    write: Option<WriteJob>,
 }
 
 struct Queued {
@@ -99,11 +123,19 @@ struct Queued {
     reply: oneshot::Sender<EResult<bool>>,
 }
 
-/// The SQL flow store. Cheap to clone; the writer task ends when the last clone is dropped.
+/// Where writes are queued: the writer task on a pooled connection, or the SQLite writer
+/// thread (started at the first write, once the pool's `synchronous` setting is read).
+#[derive(Clone)]
+enum Queue {
+    Task(mpsc::Sender<Queued>),
+    Thread(Arc<OnceCell<flume::Sender<Queued>>>),
+}
+
+/// The SQL flow store. Cheap to clone; the writer ends when the last clone is dropped.
 #[derive(Clone)]
 pub struct SqlFlowStore {
     db: Db,
-    queue: mpsc::Sender<Queued>,
+    queue: Queue,
 }
 
 fn store_err(e: impl Display) -> EngineError {
@@ -121,9 +153,14 @@ fn values_json(v: &Values) -> EResult<String> {
 impl SqlFlowStore {
     /// A store on `db` (migrated), with its writer task spawned on the current runtime.
     pub fn new(db: Db) -> Self {
+        if let Db::Sqlite(pool) = &db
+            && sqlite::on_file(pool)
+        {
+            return Self { db, queue: Queue::Thread(Arc::new(OnceCell::new())) };
+        }
         let (queue, rx) = mpsc::channel(4096);
         tokio::spawn(writer(db.clone(), rx));
-        Self { db, queue }
+        Self { db, queue: Queue::Task(queue) }
     }
 
     /// The database.
@@ -133,11 +170,16 @@ impl SqlFlowStore {
 
     async fn submit(&self, job: Job) -> EResult<bool> {
         let (reply, rx) = oneshot::channel();
-        self.queue
-            .send(Queued { job, reply })
-            .await
-            .map_err(|_| store_err("the flow store writer has stopped"))?;
-        rx.await.map_err(|_| store_err("the flow store writer has stopped"))?
+        let stopped = || store_err("the flow store writer has stopped");
+        match (&self.queue, &self.db) {
+            (Queue::Task(queue), _) => queue.send(Queued { job, reply }).await.map_err(|_| stopped())?,
+            (Queue::Thread(cell), Db::Sqlite(pool)) => {
+                let queue = cell.get_or_try_init(|| sqlite::start(pool)).await?;
+                queue.send_async(Queued { job, reply }).await.map_err(|_| stopped())?
+            }
+            (Queue::Thread(_), Db::Postgres(_)) => return Err(store_err("no SQLite writer on PostgreSQL")),
+        }
+        rx.await.map_err(|_| stopped())?
     }
 
     async fn fetch_flow(&self, id: &str) -> EResult<Option<FlowRecord>> {
@@ -230,11 +272,22 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Queued>) {
     }
 }
 
-fn ownership_sql(o: Ownership) -> &'static str {
+/// The fenced update of a flow row: $1 now, $2 state (or NULL to keep it), $3 flow id,
+/// $4 owner, $5 epoch.
+fn flow_update_sql(o: Ownership) -> &'static str {
     match o {
-        Ownership::Keep => "",
-        Ownership::Finish => ", lease_expires_at = NULL",
-        Ownership::Release => ", owner = NULL, lease_expires_at = NULL",
+        Ownership::Keep => {
+            "UPDATE flows SET updated_at = $1, state = COALESCE($2, state) \
+             WHERE id = $3 AND owner = $4 AND claim_epoch = $5"
+        }
+        Ownership::Finish => {
+            "UPDATE flows SET updated_at = $1, state = COALESCE($2, state), lease_expires_at = NULL \
+             WHERE id = $3 AND owner = $4 AND claim_epoch = $5"
+        }
+        Ownership::Release => {
+            "UPDATE flows SET updated_at = $1, state = COALESCE($2, state), owner = NULL, \
+             lease_expires_at = NULL WHERE id = $3 AND owner = $4 AND claim_epoch = $5"
+        }
     }
 }
 
@@ -272,16 +325,16 @@ const CREATE: &str = "INSERT INTO flows (id, name, inputs, state, owner, lease_e
     topic, subject, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
     ON CONFLICT (id) DO NOTHING";
 
+/// Whether a write changes the flow row (its state or ownership).
+fn updates_flow(state: Option<&str>, ownership: Ownership) -> bool {
+    state.is_some() || ownership != Ownership::Keep
+}
+
 /// How many statements a group takes.
 fn statements(group: &[Queued]) -> usize {
     group
         .iter()
-        .map(|q| match &q.job {
-            Job::Create(_) => 1,
-            Job::Write { state, ownership, atoms, .. } => {
-                usize::from(state.is_some() || *ownership != Ownership::Keep) + usize::from(!atoms.is_empty())
-            }
-        })
+        .map(|q| usize::from(q.job.create.is_some()) + q.job.write.as_ref().map_or(0, WriteJob::statements))
         .sum()
 }
 
@@ -290,72 +343,72 @@ macro_rules! apply_group {
     ($ex:ident, $group:expr, $now:expr) => {{
         let mut results = Vec::with_capacity($group.len());
         for q in $group {
-            match &q.job {
-                Job::Create(f) => {
-                    let done = sqlx::query(CREATE)
-                        .bind(&f.id)
-                        .bind(&f.name)
-                        .bind(&f.inputs)
-                        .bind(&f.state)
-                        .bind(&f.owner)
-                        .bind(f.lease_expires_at)
-                        .bind(f.claim_epoch)
-                        .bind(&f.topic)
-                        .bind(&f.subject)
-                        .bind(f.created_at)
+            let mut created = true;
+            if let Some(f) = &q.job.create {
+                let done = sqlx::query(CREATE)
+                    .bind(&f.id)
+                    .bind(&f.name)
+                    .bind(&f.inputs)
+                    .bind(&f.state)
+                    .bind(&f.owner)
+                    .bind(f.lease_expires_at)
+                    .bind(f.claim_epoch)
+                    .bind(&f.topic)
+                    .bind(&f.subject)
+                    .bind(f.created_at)
+                    .execute(&mut *$ex)
+                    .await?;
+                created = done.rows_affected() == 1;
+            }
+            let mut held = true;
+            if let Some(w) = q.job.write.as_ref().filter(|_| created) {
+                // The atoms first: a release clears the owner the atoms' fence checks.
+                if !w.atoms.is_empty() {
+                    let sql = upsert_sql(w.atoms.len());
+                    let mut query = sqlx::query(&sql)
+                        .bind(&*w.fence.flow_id)
+                        .bind($now)
+                        .bind(&*w.fence.owner)
+                        .bind(w.fence.epoch);
+                    for a in &w.atoms {
+                        query = query
+                            .bind(&a.name)
+                            .bind(a.kind)
+                            .bind(a.state)
+                            .bind(a.intention)
+                            .bind(&a.result)
+                            .bind(&a.failure)
+                            .bind(&a.revert_failure)
+                            .bind(&a.history)
+                            .bind(a.attempts);
+                    }
+                    held = query.execute(&mut *$ex).await?.rows_affected() > 0;
+                }
+                if held && updates_flow(w.state, w.ownership) {
+                    let done = sqlx::query(flow_update_sql(w.ownership))
+                        .bind($now)
+                        .bind(w.state)
+                        .bind(&*w.fence.flow_id)
+                        .bind(&*w.fence.owner)
+                        .bind(w.fence.epoch)
                         .execute(&mut *$ex)
                         .await?;
-                    results.push(Ok(done.rows_affected() == 1));
-                }
-                Job::Write { fence, state, ownership, atoms } => {
-                    let mut held = true;
-                    if state.is_some() || *ownership != Ownership::Keep {
-                        let sql = format!(
-                            "UPDATE flows SET updated_at = $1, state = COALESCE($2, state){} \
-                             WHERE id = $3 AND owner = $4 AND claim_epoch = $5",
-                            ownership_sql(*ownership)
-                        );
-                        let done = sqlx::query(&sql)
-                            .bind($now)
-                            .bind(*state)
-                            .bind(&*fence.flow_id)
-                            .bind(&*fence.owner)
-                            .bind(fence.epoch)
-                            .execute(&mut *$ex)
-                            .await?;
-                        held = done.rows_affected() == 1;
-                    }
-                    if held && !atoms.is_empty() {
-                        let sql = upsert_sql(atoms.len());
-                        let mut query = sqlx::query(&sql)
-                            .bind(&*fence.flow_id)
-                            .bind($now)
-                            .bind(&*fence.owner)
-                            .bind(fence.epoch);
-                        for a in atoms {
-                            query = query
-                                .bind(&a.name)
-                                .bind(a.kind)
-                                .bind(a.state)
-                                .bind(a.intention)
-                                .bind(&a.result)
-                                .bind(&a.failure)
-                                .bind(&a.revert_failure)
-                                .bind(&a.history)
-                                .bind(a.attempts);
-                        }
-                        held = query.execute(&mut *$ex).await?.rows_affected() > 0;
-                    }
-                    results.push(if held {
-                        Ok(true)
-                    } else {
-                        Err(EngineError::LeaseLost { flow_id: fence.flow_id.to_string() })
-                    });
+                    held = done.rows_affected() == 1;
                 }
             }
+            results.push(outcome(&q.job, created, held));
         }
         results
     }};
+}
+
+/// A job's answer: whether its flow was created, or `LeaseLost` when its write was fenced
+/// off.
+fn outcome(job: &Job, created: bool, held: bool) -> EResult<bool> {
+    match &job.write {
+        Some(w) if !held => Err(EngineError::LeaseLost { flow_id: w.fence.flow_id.to_string() }),
+        _ => Ok(created),
+    }
 }
 
 /// Applies a group of jobs atomically; a fenced-off write fails alone. A group of one
@@ -438,24 +491,37 @@ fn atom_sql(w: &ember_engine::AtomWrite) -> EResult<AtomSql> {
     })
 }
 
+fn flow_row(new: &NewFlow, state: FlowState, now: i64) -> EResult<FlowRow> {
+    Ok(FlowRow {
+        id: new.id.clone(),
+        name: new.name.clone(),
+        inputs: values_json(&new.inputs)?,
+        state: state.as_str().to_owned(),
+        owner: new.owner.as_ref().map(|(o, _)| o.clone()),
+        lease_expires_at: new.owner.as_ref().map(|(_, l)| *l),
+        claim_epoch: i64::from(new.owner.is_some()),
+        topic: new.topic.clone(),
+        subject: new.subject.clone(),
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+fn write_job(fence: &Fence, batch: &WriteBatch) -> EResult<WriteJob> {
+    Ok(WriteJob {
+        fence: fence.clone(),
+        state: batch.flow_state.map(FlowState::as_str),
+        ownership: batch.ownership,
+        atoms: batch.atoms.iter().map(atom_sql).collect::<EResult<Vec<_>>>()?,
+    })
+}
+
 #[async_trait]
 impl FlowStore for SqlFlowStore {
     async fn create_flow(&self, new: &NewFlow) -> EResult<(FlowRecord, bool)> {
         let now = now_ms();
-        let row = FlowRow {
-            id: new.id.clone(),
-            name: new.name.clone(),
-            inputs: values_json(&new.inputs)?,
-            state: FlowState::Pending.as_str().to_owned(),
-            owner: new.owner.as_ref().map(|(o, _)| o.clone()),
-            lease_expires_at: new.owner.as_ref().map(|(_, l)| *l),
-            claim_epoch: i64::from(new.owner.is_some()),
-            topic: new.topic.clone(),
-            subject: new.subject.clone(),
-            created_at: now,
-            updated_at: now,
-        };
-        if self.submit(Job::Create(Box::new(row))).await? {
+        let row = flow_row(new, FlowState::Pending, now)?;
+        if self.submit(Job { create: Some(Box::new(row)), write: None }).await? {
             let record = FlowRecord {
                 id: new.id.clone(),
                 name: new.name.clone(),
@@ -476,10 +542,15 @@ impl FlowStore for SqlFlowStore {
     }
 
     async fn write(&self, fence: &Fence, batch: WriteBatch) -> EResult<()> {
-        let atoms = batch.atoms.iter().map(atom_sql).collect::<EResult<Vec<_>>>()?;
-        let state = batch.flow_state.map(FlowState::as_str);
-        self.submit(Job::Write { fence: fence.clone(), state, ownership: batch.ownership, atoms }).await?;
+        self.submit(Job { create: None, write: Some(write_job(fence, &batch)?) }).await?;
         Ok(())
+    }
+
+    async fn create_with(&self, new: &NewFlow, fence: &Fence, mut batch: WriteBatch) -> EResult<bool> {
+        // The flow row is inserted in the batch's state, so the write adds only the atoms.
+        let state = batch.flow_state.take().unwrap_or(FlowState::Pending);
+        let row = flow_row(new, state, now_ms())?;
+        self.submit(Job { create: Some(Box::new(row)), write: Some(write_job(fence, &batch)?) }).await
     }
 
     async fn claim(&self, req: &ClaimRequest) -> EResult<Vec<FlowRecord>> {
