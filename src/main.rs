@@ -111,6 +111,8 @@ enum Bench {
     Scheduler(bench::scheduler::Args),
     /// The REST API of a real all-in-one: volumes per second, latency, CPU and memory.
     Api(bench::api::Args),
+    /// Attach cycles (create with a connector, complete, delete) through the REST API.
+    Attach(bench::attach::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -142,12 +144,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Bench::Engine(_) => ("engine", args.json),
                 Bench::Scheduler(_) => ("scheduler", args.json),
                 Bench::Api(_) => ("api", args.json),
+                Bench::Attach(_) => ("attach", args.json),
             };
             let mut report = bench::Report::new(name, json);
             match args.which {
                 Bench::Engine(a) => bench::engine::run(a, &mut report).await?,
                 Bench::Scheduler(a) => bench::scheduler::run(a, &mut report).await?,
                 Bench::Api(a) => bench::api::run(a, &mut report).await?,
+                Bench::Attach(a) => bench::attach::run(a, &mut report).await?,
             }
             report.finish();
             Ok(())
