@@ -84,7 +84,7 @@ impl TestCluster {
     }
 
     /// The names of the volume and snapshot files of the default file backend, and
-    /// `export-<volume id>` for each volume it exports (a live `qemu-nbd`).
+    /// `export-volume-<id>` for each volume it exports (a live `qemu-nbd`).
     pub fn backend_files(&self) -> Vec<String> {
         multi::list_files(&self.volume_dir())
     }

@@ -189,7 +189,7 @@ pub fn list_files(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
-    names.extend(live_exports(dir).into_iter().map(|id| format!("export-{id}")));
+    names.extend(live_exports(dir).into_iter().map(|id| format!("export-volume-{id}")));
     names.sort();
     names
 }
