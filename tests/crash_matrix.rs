@@ -1,5 +1,5 @@
 //! The crash matrix (issue 7): for every failpoint the flows reach (before and after every
-//! task of every flow, before and after every hand-off), 25 operations are put in flight,
+//! task of every flow, before and after every hand-off), 27 operations are put in flight,
 //! the process dies at the failpoint (abort), restarts, and within 10 s every accepted
 //! operation has finished, nothing rests in a transitional status, the backend holds
 //! exactly the files of the live volumes and snapshots, and quota usage equals the live
@@ -59,7 +59,7 @@ async fn warm_up(
     let expect = crash::launch(c, &prepared, Mode::Crash).await;
     assert_eq!(
         expect.len(),
-        26,
+        27,
         "without failpoints every operation is accepted (the cascade promises 3, the legacy initialize nothing)"
     );
     let deadline = Instant::now() + Duration::from_secs(60);
