@@ -123,6 +123,8 @@ enum Bench {
     Scheduler(bench::scheduler::Args),
     /// The REST API of a real all-in-one: volumes per second, latency, CPU and memory.
     Api(bench::api::Args),
+    /// Attach cycles (create with a connector, complete, delete) through the REST API.
+    Attach(bench::attach::Args),
     /// Keystone tokens: GET /volumes/{id} per second with a cached token against noauth.
     Auth(bench::auth::Args),
 }
@@ -183,6 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Bench::Engine(_) => ("engine", args.json),
                 Bench::Scheduler(_) => ("scheduler", args.json),
                 Bench::Api(_) => ("api", args.json),
+                Bench::Attach(_) => ("attach", args.json),
                 Bench::Auth(_) => ("auth", args.json),
             };
             let mut report = bench::Report::new(name, json);
@@ -190,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Bench::Engine(a) => bench::engine::run(a, &mut report).await?,
                 Bench::Scheduler(a) => bench::scheduler::run(a, &mut report).await?,
                 Bench::Api(a) => bench::api::run(a, &mut report).await?,
+                Bench::Attach(a) => bench::attach::run(a, &mut report).await?,
                 Bench::Auth(a) => bench::auth::run(a, &mut report).await?,
             }
             report.finish();

@@ -63,6 +63,28 @@ async fn api_scheduler_and_two_volume_services_on_postgres_and_rabbitmq() {
     assert_eq!(cluster.files(&good, "file"), expected);
     cinder.wait_quota(PROJECT, "volumes", (10, 0), Instant::now() + Duration::from_secs(30)).await;
 
+    // One attach cycle through the api and the volume process: exported over NBD by the
+    // volume process while the API request waits, completed, detached and unexported.
+    let v3 = cinder.with_version("3.44");
+    let connector = json!({ "host": "mp-compute", "ip": "127.0.0.1", "initiator": "iqn.2026-12.test:mp" });
+    let body = json!({ "attachment": { "volume_uuid": ids[0], "connector": connector } });
+    let (status, created) = v3.post("/attachments", body).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["attachment"]["status"], "attaching", "{created}");
+    assert_eq!(created["attachment"]["connection_info"]["driver_volume_type"], "nbd", "{created}");
+    let attachment = created["attachment"]["id"].as_str().expect("an attachment id").to_owned();
+    assert!(cluster.files(&good, "file").contains(&format!("export-volume-{}", ids[0])), "exported");
+    let (status, body) =
+        v3.post(&format!("/attachments/{attachment}/action"), json!({ "os-complete": {} })).await;
+    assert_eq!(status, 204, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    cinder.wait_status(&format!("/volumes/{}", ids[0]), "in-use", deadline).await;
+    let (status, body) = v3.send(reqwest::Method::DELETE, &format!("/attachments/{attachment}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["attachments"], json!([]));
+    cinder.wait_status(&format!("/volumes/{}", ids[0]), "available", deadline).await;
+    assert_eq!(cluster.files(&good, "file"), expected, "the export is gone with the attachment");
+
     // Kill the working volume service right after five more creates are accepted; whatever
     // was in flight finishes after its restart.
     let more =

@@ -203,7 +203,8 @@ impl Task for AttachmentDestroy {
 }
 
 /// Cinder's `init_host` `ensure_export` for one backend (`host@backend`): each volume of
-/// the backend with live connected attachments gets its export back with their grants;
+/// the backend with connected attachments (`attaching`, `attached`) gets its export back
+/// with their grants;
 /// an `in-use` volume whose export cannot be re-created goes to `error` (a
 /// compare-and-swap) and is logged. Returns how many volumes were exported again.
 pub async fn ensure_exports(deps: &Deps, backend: &str) -> Result<usize, crate::Error> {
@@ -218,7 +219,14 @@ pub async fn ensure_exports(deps: &Deps, backend: &str) -> Result<usize, crate::
         }
     };
     let mut grants: std::collections::BTreeMap<String, Vec<(Connector, AccessMode)>> = Default::default();
-    for a in all.iter().filter(|a| a.connection_info.is_some() && needs_export(a)) {
+    // Not a `detaching` one: its flow, resumed after this, removes the export (ensured
+    // again here it would outlive the attachment once the flow is past its removal).
+    let attached = |a: &&VolumeAttachment| {
+        a.connection_info.is_some()
+            && a.connector.is_some()
+            && matches!(a.attach_status, AttachStatus::Attaching | AttachStatus::Attached)
+    };
+    for a in all.iter().filter(attached) {
         let Some(Ok(conn)) = a.connector.as_ref().map(connector) else { continue };
         grants.entry(a.volume_id.clone()).or_default().push((conn, access_mode(a)));
     }

@@ -1,5 +1,5 @@
 //! Cinder's volume flows on Ember's flow engine: create (api, scheduler and volume manager
-//! flows), delete, extend, and snapshot create and delete.
+//! flows), delete, extend, snapshot create and delete, and attach and detach.
 //!
 //! Each flow lives in a file of its own that reads like Cinder's `get_flow`: a doc comment
 //! numbering the steps, the tasks (each with its one `Revert:` line), then the builder.
@@ -57,6 +57,14 @@
 //! - Swaps that a re-run finds already made (`deleting`, `extending`) are adopted only when
 //!   `Context::attempt` says the task ran before; on a first run a lost swap is a 400.
 //!
+//! - Attach and detach: the attachment's entry uses the id fixed in the inputs; the
+//!   reserve, run again after its entry exists, adopts it; saving the connector and the
+//!   connection info are swaps from `reserved` or `attaching` that a re-run makes again
+//!   with the same values; `initialize_connection` answers the same to the same arguments
+//!   and revoking or removing what is gone succeeds (the drivers' contract);
+//!   `AttachmentComplete` finds `attached` done; a soft delete of a deleted attachment is
+//!   a no-op; recomputing the volume's status from its attachments is one statement.
+//!
 //! Reverts read only the arguments their task declares (the engine hands a revert the same
 //! arguments as its execute), and must tolerate a missing result.
 //!
@@ -76,6 +84,13 @@
 //!
 //! - `QuotaCommitTask`'s revert destroys the entry it hands usage back for; Cinder leaves
 //!   the row in `error`, whose later delete would release the usage a second time.
+//! - Attach and detach are flows (Cinder's are RPC calls): the API request waits for the
+//!   volume flow it handed off by reading its record, up to `rpc_response_timeout`. A
+//!   failed export reverts: the connector is revoked, the export removed unless another
+//!   attachment needs it, the attachment left in `error_attaching` and the volume's status
+//!   recomputed (so `available` again, or `in-use` when attached elsewhere). Legacy
+//!   `os-initialize_connection` records an attachment (Cinder records none until
+//!   `os-attach`), so every export has an attachment that holds it.
 //! - Delete, extend and snapshots are flows (Cinder has plain methods), and extend and
 //!   snapshot create go to the volume's backend directly, without the scheduler's capacity
 //!   check on that backend.

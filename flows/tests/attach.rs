@@ -352,3 +352,35 @@ async fn an_attach_whose_workers_crash_mid_export_finishes_after_restart() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_start_re_creates_the_exports_of_connected_attachments_or_errors_the_volume() {
+    on_every_db(|db| async move {
+        let (fakes, drivers) = two_fakes();
+        let c = Cluster::start(&db, drivers, Options::default()).await;
+        let (kept, lost) = (available(&c).await, available(&c).await);
+        for v in [&kept, &lost] {
+            let a = c.attach.create_attachment(&ctx(), request(v, Some("compute-1"), None)).await.unwrap();
+            c.attach.complete_attachment(&ctx(), &a.id).await.unwrap();
+        }
+        // A restart lost every export; one volume's cannot be made again.
+        for d in c.drivers.values() {
+            for v in [&kept, &lost] {
+                d.remove_export(&ember_drivers::DriverVolume::new(v.id.clone(), 1)).await.unwrap();
+            }
+        }
+        assert!(exports(&c).await.is_empty());
+        fakes.iter().for_each(|f| f.fail_for(FakeOp::InitializeConnection, &lost.id));
+        let mut exported = 0;
+        for backend in BACKENDS {
+            exported += ember_flows::ensure_exports(&c.deps, backend).await.unwrap();
+        }
+        assert_eq!(exported, 1);
+        assert_eq!(exports(&c).await, vec![kept.id.clone()]);
+        assert_eq!(volume(&c, &kept.id).await.status, VolumeStatus::InUse);
+        assert_eq!(volume(&c, &lost.id).await.status, VolumeStatus::Error);
+        c.wait_idle(true).await;
+        c.stop().await;
+    })
+    .await;
+}

@@ -40,7 +40,7 @@ pub struct Args {
     single_samples: usize,
 }
 
-const PROJECT: &str = "bench00000000000000000000000000a1";
+pub(super) const PROJECT: &str = "bench00000000000000000000000000a1";
 
 /// How often the concurrent clients read their volumes.
 const CLIENTS_POLL: Duration = Duration::from_millis(10);
@@ -49,9 +49,9 @@ const CLIENTS_POLL: Duration = Duration::from_millis(10);
 const SINGLE_POLL: Duration = Duration::from_millis(1);
 
 /// The all-in-one under test; killed when dropped.
-struct Server {
+pub(super) struct Server {
     child: Child,
-    base: String,
+    pub(super) base: String,
     _dir: tempfile::TempDir,
 }
 
@@ -64,11 +64,19 @@ impl Drop for Server {
 
 impl Server {
     async fn start() -> anyhow::Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// Starts the all-in-one, with the configuration file `config` if given.
+    pub(super) async fn start_with(config: Option<&std::path::Path>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("create a data directory")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new(std::env::current_exe().context("find the ember binary")?)
-            .args(["all-in-one", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir.path())
+        let mut command = Command::new(std::env::current_exe().context("find the ember binary")?);
+        command.args(["all-in-one", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(dir.path());
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .env("EMBER_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
@@ -117,13 +125,13 @@ impl Server {
 
 /// One client of the project.
 #[derive(Clone)]
-struct Client {
-    http: reqwest::Client,
-    base: String,
+pub(super) struct Client {
+    pub(super) http: reqwest::Client,
+    pub(super) base: String,
 }
 
 impl Client {
-    async fn send(
+    pub(super) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -143,7 +151,7 @@ impl Client {
 
     /// Creates one volume and waits for it, reading it every `poll`; returns
     /// create-to-available.
-    async fn create_and_wait(&self, i: usize, poll: Duration) -> anyhow::Result<Duration> {
+    pub(super) async fn create_and_wait(&self, i: usize, poll: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let body = json!({ "volume": { "size": 1, "name": format!("bench-{i}") } });
         let (status, answer) = self.send(reqwest::Method::POST, "/volumes", Some(body)).await?;
@@ -165,7 +173,7 @@ impl Client {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(super) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -1,6 +1,7 @@
 //! `ember bench ...`: benchmarks that print a readable table, or JSON lines with `--json`.
 
 pub mod api;
+pub mod attach;
 pub mod auth;
 pub mod engine;
 pub mod scheduler;

@@ -10,6 +10,8 @@ pub struct Cinder {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// `OpenStack-API-Version` sent with every request, if any.
+    version: Option<String>,
 }
 
 impl Cinder {
@@ -18,12 +20,18 @@ impl Cinder {
             http: reqwest::Client::new(),
             base: format!("{base_url}/v3/{project}"),
             token: format!("tester:{project}"),
+            version: None,
         }
     }
 
     /// A client of `project` that sends `token` (for `auth_strategy = "token"`).
     pub fn with_token(base_url: &str, project: &str, token: &str) -> Self {
         Self { token: token.to_owned(), ..Self::new(base_url, project) }
+    }
+
+    /// The same client asking for microversion `version` (e.g. `3.44`) on every request.
+    pub fn with_version(&self, version: &str) -> Self {
+        Self { version: Some(format!("volume {version}")), ..self.clone() }
     }
 
     /// Sends a request; returns the status and the JSON body (null when empty).
@@ -44,6 +52,9 @@ impl Cinder {
             .request(method, format!("{}{path}", self.base))
             .header("X-Auth-Token", &self.token)
             .timeout(Duration::from_secs(60));
+        if let Some(version) = &self.version {
+            request = request.header("OpenStack-API-Version", version);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }

@@ -102,6 +102,41 @@ pub struct Prepared {
     to_delete: Vec<String>,
     to_extend: Vec<String>,
     other: String,
+    /// Completed attachments (of volumes of their own) to delete.
+    attached: Vec<String>,
+    /// Volumes to attach with a connector.
+    to_attach: Vec<String>,
+    /// A volume reserved with the legacy `os-reserve`, to `os-initialize_connection`.
+    legacy: String,
+    /// An attachment connected (`attaching`) to complete.
+    to_complete: String,
+    /// A volume to reserve with the legacy `os-reserve`.
+    to_reserve: String,
+}
+
+/// The microversion of the attachment requests (`os-complete` needs 3.44).
+const ATTACH_VERSION: &str = "3.44";
+
+/// A connector as os-brick sends it, one host per volume.
+fn connector(host: &str) -> Value {
+    json!({ "host": host, "ip": "127.0.0.1", "initiator": format!("iqn.2026-12.test:{host}") })
+}
+
+/// Attaches volume `v` with a connector (the attachment `attaching`); returns its id.
+async fn attach_connected(c: &Cinder, v: &str) -> String {
+    let body = json!({ "attachment": { "volume_uuid": v, "connector": connector(v) } });
+    let (status, answer) = c.with_version(ATTACH_VERSION).post("/attachments", body).await;
+    assert_eq!(status, 200, "attach {v}: {answer}");
+    answer["attachment"]["id"].as_str().expect("an attachment id").to_owned()
+}
+
+/// Attaches volume `v` with a connector and completes the attachment; returns its id.
+async fn attach_completed(c: &Cinder, v: &str) -> String {
+    let cv = c.with_version(ATTACH_VERSION);
+    let id = attach_connected(c, v).await;
+    let (status, answer) = cv.post(&format!("/attachments/{id}/action"), json!({ "os-complete": {} })).await;
+    assert_eq!(status, 204, "complete {id}: {answer}");
+    id
 }
 
 /// Creates what the operations need and waits for it to be available.
@@ -109,7 +144,7 @@ pub async fn prepare(c: &Cinder, project: &str) -> Prepared {
     raise_quotas(c, project).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let vols =
-        join_all((0..6).map(|i| c.create_volume(json!({ "size": 1, "name": format!("pre-{i}") })))).await;
+        join_all((0..13).map(|i| c.create_volume(json!({ "size": 1, "name": format!("pre-{i}") })))).await;
     for v in &vols {
         c.wait_status(&format!("/volumes/{v}"), "available", deadline).await;
     }
@@ -117,7 +152,16 @@ pub async fn prepare(c: &Cinder, project: &str) -> Prepared {
     for s in &snaps {
         c.wait_status(&format!("/snapshots/{s}"), "available", deadline).await;
     }
+    let attached = join_all(vols[6..8].iter().map(|v| attach_completed(c, v))).await;
+    let (status, body) = c.post(&format!("/volumes/{}/action", vols[10]), json!({ "os-reserve": {} })).await;
+    assert_eq!(status, 202, "os-reserve: {body}");
+    let to_complete = attach_connected(c, &vols[11]).await;
     Prepared {
+        attached,
+        to_complete,
+        to_reserve: vols[12].clone(),
+        to_attach: vols[8..10].to_vec(),
+        legacy: vols[10].clone(),
         base: vols[0].clone(),
         snap: snaps[0].clone(),
         snap_to_delete: snaps[1].clone(),
@@ -136,9 +180,11 @@ pub enum Expect {
     Size(String, i64),
 }
 
-/// Starts the 20 operations at once: 6 blank creates, 3 from a snapshot, 3 clones, 2
-/// deletes (one a cascade with two snapshots), 2 extends, 3 snapshot creates and a
-/// snapshot delete. Returns what the accepted
+/// Starts the 27 operations at once: 6 blank creates, 3 from a snapshot, 3 clones, 2
+/// deletes (one a cascade with two snapshots), 2 extends, 3 snapshot creates, a
+/// snapshot delete, 2 attachment deletes, 2 attachment creates with a connector, an
+/// `os-complete`, a legacy `os-reserve` and a legacy `os-initialize_connection` of a
+/// reserved volume. Returns what the accepted
 /// ones must lead to; a request the dying process never answered promises nothing.
 pub async fn launch(c: &Cinder, p: &Prepared, mode: Mode) -> Vec<Expect> {
     use reqwest::Method;
@@ -166,8 +212,22 @@ pub async fn launch(c: &Cinder, p: &Prepared, mode: Mode) -> Vec<Expect> {
         ops.push((Method::POST, "/snapshots".to_owned(), Some(json!({ "snapshot": { "volume_id": v } }))));
     }
     ops.push((Method::DELETE, format!("/snapshots/{}", p.snap_to_delete), None));
-    assert_eq!(ops.len(), 20);
-    let answers = join_all(ops.iter().map(|(m, path, body)| c.try_send(m.clone(), path, body.clone()))).await;
+    for a in &p.attached {
+        ops.push((Method::DELETE, format!("/attachments/{a}"), None));
+    }
+    for v in &p.to_attach {
+        let body = json!({ "attachment": { "volume_uuid": v, "connector": connector(v) } });
+        ops.push((Method::POST, "/attachments".to_owned(), Some(body)));
+    }
+    let init = json!({ "os-initialize_connection": { "connector": connector(&p.legacy) } });
+    ops.push((Method::POST, format!("/volumes/{}/action", p.legacy), Some(init)));
+    let complete = json!({ "os-complete": {} });
+    ops.push((Method::POST, format!("/attachments/{}/action", p.to_complete), Some(complete)));
+    ops.push((Method::POST, format!("/volumes/{}/action", p.to_reserve), Some(json!({ "os-reserve": {} }))));
+    assert_eq!(ops.len(), 27);
+    let cv = c.with_version(ATTACH_VERSION);
+    let answers =
+        join_all(ops.iter().map(|(m, path, body)| cv.try_send(m.clone(), path, body.clone()))).await;
     let mut expect = Vec::new();
     for ((method, path, _), answer) in ops.iter().zip(answers) {
         let Some((status, body)) = answer else { continue };
@@ -179,7 +239,22 @@ pub async fn launch(c: &Cinder, p: &Prepared, mode: Mode) -> Vec<Expect> {
         if path.ends_with("?cascade=true") {
             expect.extend(p.cascaded.iter().map(|s| Expect::Gone(format!("/snapshots/{s}"))));
         }
+        if path.starts_with("/volumes/") && path.ends_with("/action") && status != 202 {
+            // The legacy initialize (200): the volume waits for its client's os-attach.
+            continue;
+        }
+        if *path == format!("/volumes/{}/action", p.to_reserve) {
+            // The legacy reserve: the volume waits in `attaching` for its client.
+            continue;
+        }
+        if path.starts_with("/attachments/") && method == Method::POST {
+            expect.push(Expect::Available(path.trim_end_matches("/action").to_owned()));
+            continue;
+        }
         expect.push(match (method.as_str(), path.as_str()) {
+            ("POST", "/attachments") => {
+                Expect::Available(format!("/attachments/{}", body["attachment"]["id"].as_str().unwrap()))
+            }
             ("POST", "/volumes") => {
                 Expect::Available(format!("/volumes/{}", body["volume"]["id"].as_str().unwrap()))
             }
@@ -193,8 +268,11 @@ pub async fn launch(c: &Cinder, p: &Prepared, mode: Mode) -> Vec<Expect> {
     expect
 }
 
-/// Statuses a resource rests in; anything else is in transition (or an error).
-const RESTING: &[&str] = &["available", "in-use"];
+/// Statuses a resource rests in; anything else is in transition (or an error). Once
+/// every flow has ended, a volume `reserved` or `attaching` and an attachment `reserved` or
+/// `attaching` wait for their client (to connect, to complete), as in Cinder; they are
+/// not stuck. `attached` is an attachment's rest.
+const RESTING: &[&str] = &["available", "in-use", "reserved", "attaching", "attached"];
 
 fn resources(list: &Value, key: &str) -> Vec<(String, String, i64)> {
     list[key]
@@ -211,10 +289,15 @@ fn resources(list: &Value, key: &str) -> Vec<(String, String, i64)> {
         .unwrap_or_default()
 }
 
+/// What [`Seen::find`] answers for an attachment (only its presence is checked).
+static ATTACHMENT_FOUND: (String, String, i64) = (String::new(), String::new(), 0);
+
 /// The project's state at one moment.
 struct Seen {
     volumes: Vec<(String, String, i64)>,
     snapshots: Vec<(String, String, i64)>,
+    /// (id, status, volume id) of each live attachment.
+    attachments: Vec<(String, String, String)>,
 }
 
 impl Seen {
@@ -226,11 +309,34 @@ impl Seen {
         };
         let volumes = resources(&list("/volumes/detail?limit=1000").await, "volumes");
         let snapshots = resources(&list("/snapshots/detail?limit=1000").await, "snapshots");
-        Self { volumes, snapshots }
+        let (status, body) = c.with_version(ATTACH_VERSION).get("/attachments?limit=1000").await;
+        assert_eq!(status, 200, "GET /attachments: {body}");
+        let attachments = body["attachments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let s = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+                (s("id"), s("status"), s("volume_id"))
+            })
+            .collect();
+        Self { volumes, snapshots, attachments }
+    }
+
+    /// The volumes whose export a live attachment needs (`attaching` or `attached`: both
+    /// were connected), and those of the attachments in an error status.
+    fn exports_needed(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        let of = |keep: &dyn Fn(&str) -> bool| {
+            self.attachments.iter().filter(|a| keep(&a.1)).map(|a| format!("export-volume-{}", a.2)).collect()
+        };
+        (of(&|s| s == "attaching" || s == "attached"), of(&|s| s.starts_with("error")))
     }
 
     fn find(&self, path: &str) -> Option<&(String, String, i64)> {
         let (kind, id) = path.trim_start_matches('/').split_once('/')?;
+        if kind == "attachments" {
+            return self.attachments.iter().find(|(i, _, _)| i == id).map(|_| &ATTACHMENT_FOUND);
+        }
         let list = if kind == "volumes" { &self.volumes } else { &self.snapshots };
         list.iter().find(|(i, _, _)| i == id)
     }
@@ -242,6 +348,9 @@ impl Seen {
         let moving = self.volumes.iter().chain(&self.snapshots).find(|(_, s, _)| !resting(s));
         if let Some((id, status, _)) = moving {
             return Some(format!("{id} is {status}"));
+        }
+        if let Some((id, status, _)) = self.attachments.iter().find(|(_, s, _)| !resting(s)) {
+            return Some(format!("attachment {id} is {status}"));
         }
         if mode == Mode::Failure {
             return None;
@@ -321,8 +430,37 @@ pub async fn settle(
         let seen = Seen::read(c).await;
         let why = match flow.or_else(|| seen.unsettled(expect, mode)) {
             Some(why) => why,
-            None => {
-                let found: BTreeSet<String> = files().into_iter().collect();
+            None => 'check: {
+                let (exports, found): (BTreeSet<String>, BTreeSet<String>) =
+                    files().into_iter().partition(|f| f.starts_with("export-"));
+                // Exports: exactly those a connected attachment needs, but an attachment in
+                // error (after a failure) may or may not keep its volume's export.
+                let (needed, errored) = seen.exports_needed();
+                let mine_exports: BTreeSet<String> = match mode {
+                    Mode::Crash => needed,
+                    Mode::Failure => {
+                        needed.union(&exports.intersection(&errored).cloned().collect()).cloned().collect()
+                    }
+                };
+                let exports_ok = exports.is_superset(&mine_exports)
+                    && exports.difference(&mine_exports).all(|e| live.contains(e));
+                if !exports_ok {
+                    let extra: Vec<String> = exports
+                        .difference(&mine_exports)
+                        .filter(|e| !live.contains(*e))
+                        .map(|e| {
+                            let id = e.trim_start_matches("export-volume-");
+                            let v = seen.volumes.iter().find(|v| v.0 == id).map(|v| v.1.clone());
+                            let a: Vec<&str> =
+                                seen.attachments.iter().filter(|a| a.2 == id).map(|a| a.1.as_str()).collect();
+                            format!("{id} (volume {v:?}, attachments {a:?})")
+                        })
+                        .collect();
+                    break 'check format!(
+                        "exports not needed: {extra:?}; missing: {:?}",
+                        mine_exports.difference(&exports).collect::<Vec<_>>()
+                    );
+                }
                 // After a failure, a resource in an error status may or may not have kept
                 // its file (the revert removed it, or a failed delete had already); every
                 // other file must still belong to a resource, and every healthy one has one.
@@ -337,8 +475,10 @@ pub async fn settle(
                 let want: BTreeSet<String> = live.union(&mine).cloned().collect();
                 let usage = join_all(seen.usage().map(|(r, _)| c.quota_usage(project, r))).await;
                 let want_usage: Vec<(i64, i64)> = seen.usage().iter().map(|(_, n)| (*n, 0)).collect();
+                let want: BTreeSet<String> = want.into_iter().filter(|f| !f.starts_with("export-")).collect();
                 if found == want && usage == want_usage {
                     live.extend(mine);
+                    live.extend(mine_exports);
                     return;
                 }
                 format!(

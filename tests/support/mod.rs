@@ -89,18 +89,10 @@ impl TestCluster {
         self.data_dir.path().join("volumes").join("file")
     }
 
-    /// The names of the volume and snapshot files of the default file backend.
+    /// The names of the volume and snapshot files of the default file backend, and
+    /// `export-volume-<id>` for each volume it exports (a live `qemu-nbd`).
     pub fn backend_files(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.volume_dir())
-            .map(|dir| {
-                dir.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("volume-") || n.starts_with("snapshot-"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        multi::list_files(&self.volume_dir())
     }
 
     /// A client of project `project` (noauth token `user:project`).

@@ -199,8 +199,27 @@ pub fn list_files(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
+    names.extend(live_exports(dir).into_iter().map(|id| format!("export-volume-{id}")));
     names.sort();
     names
+}
+
+/// The volumes the file driver in `dir` exports now: a pid file `.ember/nbd/volume-<id>.pid`
+/// whose `qemu-nbd` is alive (`list_exports` cannot be reached from a test).
+pub fn live_exports(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir.join(".ember").join("nbd")) else { return Vec::new() };
+    let mut ids: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.strip_prefix("volume-")?.strip_suffix(".pid")?.to_owned();
+            let pid = std::fs::read_to_string(e.path()).ok()?.trim().parse::<u32>().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline).contains("qemu-nbd").then_some(id)
+        })
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// Deletes `queues` on the broker at `amqp`.

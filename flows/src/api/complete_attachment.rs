@@ -13,7 +13,7 @@ use chrono::Utc;
 use ember_common::ErrorKind;
 use ember_common::model::{AttachStatus, AttachmentChanges};
 use ember_common::ops::RequestContext;
-use ember_engine::{Context, Failure, Flow, Task, Values, async_trait};
+use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
 use crate::attachments::{VolumeAttachStatusSync, own_attachment};
 use crate::deps::Deps;
@@ -42,7 +42,8 @@ pub fn inputs(ctx: &RequestContext, id: &str) -> Values {
 /// Moves the attachment to `attached` (`attached_at` now) with one compare-and-swap from
 /// `attaching` or `reserved`; one already `attached` is done (a re-run, or a client that
 /// completes twice).
-/// Revert: nothing (an attached attachment is ended by a delete).
+/// Revert: the volume's status recomputed from its attachments (the swap may have been
+/// made before the failure; an attached attachment is ended by a delete).
 pub struct AttachmentComplete {
     deps: Arc<Deps>,
 }
@@ -81,6 +82,19 @@ impl Task for AttachmentComplete {
                     a.attach_status
                 ),
             )),
+        }
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        // By the row: the task may have swapped and then failed, leaving no result.
+        let id = ctx.get(&ATTACHMENT_ID)?;
+        match self.deps.attachments.get_attachment(&id).await {
+            Ok(a) => {
+                self.deps.volumes.sync_attach_status(&a.volume_id).await.map_err(domain)?;
+                Ok(())
+            }
+            Err(ember_common::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(domain(e)),
         }
     }
 }

@@ -60,7 +60,8 @@ const DETACHABLE: &[AttachStatus] = &[
 
 /// Moves the attachment to `detaching` with one compare-and-swap from any live status
 /// (its previous status kept in the result).
-/// Revert: back from `detaching` to the status it had.
+/// Revert: back from `detaching` to the status it had (without a result: `attached` if it
+/// was attached once, else `error_detaching`).
 pub struct AttachmentDetachEntry {
     deps: Arc<Deps>,
 }
@@ -91,13 +92,22 @@ impl Task for AttachmentDetachEntry {
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
-        let Some(result) = ctx.result() else { return Ok(()) };
-        let Some(previous) = result.get(&PREVIOUS_ATTACH_STATUS)? else { return Ok(()) };
+        let id = ctx.get(&ATTACHMENT_ID)?;
+        let previous = match ctx.result().map(|r| r.get(&PREVIOUS_ATTACH_STATUS)).transpose()?.flatten() {
+            Some(previous) => previous,
+            // The task failed or died after its swap: the row says what it was, as far as
+            // it can (attached once, else an error status a delete accepts again).
+            None => match self.deps.attachments.get_attachment(&id).await {
+                Ok(a) if a.attached_at.is_some() => AttachStatus::Attached,
+                Ok(_) => AttachStatus::ErrorDetaching,
+                Err(ember_common::Error::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(domain(e)),
+            },
+        };
         if previous == AttachStatus::Detaching {
             return Ok(());
         }
         let changes = AttachmentChanges { attach_status: Some(previous), ..AttachmentChanges::default() };
-        let id = ctx.get(&ATTACHMENT_ID)?;
         self.deps
             .attachments
             .update_attachment(&id, &[AttachStatus::Detaching], &changes)

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use ember_common::ErrorKind;
 use ember_common::model::{AttachStatus, AttachmentChanges};
 use ember_common::ops::RequestContext;
-use ember_engine::{Context, Failure, Flow, Task, Values, async_trait};
+use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
 use crate::attachments::{AttachmentDestroy, VolumeAttachStatusSync, own_attachment};
 use crate::deps::Deps;
@@ -47,7 +47,8 @@ pub fn inputs(ctx: &RequestContext, id: &str, volume_id: &str) -> Values {
 /// Checks that the attachment is visible and still `reserved` without a connector (one
 /// compare-and-swap that writes no status, so an export started meanwhile wins and this
 /// request is refused); a re-run after the delete finds it gone and is done.
-/// Revert: nothing (it changed nothing).
+/// Revert: the volume's status recomputed from its attachments (a later task may have
+/// deleted the attachment before failing).
 pub struct ReservedAttachmentEntry {
     deps: Arc<Deps>,
 }
@@ -88,5 +89,10 @@ impl Task for ReservedAttachmentEntry {
             ));
         }
         Ok(Values::new())
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        self.deps.volumes.sync_attach_status(&ctx.get(&VOLUME_ID)?).await.map_err(domain)?;
+        Ok(())
     }
 }
