@@ -231,8 +231,15 @@ pub async fn launch(c: &Cinder, p: &Prepared, mode: Mode) -> Vec<Expect> {
     let mut expect = Vec::new();
     for ((method, path, _), answer) in ops.iter().zip(answers) {
         let Some((status, body)) = answer else { continue };
-        // A task failing inside the API's own flow answers 500, as Cinder does.
-        assert!(status < 500 || mode == Mode::Failure, "{method} {path} answered {status}: {body}");
+        // A task failing inside the API's own flow answers 500, as Cinder does. A request
+        // waiting for a volume-side flow whose process died answers 503 after
+        // rpc_response_timeout ("the operation goes on"): it promises nothing, and the
+        // settle check holds whatever became of it.
+        let waits_on_volume = path.starts_with("/attachments") || path.ends_with("/action");
+        assert!(
+            status < 500 || mode == Mode::Failure || (status == 503 && waits_on_volume),
+            "{method} {path} answered {status}: {body}"
+        );
         if status >= 300 {
             continue;
         }

@@ -93,8 +93,12 @@ impl MultiProcess {
     pub async fn start_with_api(db: TestDb, amqp: &str, volumes: &[(&str, &str)], api_extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("create the deployment's directory");
         let port = free_port();
+        // An API request that waits for a volume-side flow (an attachment's export) gives up
+        // after rpc_response_timeout: short here, so a volume process killed by a crash test
+        // does not hold the requests in flight (and the test) for Cinder's 60 s.
         let common = format!(
-            "database_url = {:?}\ntransport_url = {:?}\nreport_interval = 2\nperiodic_interval = 2\n",
+            "database_url = {:?}\ntransport_url = {:?}\nreport_interval = 2\nperiodic_interval = 2\n\
+             rpc_response_timeout = 5\n",
             db.url, amqp
         );
         let write = |name: &str, body: String| -> PathBuf {

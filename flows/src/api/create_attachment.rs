@@ -12,7 +12,9 @@
 use std::sync::Arc;
 
 use ember_common::ErrorKind;
-use ember_common::model::{AttachStatus, VolumeAttachment, VolumeChanges, VolumeExpect, VolumeStatus};
+use ember_common::model::{
+    AttachStatus, Volume, VolumeAttachment, VolumeChanges, VolumeExpect, VolumeStatus,
+};
 use ember_common::ops::{CreateAttachment, RequestContext};
 use ember_drivers::AccessMode;
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
@@ -63,6 +65,23 @@ fn reservable(multiattach: bool) -> &'static [VolumeStatus] {
     }
 }
 
+impl AttachmentReserve {
+    /// Whether an earlier run of this task reserved the volume: its entry exists, or the
+    /// volume is `reserved` with no live attachment at all (the earlier run died between
+    /// its swap and the entry; no other request holds the volume without an entry for
+    /// longer than that same step).
+    async fn earlier_run_reserved(&self, attachment_id: &str, v: &Volume) -> Result<bool, Failure> {
+        if self.deps.attachments.get_attachment(attachment_id).await.is_ok() {
+            return Ok(true);
+        }
+        if v.status != VolumeStatus::Reserved {
+            return Ok(false);
+        }
+        let live = self.deps.attachments.list_attachments(Some(&v.id), None).await.map_err(domain)?;
+        Ok(live.is_empty())
+    }
+}
+
 #[async_trait]
 impl Task for AttachmentReserve {
     fn name(&self) -> &str {
@@ -79,8 +98,9 @@ impl Task for AttachmentReserve {
         let rc = ctx.get(&CONTEXT)?;
         let id = ctx.get(&VOLUME_ID)?;
         let current = own_volume(&self.deps, &rc, &id).await?;
-        if ctx.attempt() > 1 && self.deps.attachments.get_attachment(&ctx.get(&NEW_ID)?).await.is_ok() {
-            // An earlier run reserved and the entry exists: the swap below would be refused.
+        if ctx.attempt() > 1 && self.earlier_run_reserved(&ctx.get(&NEW_ID)?, &current).await? {
+            // An earlier run won the swap and died before its result was stored: the swap
+            // below would be refused.
             return Ok(Values::new().with(&VOLUME, current));
         }
         if current.status.as_str().contains("error") {

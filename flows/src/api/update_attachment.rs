@@ -4,8 +4,9 @@
 //!
 //! Steps:
 //!
-//! 1. `AttachmentUpdateEntryTask`: reads the attachment (which must be `reserved`, or
-//!    `attaching` to the same connector) and its volume (not in error, placed).
+//! 1. `AttachmentUpdateEntryTask`: reads the attachment (which must be `reserved` or
+//!    `attaching`: Cinder lets a client connect again, with another connector) and its
+//!    volume (not in error, placed).
 //! 2. `AttachmentUpdateCastTask`: hands the export to the volume's backend
 //!    (`volume.<host@backend>`), connector and all.
 
@@ -50,7 +51,7 @@ pub fn manager_flow_id(id: &str, api_flow_id: &str) -> String {
 }
 
 /// Checks the connector's shape, that the attachment may be connected (`reserved`, or
-/// `attaching` again with the connector it has) and that its volume is placed and not in
+/// `attaching` again, with this or another connector, as Cinder allows) and that its volume is placed and not in
 /// error (Cinder's 409 for a volume in error).
 /// Revert: nothing (it changed nothing).
 pub struct AttachmentUpdateEntry {
@@ -74,12 +75,11 @@ impl Task for AttachmentUpdateEntry {
         let wanted = ctx.get(&CONNECTOR)?;
         connector(&wanted)?;
         let a = own_attachment(&self.deps, &ctx.get(&CONTEXT)?, &id).await?;
-        let again = a.attach_status == AttachStatus::Attaching && a.connector.as_ref() == Some(&wanted);
-        if a.attach_status != AttachStatus::Reserved && !again {
+        if !matches!(a.attach_status, AttachStatus::Reserved | AttachStatus::Attaching) {
             return Err(fail(
                 ErrorKind::BadRequest,
                 format!(
-                    "Invalid volume attachment: attachment {id} status must be reserved to update, but \
+                    "Invalid volume attachment: attachment {id} status must be reserved or attaching to update, but \
                      the current status is {}.",
                     a.attach_status
                 ),
