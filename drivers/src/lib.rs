@@ -1,6 +1,8 @@
 //! Volume drivers behind Cinder's `VolumeDriver` contract: `fake` (in memory) and `file`
-//! (qcow2 or raw files in a directory, through qemu-img, exported over NBD or iSCSI).
+//! (qcow2 or raw files in a directory, through qemu-img, exported over NBD or iSCSI); and the
+//! backup path's contract (`backup`): sources, sinks and backup stores.
 
+pub mod backup;
 pub mod driver;
 pub mod error;
 pub mod fake;
