@@ -143,7 +143,14 @@ struct Part {
     range: (u32, u32),
 }
 
-pub(crate) fn compile(flow: Flow) -> Result<CompiledFlow> {
+impl Flow {
+    /// Validates the flow and compiles it to one graph of atoms.
+    pub fn compile(self) -> Result<CompiledFlow> {
+        compile(self)
+    }
+}
+
+fn compile(flow: Flow) -> Result<CompiledFlow> {
     let mut b = Builder {
         flow: flow.name.clone(),
         nodes: Vec::new(),

@@ -1,7 +1,5 @@
 //! Flow patterns: linear, unordered and graph flows of atoms and nested flows.
 
-use crate::compile::{self, CompiledFlow};
-use crate::error::Result;
 use crate::retry::Retry;
 use crate::task::{AtomSpec, Task};
 
@@ -123,10 +121,5 @@ impl Flow {
     /// The pattern.
     pub fn pattern(&self) -> Pattern {
         self.pattern
-    }
-
-    /// Validates the flow and compiles it to one graph of atoms.
-    pub fn compile(self) -> Result<CompiledFlow> {
-        compile::compile(self)
     }
 }

@@ -10,6 +10,11 @@ pub const API_TOPIC: &str = "api";
 /// The topic of scheduler flows.
 pub const SCHEDULER_TOPIC: &str = "scheduler";
 
+/// The create flow of the scheduler, handed off by the api flow and by a reschedule.
+pub const VOLUME_CREATE_SCHEDULER: &str = "volume_create_scheduler";
+/// The create flow of the volume manager, handed off by the scheduler flow.
+pub const VOLUME_CREATE_MANAGER: &str = "volume_create_manager";
+
 /// The topic of the volume manager flows of `backend` (`host@backend`).
 pub fn volume_topic(backend: &str) -> String {
     format!("volume.{backend}")

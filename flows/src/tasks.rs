@@ -85,7 +85,7 @@ pub(crate) fn restored_status(v: &Volume) -> ember_common::model::VolumeStatus {
 pub(crate) fn backend(v: &Volume) -> Result<String, Failure> {
     v.host
         .as_deref()
-        .map(|h| crate::scheduler::create_volume::backend_of(h).to_owned())
+        .map(|h| ember_common::host::backend_of(h).to_owned())
         .ok_or_else(|| fail(ErrorKind::BadRequest, format!("Invalid volume: volume {} has no host.", v.id)))
 }
 

@@ -6,7 +6,7 @@ mod support;
 use ember_common::ErrorKind;
 use ember_common::model::{SnapshotStatus, VolumeChanges, VolumeExpect, VolumeStatus};
 use ember_common::ops::{CreateSnapshot, CreateVolume, DeleteVolume, VolumeOps};
-use ember_common::repo::{SnapshotRepo, VolumeRepo};
+use ember_common::repo::{QuotaRepo, SnapshotRepo, VolumeRepo};
 use ember_drivers::FakeOp;
 use support::{Cluster, Options, ctx, on_every_db, two_fakes, wait_gone, wait_snapshot};
 
@@ -33,6 +33,36 @@ async fn extend_grows_the_volume_and_its_quota() {
         let err = c.ops.extend_volume(&ctx(), &v.id, 4).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::BadRequest);
         assert_eq!(c.usage("gigabytes").await.in_use, 4);
+        c.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extend_refused_for_quota_or_status_changes_nothing_not_even_updated_at() {
+    on_every_db(|db| async move {
+        let (fakes, drivers) = two_fakes();
+        let c = Cluster::start(&db, drivers, Options::default()).await;
+        let v = available(&c, 1).await;
+        c.wait_idle(true).await;
+        let before = c.repo.get_volume(&v.id).await.unwrap();
+        c.repo.set_project_quota(support::PROJECT, "gigabytes", 2).await.unwrap();
+        let err = c.ops.extend_volume(&ctx(), &v.id, 5).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::OverLimit, "{err:?}");
+        let after = c.repo.get_volume(&v.id).await.unwrap();
+        assert_eq!(after, before, "a 413 left the volume's row as it was");
+        let u = c.usage("gigabytes").await;
+        assert_eq!((u.in_use, u.reserved), (1, 0));
+        // A status an extend does not start from: 400, and nothing moves either.
+        let reset = VolumeChanges::status(VolumeStatus::Error);
+        let expect = VolumeExpect::status_in(&[VolumeStatus::Available]);
+        c.repo.update_volume(&v.id, &expect, &reset).await.unwrap().expect("set to error");
+        let before = c.repo.get_volume(&v.id).await.unwrap();
+        let err = c.ops.extend_volume(&ctx(), &v.id, 2).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadRequest, "{err:?}");
+        assert_eq!(c.repo.get_volume(&v.id).await.unwrap(), before);
+        assert_eq!(c.usage("gigabytes").await.reserved, 0);
+        assert_eq!(fakes.iter().map(|f| f.calls(FakeOp::ExtendVolume)).sum::<u64>(), 0);
         c.stop().await;
     })
     .await;

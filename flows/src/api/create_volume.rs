@@ -376,7 +376,7 @@ impl VolumeCast {
             (None, None) => return Ok(None),
         };
         let src = self.deps.volumes.get_volume(&source_volume).await.map_err(domain)?;
-        Ok(src.host.map(|h| crate::scheduler::create_volume::backend_of(&h).to_owned()))
+        Ok(src.host.map(|h| ember_common::host::backend_of(&h).to_owned()))
     }
 }
 

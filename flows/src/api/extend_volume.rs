@@ -2,12 +2,15 @@
 //!
 //! Steps:
 //!
-//! 1. `ExtendVolumeEntryTask`: checks the new size, then compare-and-swap of the volume
-//!    from `available` (or `in-use` when the request allows it, microversion 3.42) to
-//!    `extending` (its status saved in `previous_status`).
+//! 1. `ExtendVolumeCheckTask`: reads the volume and checks the new size, its status
+//!    (`available`, or `in-use` when the request allows it, microversion 3.42) and its
+//!    placement: a refused request has changed nothing.
 //! 2. `ExtendQuotaReserveTask`: checks `per_volume_gigabytes` and reserves the gigabytes
-//!    the volume grows by (and their per-type copy).
-//! 3. `ExtendVolumeCastTask`: hands the extend to the volume's backend, reservation and all.
+//!    the volume grows by (and their per-type copy): a 413 has changed nothing either.
+//! 3. `ExtendVolumeEntryTask`: compare-and-swap of the volume from the status step 1 saw
+//!    to `extending` (its status saved in `previous_status`); a lost race is a 400 and the
+//!    reservation is rolled back.
+//! 4. `ExtendVolumeCastTask`: hands the extend to the volume's backend, reservation and all.
 
 use std::sync::Arc;
 
@@ -34,8 +37,9 @@ pub const INPUTS: &[&str] = &[CONTEXT.name(), VOLUME_ID.name(), SIZE.name()];
 pub fn get_flow(deps: Arc<Deps>) -> Flow {
     Flow::linear(FLOW)
         .inputs(INPUTS)
-        .add(ExtendVolumeEntry { deps: deps.clone() })
+        .add(ExtendVolumeCheck { deps: deps.clone() })
         .add(ExtendQuotaReserve { deps: deps.clone() })
+        .add(ExtendVolumeEntry { deps: deps.clone() })
         .add(ExtendVolumeCast { deps })
 }
 
@@ -48,18 +52,37 @@ pub fn inputs(ctx: &RequestContext, id: &str, new_size: i64, allow_in_use: bool)
         .with(&ALLOW_IN_USE, allow_in_use)
 }
 
-/// Checks that the volume grows and is placed, then moves it from `available` (or
-/// `in-use` when allowed) to `extending` with one compare-and-swap (a lost swap is
-/// Cinder's `InvalidVolume`).
-/// Revert: back from `extending` to the status it had.
-pub struct ExtendVolumeEntry {
+/// The statuses an extend starts from.
+fn extendable(ctx: &Context) -> Result<&'static [VolumeStatus], Failure> {
+    Ok(if ctx.get_optional(&ALLOW_IN_USE)?.unwrap_or(false) {
+        &[VolumeStatus::Available, VolumeStatus::InUse]
+    } else {
+        &[VolumeStatus::Available]
+    })
+}
+
+/// Cinder's `InvalidVolume` of an extend from `status`.
+fn wrong_status(id: &str, statuses: &[VolumeStatus], status: VolumeStatus) -> Failure {
+    fail(
+        ErrorKind::BadRequest,
+        format!(
+            "Invalid volume: Volume {id} status must be {} to extend, but current status is: {status}.",
+            if statuses.len() > 1 { "available or in-use" } else { "available" },
+        ),
+    )
+}
+
+/// Reads the volume and checks that it grows, is placed and is in a status an extend
+/// starts from, changing nothing.
+/// Revert: nothing to undo.
+pub struct ExtendVolumeCheck {
     deps: Arc<Deps>,
 }
 
 #[async_trait]
-impl Task for ExtendVolumeEntry {
+impl Task for ExtendVolumeCheck {
     fn name(&self) -> &str {
-        "ExtendVolumeEntryTask"
+        "ExtendVolumeCheckTask"
     }
     fn requires(&self) -> &[&'static str] {
         const { &[CONTEXT.name(), VOLUME_ID.name(), SIZE.name()] }
@@ -77,10 +100,6 @@ impl Task for ExtendVolumeEntry {
         let id = ctx.get(&VOLUME_ID)?;
         let new_size = ctx.get(&SIZE)?;
         let current = own_volume(&self.deps, &rc, &id).await?;
-        if ctx.attempt() > 1 && current.status == VolumeStatus::Extending {
-            // An earlier run of this task won the swap and died before its result was stored.
-            return Ok(Values::new().with(&VOLUME, current));
-        }
         if new_size <= current.size {
             return Err(fail(
                 ErrorKind::BadRequest,
@@ -91,38 +110,68 @@ impl Task for ExtendVolumeEntry {
                 ),
             ));
         }
+        let statuses = extendable(ctx)?;
+        if !statuses.contains(&current.status) {
+            return Err(wrong_status(&id, statuses, current.status));
+        }
         backend(&current)?;
+        Ok(Values::new().with(&VOLUME, current))
+    }
+}
+
+/// Moves the volume from the status [`ExtendVolumeCheck`] saw to `extending` with one
+/// compare-and-swap (a lost swap is Cinder's `InvalidVolume`).
+/// Revert: back from `extending` to the status it had.
+pub struct ExtendVolumeEntry {
+    deps: Arc<Deps>,
+}
+
+#[async_trait]
+impl Task for ExtendVolumeEntry {
+    fn name(&self) -> &str {
+        "ExtendVolumeEntryTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[VOLUME_ID.name(), VOLUME.name()] }
+    }
+    fn optional(&self) -> &[&'static str] {
+        const { &[ALLOW_IN_USE.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let id = ctx.get(&VOLUME_ID)?;
+        let seen = ctx.get(&VOLUME)?;
         let changes = VolumeChanges {
             status: Some(VolumeStatus::Extending),
             previous_status_from_status: true,
             ..VolumeChanges::default()
         };
-        let statuses: &[VolumeStatus] = if ctx.get_optional(&ALLOW_IN_USE)?.unwrap_or(false) {
-            &[VolumeStatus::Available, VolumeStatus::InUse]
-        } else {
-            &[VolumeStatus::Available]
-        };
-        let expect = VolumeExpect { host: Some(current.host.clone()), ..VolumeExpect::status_in(statuses) };
-        match self.deps.volumes.update_volume(&id, &expect, &changes).await.map_err(domain)? {
-            Some(v) => Ok(Values::new().with(&VOLUME, v)),
-            None => Err(fail(
-                ErrorKind::BadRequest,
-                format!(
-                    "Invalid volume: Volume {id} status must be {} to extend, but current status is: {}.",
-                    if statuses.len() > 1 { "available or in-use" } else { "available" },
-                    current.status
-                ),
-            )),
+        let statuses = extendable(ctx)?;
+        let expect = VolumeExpect { host: Some(seen.host.clone()), ..VolumeExpect::status_in(statuses) };
+        if self.deps.volumes.update_volume(&id, &expect, &changes).await.map_err(domain)?.is_some() {
+            return Ok(Values::new());
         }
+        let current = self.deps.volumes.get_volume(&id).await.map_err(domain)?;
+        if ctx.attempt() > 1 && current.status == VolumeStatus::Extending {
+            // An earlier run of this task won the swap and died before its result was stored.
+            return Ok(Values::new());
+        }
+        Err(wrong_status(&id, statuses, current.status))
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
-        let Some(result) = ctx.result() else { return Ok(()) };
-        let previous = result.get(&VOLUME)?.map(|v| restored_status(&v)).unwrap_or(VolumeStatus::Available);
-        let changes =
-            VolumeChanges { status: Some(previous), previous_status: Some(None), ..VolumeChanges::default() };
+        if ctx.result().is_none() {
+            return Ok(());
+        }
+        let id = ctx.get(&VOLUME_ID)?;
+        let current = self.deps.volumes.get_volume(&id).await.map_err(domain)?;
+        let changes = VolumeChanges {
+            status: Some(restored_status(&current)),
+            previous_status: Some(None),
+            ..VolumeChanges::default()
+        };
         let expect = VolumeExpect::status_in(&[VolumeStatus::Extending]);
-        self.deps.volumes.update_volume(&ctx.get(&VOLUME_ID)?, &expect, &changes).await.map_err(domain)?;
+        self.deps.volumes.update_volume(&id, &expect, &changes).await.map_err(domain)?;
         Ok(())
     }
 }

@@ -19,14 +19,16 @@ use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_tr
 
 use crate::deps::Deps;
 use crate::error::{RESCHEDULABLE, domain, driver as driver_failure, fail};
-use crate::handoff::{Handoff, SCHEDULER_TOPIC, flow_id, hand_off};
+use crate::handoff::{
+    Handoff, SCHEDULER_TOPIC, VOLUME_CREATE_MANAGER, VOLUME_CREATE_SCHEDULER as SCHEDULER_FLOW, flow_id,
+    hand_off,
+};
 use crate::keys::*;
 use crate::manager::{driver, driver_snapshot, driver_volume};
-use crate::scheduler::create_volume::FLOW as SCHEDULER_FLOW;
 use crate::tasks::settle_cascaded_snapshots;
 
 /// The flow's name.
-pub const FLOW: &str = "volume_create_manager";
+pub const FLOW: &str = VOLUME_CREATE_MANAGER;
 
 /// The inputs the scheduler records.
 pub const INPUTS: &[&str] = &[CONTEXT.name(), VOLUME_ID.name(), REQUEST_SPEC.name(), BACKEND.name()];

@@ -11,19 +11,21 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use ember_common::host::{Level, extract_host};
+use ember_common::host::backend_of;
 use ember_common::model::{VolumeChanges, VolumeExpect, VolumeStatus};
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 use ember_scheduler::{Placement, RequestSpec};
 
 use crate::deps::Deps;
 use crate::error::domain;
-use crate::handoff::{Handoff, flow_id, hand_off, volume_topic, withdraw};
+use crate::handoff::{
+    Handoff, VOLUME_CREATE_MANAGER as MANAGER_FLOW, VOLUME_CREATE_SCHEDULER, flow_id, hand_off, volume_topic,
+    withdraw,
+};
 use crate::keys::*;
-use crate::manager::create_volume::FLOW as MANAGER_FLOW;
 
 /// The flow's name.
-pub const FLOW: &str = "volume_create_scheduler";
+pub const FLOW: &str = VOLUME_CREATE_SCHEDULER;
 
 /// The inputs the sending task records.
 pub const INPUTS: &[&str] = &[CONTEXT.name(), VOLUME_ID.name(), RAW_REQUEST_SPEC.name()];
@@ -34,11 +36,6 @@ pub fn get_flow(deps: Arc<Deps>) -> Flow {
         .inputs(INPUTS)
         .add(ExtractSchedulerSpec { deps: deps.clone() })
         .add(ScheduleCreateVolume { deps })
-}
-
-/// `host@backend` of a `host@backend#pool` string.
-pub fn backend_of(host: &str) -> &str {
-    extract_host(host, Level::Backend, false).unwrap_or(host)
 }
 
 /// Passes the request spec through, filling the volume id if the sender left it out.

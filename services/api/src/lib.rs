@@ -15,6 +15,7 @@ pub mod flows;
 pub mod http_metrics;
 pub mod keystone;
 pub mod listing;
+pub mod load;
 pub mod microversion;
 pub mod openapi;
 pub mod policy;

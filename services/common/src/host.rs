@@ -30,6 +30,11 @@ pub fn extract_host(host: &str, level: Level, default_pool: bool) -> Option<&str
     }
 }
 
+/// `host@backend` of a `host@backend#pool` string: the RPC routing key of a volume.
+pub fn backend_of(host: &str) -> &str {
+    extract_host(host, Level::Backend, false).unwrap_or(host)
+}
+
 /// `host@backend#pool` from its parts (Cinder's `append_host`).
 pub fn append_pool(backend: &str, pool: &str) -> String {
     format!("{backend}#{pool}")

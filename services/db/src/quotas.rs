@@ -284,7 +284,7 @@ impl SqlRepo {
         deltas: &[(String, i64)],
         expire_at: DateTime<Utc>,
     ) -> Result<Vec<String>> {
-        quota::check_deltas(deltas)?;
+        quota::check_deltas(deltas).map_err(Error::Invalid)?;
         if deltas.is_empty() {
             return Ok(Vec::new());
         }

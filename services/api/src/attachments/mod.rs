@@ -62,7 +62,7 @@ pub async fn load(state: &ApiState, ctx: &Ctx, id: &str) -> ApiResult<VolumeAtta
 async fn create(State(state): State<ApiState>, ctx: Ctx, Body(body): Body<Value>) -> ApiResult<Json<Value>> {
     require_version(&ctx, MIN_MINOR)?;
     let req = body::create(&body, ctx.at_least(MODE_MINOR))?;
-    crate::volumes::load(&state, &ctx, &req.volume_id).await?;
+    crate::load::volume(&state, &ctx, &req.volume_id).await?;
     let attachment = state.attach.create_attachment(&ctx.ops(), req).await?;
     Ok(Json(json!({ "attachment": views::detail(&attachment) })))
 }

@@ -36,16 +36,7 @@ pub fn routes() -> Router<ApiState> {
         )
 }
 
-/// The snapshot `id` if the caller may see it.
-pub async fn load(state: &ApiState, ctx: &Ctx, id: &str) -> ApiResult<Snapshot> {
-    match state.repos.snapshots.get_snapshot(id).await {
-        Ok(s) if ctx.may_see(&s.project_id) => Ok(s),
-        Ok(_) | Err(ember_common::Error::NotFound { .. }) => {
-            Err(Fault::not_found(format!("Snapshot {id} could not be found.")))
-        }
-        Err(e) => Err(e.into()),
-    }
-}
+pub(crate) use crate::load::snapshot as load;
 
 /// `POST /snapshots` → 202 with the new snapshot in `creating`.
 #[utoipa::path(
@@ -99,7 +90,7 @@ pub(crate) async fn create(
         force,
         metadata: validate::opt_metadata(s, "metadata")?.unwrap_or_default(),
     };
-    crate::volumes::load(&state, &ctx, &req.volume_id).await?;
+    crate::load::volume(&state, &ctx, &req.volume_id).await?;
     let snapshot = state.ops.create_snapshot(&ctx.ops(), req).await?;
     let view = views::detail(&ctx, &snapshot, false);
     Ok((StatusCode::ACCEPTED, Json(json!({ "snapshot": view }))).into_response())

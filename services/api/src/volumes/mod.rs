@@ -41,18 +41,7 @@ pub fn routes() -> Router<ApiState> {
         )
 }
 
-fn volume_not_found(id: &str) -> Fault {
-    Fault::not_found(format!("Volume {id} could not be found."))
-}
-
-/// The volume `id` if the caller may see it; another project's volume is "not found".
-pub async fn load(state: &ApiState, ctx: &Ctx, id: &str) -> ApiResult<Volume> {
-    match state.repos.volumes.get_volume(id).await {
-        Ok(v) if ctx.may_see(&v.project_id) => Ok(v),
-        Ok(_) | Err(ember_common::Error::NotFound { .. }) => Err(volume_not_found(id)),
-        Err(e) => Err(e.into()),
-    }
-}
+pub(crate) use crate::load::volume as load;
 
 /// `{"volume": <detail>}` of one volume.
 async fn one(state: &ApiState, ctx: &Ctx, v: &Volume, extended: bool) -> ApiResult<Value> {
@@ -94,7 +83,7 @@ pub(crate) async fn create(
     req.availability_zone = known_zone(&state, req.availability_zone).await?;
     // A source the caller may not see is "not found", whatever the flows would do with it.
     if let Some(id) = &req.snapshot_id {
-        crate::snapshots::load(&state, &ctx, id).await?;
+        crate::load::snapshot(&state, &ctx, id).await?;
     }
     if let Some(id) = &req.source_volid {
         load(&state, &ctx, id).await?;

@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-
 /// Number of volumes.
 pub const VOLUMES: &str = "volumes";
 /// GiB of volumes and snapshots.
@@ -148,13 +146,14 @@ pub fn negate(deltas: &[(String, i64)]) -> Vec<(String, i64)> {
 }
 
 /// Validates a set of deltas: known resources, each named once, not the limit-only one.
-pub fn check_deltas(deltas: &[(String, i64)]) -> Result<()> {
+/// The error is the message of an invalid request.
+pub fn check_deltas(deltas: &[(String, i64)]) -> Result<(), String> {
     for (i, (resource, _)) in deltas.iter().enumerate() {
         if !is_known(resource) || resource == PER_VOLUME_GIGABYTES {
-            return Err(Error::Invalid(format!("unknown quota resource {resource:?}")));
+            return Err(format!("unknown quota resource {resource:?}"));
         }
         if deltas[..i].iter().any(|(r, _)| r == resource) {
-            return Err(Error::Invalid(format!("quota resource {resource:?} given twice")));
+            return Err(format!("quota resource {resource:?} given twice"));
         }
     }
     Ok(())
