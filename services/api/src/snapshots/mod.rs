@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use ember_common::model::{ListOptions, Snapshot, SnapshotChanges, SnapshotFilter, SnapshotStatus};
+use ember_common::model::{ListOptions, SnapshotChanges, SnapshotFilter, SnapshotStatus};
 use ember_common::ops::CreateSnapshot;
 
 use crate::context::{Ctx, IdPath, Params};
