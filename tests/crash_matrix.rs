@@ -16,6 +16,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+use futures::future::join_all;
+
 use support::crash::{self, Case, Failpoint, Mode, Role};
 use support::multi::{MultiProcess, Process, services};
 use support::{Cinder, TestCluster, wait_healthy};
@@ -24,6 +26,22 @@ use support::{Cinder, TestCluster, wait_healthy};
 const RECOVERY: Duration = Duration::from_secs(10);
 /// How long a case may take to reach its failpoint.
 const REACH: Duration = Duration::from_secs(30);
+
+/// How many deployments of one matrix run side by side (`EMBER_CRASH_SHARDS`, default 2):
+/// a case mostly waits for processes to start, die and settle, so two cores carry several.
+fn shards() -> usize {
+    std::env::var("EMBER_CRASH_SHARDS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(2)
+}
+
+/// Deals the numbered failpoints round-robin into `n` shards (the number names each
+/// case's project, so it stays unique across shards).
+fn deal(points: Vec<Failpoint>, n: usize) -> Vec<Vec<(usize, Failpoint)>> {
+    let mut shards: Vec<Vec<(usize, Failpoint)>> = (0..n).map(|_| Vec::new()).collect();
+    for (k, fp) in points.into_iter().enumerate() {
+        shards[k % n].push((k, fp));
+    }
+    shards
+}
 
 fn project(mode: &str, k: usize) -> String {
     format!("{mode}{k:0>width$}", width = 32 - mode.len())
@@ -80,12 +98,29 @@ async fn warm_up(
 
 #[tokio::test]
 async fn all_in_one_dies_at_every_failpoint_and_finishes_everything_after_restart() {
-    let mut cluster = TestCluster::all_in_one().await;
+    let cluster = TestCluster::all_in_one().await;
     let warm = project("warm", 0);
-    let (points, mut live) = warm_up(&cluster.client(&warm), &warm, &|| cluster.backend_files()).await;
+    let (points, live) = warm_up(&cluster.client(&warm), &warm, &|| cluster.backend_files()).await;
+    let total = points.len();
+    let mut shards = deal(points, shards()).into_iter();
+    let first = all_in_one_crashes(cluster, live, shards.next().unwrap_or_default());
+    let rest = shards.map(|cases| async move {
+        all_in_one_crashes(TestCluster::all_in_one().await, BTreeSet::new(), cases).await
+    });
+    let (first, rest) = tokio::join!(first, join_all(rest));
+    let slowest = rest.into_iter().fold(first, Ord::max);
+    println!("all-in-one: {total} failpoints; slowest recovery {:?} at {}", slowest.0, slowest.1);
+}
+
+/// The crash cases of one shard on its own all-in-one; the slowest recovery.
+async fn all_in_one_crashes(
+    mut cluster: TestCluster,
+    mut live: BTreeSet<String>,
+    cases: Vec<(usize, Failpoint)>,
+) -> (Duration, String) {
     let mut slowest = (Duration::ZERO, String::new());
-    for (k, fp) in points.iter().enumerate() {
-        let project = project("aio", k);
+    for (k, fp) in &cases {
+        let project = project("aio", *k);
         let c = cluster.client(&project);
         let prepared = crash::prepare(&c, &project).await;
         cluster.kill();
@@ -111,7 +146,7 @@ async fn all_in_one_dies_at_every_failpoint_and_finishes_everything_after_restar
         let resumed = metric(&cluster.base_url, "worker_flows_reclaimed_at_start_total").await;
         assert!(resumed >= 1, "{}: the restarted process resumed the flow it died in: {resumed}", fp.name);
     }
-    println!("all-in-one: {} failpoints; slowest recovery {:?} at {}", points.len(), slowest.0, slowest.1);
+    slowest
 }
 
 /// How many flows have ended reverted or failed (admin view).
@@ -127,9 +162,9 @@ async fn failed_flows(c: &Cinder) -> usize {
 
 #[tokio::test]
 async fn a_task_failing_after_its_work_is_reverted_cleanly_in_every_flow() {
-    let mut cluster = TestCluster::all_in_one().await;
+    let cluster = TestCluster::all_in_one().await;
     let warm = project("fwarm", 0);
-    let (points, mut live) = warm_up(&cluster.client(&warm), &warm, &|| cluster.backend_files()).await;
+    let (points, live) = warm_up(&cluster.client(&warm), &warm, &|| cluster.backend_files()).await;
     // A task that did its work and then fails: its own revert and those of the tasks before
     // it must undo everything. Not the api entry tasks whose work is one status swap on an
     // existing resource, their last statement: nothing real fails after it, and their
@@ -144,9 +179,21 @@ async fn a_task_failing_after_its_work_is_reverted_cleanly_in_every_flow() {
         .into_iter()
         .filter(|p| p.name.ends_with(".after") && !SWAP_LAST.contains(&p.name.as_str()))
         .collect();
+    let total = points.len();
+    let mut shards = deal(points, shards()).into_iter();
+    let first = failing_tasks(cluster, live, shards.next().unwrap_or_default());
+    let rest = shards.map(|cases| async move {
+        failing_tasks(TestCluster::all_in_one().await, BTreeSet::new(), cases).await
+    });
+    tokio::join!(first, join_all(rest));
+    println!("failures: {total} tasks failed after their work, every flow reverted cleanly");
+}
+
+/// The failure cases of one shard on its own all-in-one.
+async fn failing_tasks(mut cluster: TestCluster, mut live: BTreeSet<String>, cases: Vec<(usize, Failpoint)>) {
     let mut checked = BTreeSet::new();
-    for (k, fp) in points.iter().enumerate() {
-        let project = project("fail", k);
+    for (k, fp) in &cases {
+        let project = project("fail", *k);
         let c = cluster.client(&project);
         let prepared = crash::prepare(&c, &project).await;
         let before = failed_flows(&c).await;
@@ -171,7 +218,6 @@ async fn a_task_failing_after_its_work_is_reverted_cleanly_in_every_flow() {
         );
         crash::assert_reverts_clean(&c, &mut checked, &fp.name).await;
     }
-    println!("failures: {} tasks failed after their work, every flow reverted cleanly", points.len());
 }
 
 #[tokio::test]
@@ -211,32 +257,21 @@ async fn a_process_dying_while_a_flow_reverts_goes_on_reverting_after_restart() 
     println!("reverts: {cases} flows died while reverting and finished their reverts after restart");
 }
 
-/// Restarts `p` armed with `fp` and, for the api, waits for it to serve.
-async fn arm(p: &mut Process, fp: &Failpoint, base_url: &str) {
-    p.env = failpoints_env(fp);
-    p.restart();
-    if p.role == "api" {
-        wait_healthy(base_url, Duration::from_secs(30)).await;
-    }
-}
+/// One volume process's configuration: the file backend.
+const FILE_BACKEND: &str = "enabled_backends = [\"file\"]\n[backends.file]\nvolume_driver = \"file\"\n";
 
-#[tokio::test]
-async fn each_role_dies_at_its_failpoints_on_postgres_and_rabbitmq() {
-    let Some((db, amqp)) = services().await else { return };
-    let host = format!("crash-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let toml = "enabled_backends = [\"file\"]\n[backends.file]\nvolume_driver = \"file\"\n";
-    let mut cluster = MultiProcess::start(db, &amqp, &[(&host, toml)]).await;
-    let files = |c: &MultiProcess| c.files(&host, "file");
-    let warm = project("mpwarm", 0);
-    let (points, mut live) = {
-        let c = cluster.client(&warm);
-        // The first creates wait for the volume service's first capability report.
-        warm_up(&c, &warm, &|| files(&cluster)).await
-    };
+/// The crash cases of one shard, each in the process of its role, on `cluster` (whose one
+/// volume process is `host`); the slowest recovery.
+async fn role_crashes(
+    cluster: &mut MultiProcess,
+    host: &str,
+    live: &mut BTreeSet<String>,
+    cases: Vec<(usize, Failpoint)>,
+) -> (Duration, String) {
     let base_url = cluster.base_url.clone();
     let mut slowest = (Duration::ZERO, String::new());
-    for (k, fp) in points.iter().enumerate() {
-        let project = project("mp", k);
+    for (k, fp) in &cases {
+        let project = project("mp", *k);
         let c = cluster.client(&project);
         let prepared = crash::prepare(&c, &project).await;
         let role = fp.role;
@@ -255,22 +290,62 @@ async fn each_role_dies_at_its_failpoints_on_postgres_and_rabbitmq() {
             wait_healthy(&base_url, RECOVERY).await;
         }
         let deadline = restarted + RECOVERY;
+        let files = || cluster.files(host, "file");
         crash::settle(
             Case { cinder: &c, project: &project, what: &fp.name, mode: Mode::Crash },
             &expect,
-            &mut live,
-            &|| files(&cluster),
+            live,
+            &files,
             deadline,
         )
         .await;
         slowest = slowest.max((restarted.elapsed(), fp.name.clone()));
     }
+    slowest
+}
+
+/// Restarts `p` armed with `fp` and, for the api, waits for it to serve.
+async fn arm(p: &mut Process, fp: &Failpoint, base_url: &str) {
+    p.env = failpoints_env(fp);
+    p.restart();
+    if p.role == "api" {
+        wait_healthy(base_url, Duration::from_secs(30)).await;
+    }
+}
+
+#[tokio::test]
+async fn each_role_dies_at_its_failpoints_on_postgres_and_rabbitmq() {
+    let Some((db, amqp)) = services().await else { return };
+    let host = format!("crash-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut cluster = MultiProcess::start(db, &amqp, &[(&host, FILE_BACKEND)]).await;
+    let files = |c: &MultiProcess| c.files(&host, "file");
+    let warm = project("mpwarm", 0);
+    let (points, mut live) = {
+        let c = cluster.client(&warm);
+        // The first creates wait for the volume service's first capability report.
+        warm_up(&c, &warm, &|| files(&cluster)).await
+    };
+    let total = points.len();
+    let mut shards = deal(points, shards()).into_iter();
+    let first = role_crashes(&mut cluster, &host, &mut live, shards.next().unwrap_or_default());
+    let rest = shards.map(|cases| {
+        let amqp = amqp.clone();
+        async move {
+            let (db, _) = services().await.expect("the services answered a moment ago");
+            let host = format!("crash-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            let mut shard = MultiProcess::start(db, &amqp, &[(&host, FILE_BACKEND)]).await;
+            let slowest = role_crashes(&mut shard, &host, &mut BTreeSet::new(), cases).await;
+            shard.stop(&amqp, &[format!("ember-volume.{host}@file")]).await;
+            slowest
+        }
+    });
+    let (first, rest) = tokio::join!(first, join_all(rest));
+    let slowest = rest.into_iter().fold(first, Ord::max);
     println!(
-        "multi-process: {} failpoints, each in the process of its role; slowest recovery {:?} at {}",
-        points.len(),
-        slowest.0,
-        slowest.1
+        "multi-process: {total} failpoints, each in the process of its role; slowest recovery {:?} at {}",
+        slowest.0, slowest.1
     );
+    let base_url = cluster.base_url.clone();
 
     // A peer takes over: the api dies in the middle of creates and stays dead; a second api
     // process claims its flows once their lease (3 s here) lapses, and finishes them.

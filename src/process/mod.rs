@@ -114,6 +114,7 @@ async fn open_transport(config: &Config) -> anyhow::Result<Arc<dyn Transport>> {
             let options = AmqpOptions {
                 url: url.to_owned(),
                 connection_name: format!("ember@{}", config.host),
+                prefix: config.transport_prefix.clone(),
                 ..AmqpOptions::default()
             };
             let amqp = Amqp::connect(options).await.context("connect to RabbitMQ (option transport_url)")?;

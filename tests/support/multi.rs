@@ -64,6 +64,9 @@ pub struct MultiProcess {
     pub scheduler: Process,
     pub volumes: Vec<Process>,
     pub base_url: String,
+    /// In front of every RabbitMQ name of this deployment (`transport_prefix`), so that
+    /// deployments of tests running at once never see each other's messages.
+    pub prefix: String,
     dir: tempfile::TempDir,
     /// The configuration every process shares (database, transport, intervals).
     common: String,
@@ -96,9 +99,10 @@ impl MultiProcess {
         // An API request that waits for a volume-side flow (an attachment's export) gives up
         // after rpc_response_timeout: short here, so a volume process killed by a crash test
         // does not hold the requests in flight (and the test) for Cinder's 60 s.
+        let prefix = format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let common = format!(
-            "database_url = {:?}\ntransport_url = {:?}\nreport_interval = 2\nperiodic_interval = 2\n\
-             rpc_response_timeout = 5\n",
+            "database_url = {:?}\ntransport_url = {:?}\ntransport_prefix = {prefix:?}\nreport_interval = 2\n\
+             periodic_interval = 2\nrpc_response_timeout = 5\n",
             db.url, amqp
         );
         let write = |name: &str, body: String| -> PathBuf {
@@ -136,7 +140,7 @@ impl MultiProcess {
         let base_url = format!("http://127.0.0.1:{port}");
         wait_healthy(&base_url, Duration::from_secs(60)).await;
         let api_extra = api_extra.to_owned();
-        Self { db: Some(db), api, scheduler, volumes: procs, base_url, dir, common, api_extra }
+        Self { db: Some(db), api, scheduler, volumes: procs, base_url, prefix, dir, common, api_extra }
     }
 
     /// Starts another `ember api` named `name` on a port of its own, a peer of `api` that
@@ -172,13 +176,20 @@ impl MultiProcess {
         list_files(&self.data_dir(host).join("volumes").join(backend))
     }
 
-    /// Kills every process, deletes the durable queues named after its volume hosts (the
-    /// processes died without a chance to) and drops the database.
+    /// Kills every process, deletes its durable queues (the shared topics' and those named
+    /// after its volume hosts, given unprefixed: the processes died without a chance to) and
+    /// drops the database.
     pub async fn stop(mut self, amqp: &str, queues: &[String]) {
         self.api.kill();
         self.scheduler.kill();
         self.volumes.iter_mut().for_each(Process::kill);
-        delete_queues(amqp, queues).await;
+        let names: Vec<String> = SHARED_QUEUES
+            .iter()
+            .map(|q| (*q).to_owned())
+            .chain(queues.iter().cloned())
+            .map(|q| format!("{}{q}", self.prefix))
+            .collect();
+        delete_queues(amqp, &names).await;
         if let Some(db) = self.db.take() {
             db.cleanup().await.expect("drop the test database");
         }
@@ -226,18 +237,20 @@ pub fn live_exports(dir: &Path) -> Vec<String> {
     ids
 }
 
-/// Deletes `queues` on the broker at `amqp`.
+/// The durable queues of the topics every deployment shares.
+const SHARED_QUEUES: &[&str] = &["ember-scheduler", "ember-volume", "ember-api", "ember-backup"];
+
+/// Deletes `queues`, those that exist (a channel each: a refused delete closes its channel).
 async fn delete_queues(amqp: &str, queues: &[String]) {
     use lapin::options::QueueDeleteOptions;
     let connection = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default())
         .await
         .expect("connect to RabbitMQ to clean up");
-    let channel = connection.create_channel().await.expect("open a channel to clean up");
     for name in queues {
-        channel
-            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("delete a test queue");
+        let channel = connection.create_channel().await.expect("open a channel to clean up");
+        if let Err(e) = channel.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await {
+            assert!(e.to_string().contains("NOT_FOUND"), "delete the test queue {name}: {e}");
+        }
     }
     let _ = connection.close(0, "".into()).await;
 }

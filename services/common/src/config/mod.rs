@@ -98,6 +98,9 @@ pub struct Config {
     /// `amqp://user:pass@host:5672/%2f` for RabbitMQ; unset means the in-process bus
     /// (every service in one process).
     pub transport_url: Option<String>,
+    /// Put in front of every RabbitMQ exchange and queue name, so that several deployments
+    /// share one broker (one vhost) without seeing each other's messages. Empty by default.
+    pub transport_prefix: String,
     /// The backend sections the volume service runs, by name.
     pub enabled_backends: Vec<String>,
     /// The volume type of volumes created without one.
@@ -181,6 +184,7 @@ impl Default for Config {
             data_dir: PathBuf::from("ember-data"),
             database_url: None,
             transport_url: None,
+            transport_prefix: String::new(),
             enabled_backends: vec!["file".into()],
             default_volume_type: DEFAULT_VOLUME_TYPE_NAME.into(),
             storage_availability_zone: "nova".into(),
