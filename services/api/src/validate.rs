@@ -42,6 +42,15 @@ pub fn invalid(field: &str, value: &Value, reason: &str) -> Fault {
     Fault::bad_request(format!("Invalid input for field/attribute {field}. Value: {shown}. {reason}"))
 }
 
+/// Refuses a body with anything beside its one section `key` (Cinder's top-level
+/// `additionalProperties: false`).
+pub fn only_top_key(body: &Value, key: &str) -> Result<(), Fault> {
+    match body.as_object() {
+        Some(obj) => only_keys(obj, &[key]),
+        None => Err(invalid("body", body, "is not of type 'object'")),
+    }
+}
+
 /// Refuses keys outside `allowed`.
 pub fn only_keys(obj: &Object, allowed: &[&str]) -> Result<(), Fault> {
     match obj.keys().find(|k| !allowed.contains(&k.as_str())) {

@@ -64,6 +64,21 @@ async fn create_show_list_update_and_delete() {
         .await;
     assert_eq!((a.status, a.body["snapshot"]["name"].as_str()), (StatusCode::OK, Some("renamed")));
     assert_eq!(a.body["snapshot"]["description"], "Daily backup");
+    // An update naming nothing to change, or something else, is refused and changes nothing.
+    let before = h.get(&format!("/snapshots/{id}"), ADMIN, "3.0").await.body;
+    for body in [json!({"snapshot": {}}), json!({}), json!({"snapshot": {"name": "x"}, "extra": 1})] {
+        h.call(Method::PUT, &format!("/snapshots/{id}"), ADMIN, "3.0", Some(body))
+            .await
+            .fault(400, "badRequest");
+    }
+    assert_eq!(h.get(&format!("/snapshots/{id}"), ADMIN, "3.0").await.body, before);
+    // An admin's list of every project honours a project filter, at 3.0 as at 3.71.
+    for mv in ["3.0", "3.71"] {
+        let a = h.get("/snapshots?all_tenants=1&project_id=nobody", ADMIN, mv).await;
+        assert_eq!((a.status, a.body["snapshots"].clone()), (StatusCode::OK, json!([])), "{mv}");
+        let a = h.get("/snapshots?all_tenants=1&project_id=p1", ADMIN, mv).await;
+        assert_eq!(a.body["snapshots"].as_array().map(Vec::len), Some(1), "{mv}: {:?}", a.body);
+    }
 
     h.call(Method::DELETE, &format!("/snapshots/{id}"), ADMIN, "3.0", None).await.fault(400, "badRequest");
     let a = h

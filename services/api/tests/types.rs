@@ -96,6 +96,9 @@ async fn bad_type_requests_are_refused_and_change_nothing() {
             "badRequest",
         ),
         ("admin", json!({"type": {"name": "x"}}), 400, "badRequest"),
+        // Cinder's schema allows no other key, in the type or beside it.
+        ("admin", json!({"volume_type": {"name": "x", "colour": "red"}}), 400, "badRequest"),
+        ("admin", json!({"volume_type": {"name": "x"}, "extra": 1}), 400, "badRequest"),
         ("alice", json!({"volume_type": {"name": "x"}}), 403, "forbidden"),
     ];
     for (token, body, status, name) in cases {

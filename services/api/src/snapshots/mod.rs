@@ -155,6 +155,7 @@ fn snapshot_filter(ctx: &Ctx, query: &ListQuery) -> ApiResult<Option<SnapshotFil
                 Err(_) => return Ok(None),
             },
             "volume_id" => f.volume_id = Some(value.clone()),
+            "project_id" if ctx.is_admin() && query.all_tenants => f.project_id = Some(value.clone()),
             "metadata" => f.metadata.extend(parse_metadata(value)?),
             // Valid Cinder filters that every Ember snapshot matches.
             "availability_zone" | "consumes_quota" => {}
@@ -200,8 +201,17 @@ async fn update(
     Params(p): Params<IdPath>,
     Body(body): Body<Value>,
 ) -> ApiResult<Json<Value>> {
+    validate::only_top_key(&body, "snapshot")?;
     let s = validate::section(&body, "snapshot")?;
-    validate::only_keys(s, &["name", "description", "display_name", "display_description"])?;
+    const FIELDS: &[&str] = &["name", "description", "display_name", "display_description"];
+    validate::only_keys(s, FIELDS)?;
+    if !FIELDS.iter().any(|k| s.contains_key(*k)) {
+        // Cinder's schema: anyOf required name, description or their display_ forms.
+        return Err(Fault::bad_request(format!(
+            "Invalid input for field/attribute snapshot. Value: {}. {{}} is not valid under any of the given schemas",
+            Value::Object(s.clone())
+        )));
+    }
     let mut changes = SnapshotChanges::default();
     for (key, legacy, slot) in [
         ("name", "display_name", &mut changes.name),

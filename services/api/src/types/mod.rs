@@ -109,7 +109,9 @@ async fn default(State(state): State<ApiState>, ctx: Ctx) -> ApiResult<Json<Valu
 /// `POST /types` (admin) → 200.
 async fn create(State(state): State<ApiState>, ctx: Ctx, Body(body): Body<Value>) -> ApiResult<Json<Value>> {
     ctx.caller.require_admin()?;
+    validate::only_top_key(&body, "volume_type")?;
     let b = validate::section(&body, "volume_type")?;
+    validate::only_keys(b, &["name", "description", "extra_specs", "os-volume-type-access:is_public"])?;
     let name = validate::required_string(b, "name", MAX_TEXT)?;
     let mut t = VolumeType::new(uuid::Uuid::new_v4().to_string(), name.trim());
     t.description = validate::opt_string(b, "description", MAX_TEXT)?;
@@ -132,7 +134,9 @@ async fn update(
     Body(body): Body<Value>,
 ) -> ApiResult<Json<Value>> {
     ctx.caller.require_admin()?;
+    validate::only_top_key(&body, "volume_type")?;
     let b = validate::section(&body, "volume_type")?;
+    validate::only_keys(b, &["name", "description", "is_public"])?;
     let name = validate::opt_string(b, "name", MAX_TEXT)?;
     if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
         return Err(Fault::bad_request("Invalid input received: the volume type name must not be empty"));
