@@ -7,11 +7,13 @@
 //! - `handshake`: fixed newstyle negotiation (structured replies, `base:allocation`,
 //!   `NBD_OPT_GO` with block sizes);
 //! - `client`: [`NbdClient`], one connection with many requests in flight;
+//! - `connection`: the operations in flight and the connection's writer and reader tasks;
 //! - `image`: [`NbdSource`] and [`NbdSink`], a few connections to one export.
 //!
 //! Tested against qemu-nbd and qemu-storage-daemon (`drivers/tests/nbd_client.rs`).
 
 mod client;
+mod connection;
 mod handshake;
 mod image;
 mod proto;
