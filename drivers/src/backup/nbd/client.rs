@@ -12,6 +12,7 @@
 //! make the client panic or allocate more than the caller's buffers and 16 MiB.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
@@ -53,6 +54,7 @@ struct Handle {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Command>,
     max_request: u64,
+    request_timeout: Duration,
 }
 
 impl NbdClient {
@@ -122,7 +124,16 @@ impl NbdClient {
         // Pieces are multiples of the minimum block size and at most the maximum one.
         let max = u64::from(info.max_block.min(options.max_request.max(info.min_block)));
         let max_request = (max / u64::from(info.min_block) * u64::from(info.min_block)).max(1);
-        Self { handle: Arc::new(Handle { info, server, shared, tx, max_request }) }
+        Self {
+            handle: Arc::new(Handle {
+                info,
+                server,
+                shared,
+                tx,
+                max_request,
+                request_timeout: options.request_timeout,
+            }),
+        }
     }
 
     /// What the handshake learnt about the export.
@@ -351,9 +362,16 @@ impl NbdClient {
                 state.fail_all(&self.handle.shared, &why);
             }
         }
-        match rx.await {
-            Ok(result) => result,
-            Err(_) => Err(self.handle.shared.dead_error("the connection's tasks stopped")),
+        match tokio::time::timeout(self.handle.request_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.handle.shared.dead_error("the connection's tasks stopped")),
+            Err(_) => {
+                // A request cannot be withdrawn: the connection is given up, which fails
+                // every other request in flight too.
+                let why = format!("no reply within {:?}", self.handle.request_timeout);
+                self.handle.shared.fail(&why);
+                Err(self.handle.shared.dead_error(&why))
+            }
         }
     }
 }

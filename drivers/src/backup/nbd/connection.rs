@@ -95,7 +95,7 @@ impl Shared {
     }
 
     /// Marks the connection dead and fails everything in flight.
-    fn fail(&self, why: &str) {
+    pub(super) fn fail(&self, why: &str) {
         let mut state = self.state.lock();
         state.dead.get_or_insert_with(|| why.to_owned());
         state.fail_all(self, why);

@@ -55,6 +55,10 @@ impl fmt::Display for NbdAddress {
 pub struct NbdOptions {
     /// How long connecting and the handshake may take.
     pub handshake_timeout: Duration,
+    /// How long one call may wait for its replies; past it the connection is given up
+    /// (a request cannot be withdrawn), so a hung server fails the backup instead of
+    /// stalling it forever.
+    pub request_timeout: Duration,
     /// The largest read or write request sent (the server's maximum block size caps it
     /// too); larger calls are split into several requests in flight.
     pub max_request: u32,
@@ -65,7 +69,12 @@ pub struct NbdOptions {
 
 impl Default for NbdOptions {
     fn default() -> Self {
-        Self { handshake_timeout: Duration::from_secs(30), max_request: 32 << 20, connections: 1 }
+        Self {
+            handshake_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(300),
+            max_request: 32 << 20,
+            connections: 1,
+        }
     }
 }
 

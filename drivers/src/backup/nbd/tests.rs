@@ -276,6 +276,23 @@ async fn a_read_only_export_refuses_writes_before_sending() {
     assert!(within(client.trim(0, 512)).await.is_err());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_server_that_never_answers_times_out_and_fails_the_connection() {
+    let (c, s) = tokio::io::duplex(1 << 16);
+    let mut server = Server { s };
+    let options = NbdOptions { request_timeout: Duration::from_secs(60), ..NbdOptions::default() };
+    let (client, ()) = tokio::join!(NbdClient::over(c, "vol", "fake", &options), server.handshake(RW, false));
+    let client = client.unwrap();
+    let c = client.clone();
+    let stuck = tokio::spawn(async move { c.read(0, vec![0; 512]).await });
+    let r = server.request().await;
+    assert_eq!(r.command, CMD_READ);
+    let e = stuck.await.unwrap().unwrap_err().to_string();
+    assert!(e.contains("no reply within 60s"), "{e}");
+    let e = client.read(0, vec![0; 512]).await.unwrap_err().to_string();
+    assert!(e.contains("no reply within"), "the connection is given up: {e}");
+}
+
 #[tokio::test]
 async fn out_of_range_requests_are_refused() {
     let (client, _server) = pair(RW).await;
