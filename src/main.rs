@@ -127,6 +127,8 @@ enum Bench {
     Attach(bench::attach::Args),
     /// Keystone tokens: GET /volumes/{id} per second with a cached token against noauth.
     Auth(bench::auth::Args),
+    /// The backup path's NBD client against qemu-nbd: sequential reads and block status.
+    Nbd(bench::nbd::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -187,6 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Bench::Api(_) => ("api", args.json),
                 Bench::Attach(_) => ("attach", args.json),
                 Bench::Auth(_) => ("auth", args.json),
+                Bench::Nbd(_) => ("nbd", args.json),
             };
             let mut report = bench::Report::new(name, json);
             match args.which {
@@ -195,6 +198,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Bench::Api(a) => bench::api::run(a, &mut report).await?,
                 Bench::Attach(a) => bench::attach::run(a, &mut report).await?,
                 Bench::Auth(a) => bench::auth::run(a, &mut report).await?,
+                Bench::Nbd(a) => bench::nbd::run(a, &mut report).await?,
             }
             report.finish();
             Ok(())

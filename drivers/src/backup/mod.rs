@@ -12,6 +12,8 @@
 //! [`BackupDriver::backup`] called again with the same backup id goes on from the last
 //! stored chunk, and a delete of what is missing succeeds.
 
+pub mod nbd;
+
 use std::fmt;
 
 use async_trait::async_trait;
