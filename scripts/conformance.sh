@@ -15,7 +15,11 @@ data="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 EMBER_LOG=warn "$EMBER" all-in-one --data-dir "$data" --listen "127.0.0.1:$port" > "$data/ember.log" 2>&1 &
 pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data"' EXIT
+# The NBD export daemon outlives all-in-one on purpose (attached volumes stay reachable
+# across a restart); the run's own one goes with its data directory.
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+      for f in "$data"/volumes/*/.ember/nbd/qsd.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+      rm -rf "$data"' EXIT
 for _ in $(seq 1 300); do
   python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
     "http://127.0.0.1:$port/healthcheck" 2>/dev/null && break

@@ -1,5 +1,5 @@
 //! Export latency of the file driver: `initialize_connection`, `terminate_connection` and
-//! `remove_export` of N volumes one after the other, over NBD (qemu-nbd) and iSCSI (a
+//! `remove_export` of N volumes one after the other, over NBD (one qemu-storage-daemon) and iSCSI (a
 //! private tgtd on free ports, skipped when tgt is not installed).
 //!
 //! `cargo bench -p ember-drivers --bench exports -- [N] [--json]` (default 20 volumes).
@@ -23,6 +23,7 @@ async fn main() {
     }
     let nbd = FileOptions { data_dir: scratch.path().join("nbd"), ..FileOptions::default() };
     run("nbd", nbd, count, json).await;
+    ember_drivers::file::kill_nbd_daemons_under(scratch.path());
     match Tgtd::start() {
         Some(tgtd) => {
             let iscsi = FileOptions {

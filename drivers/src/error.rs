@@ -38,7 +38,7 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
-    /// An external command (qemu-img, qemu-nbd) failed.
+    /// An external command (qemu-img, qemu-storage-daemon, tgtadm) failed.
     #[error("{program} {args} failed ({status}): {stderr}")]
     Command { program: &'static str, args: String, status: String, stderr: String },
     /// Anything else the backend reported, including injected failures of the fake driver.

@@ -242,8 +242,8 @@ async fn iscsi_setup_and_requests_fail_cleanly() {
     }
 }
 
-/// A temporary data directory whose NBD daemons (persistent, forked) are killed when it
-/// goes, so a failing test leaves none behind.
+/// A temporary data directory whose NBD export daemon (persistent, daemonized) is killed
+/// when it goes, so a failing test leaves none behind.
 struct NbdDir(tempfile::TempDir);
 
 impl NbdDir {
@@ -254,25 +254,21 @@ impl NbdDir {
     fn path(&self) -> &std::path::Path {
         self.0.path()
     }
+
+    fn volumes(&self) -> PathBuf {
+        self.path().join("volumes")
+    }
 }
 
 impl Drop for NbdDir {
     fn drop(&mut self) {
-        let Ok(entries) = std::fs::read_dir(self.path().join("volumes/.ember/nbd")) else { return };
-        for entry in entries.flatten() {
-            if entry.path().extension().is_some_and(|e| e == "pid")
-                && let Ok(pid) = std::fs::read_to_string(entry.path())
-            {
-                let _ = Command::new("kill").arg(pid.trim()).status();
-            }
-        }
+        let _ = ember_drivers::file::kill_nbd_daemon(&self.volumes());
     }
 }
 
 /// A file backend exporting over NBD (the default).
 async fn nbd_driver(dir: &NbdDir) -> FileDriver {
-    let driver =
-        FileDriver::new(FileOptions { data_dir: dir.path().join("volumes"), ..FileOptions::default() });
+    let driver = FileDriver::new(FileOptions { data_dir: dir.volumes(), ..FileOptions::default() });
     driver.do_setup().await.unwrap();
     driver.check_for_setup_error().await.unwrap();
     driver
@@ -284,6 +280,10 @@ fn qemu_io(uri: &str, command: &str, writable: bool) -> std::process::Output {
     Command::new("qemu-io").args(["-f", "raw", mode, "-c", command, uri]).output().unwrap()
 }
 
+fn output(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+}
+
 #[tokio::test]
 async fn nbd_read_only_attachments_get_an_export_that_refuses_writes() {
     let dir = NbdDir::new();
@@ -293,59 +293,92 @@ async fn nbd_read_only_attachments_get_an_export_that_refuses_writes() {
     let ro = driver.initialize_connection(&v, &connector(A), AccessMode::Ro).await.unwrap();
     assert_eq!(ro.driver_volume_type, "nbd");
     assert_eq!(ro.data["access_mode"], "ro");
+    assert_eq!(ro.data["export_name"], format!("volume-{}.ro", v.id));
     assert_eq!(driver.initialize_connection(&v, &connector(B), AccessMode::Ro).await.unwrap(), ro);
-    let uri = ro.data["uri"].as_str().unwrap();
+    let ro_uri = ro.data["uri"].as_str().unwrap().to_owned();
 
-    let write = qemu_io(uri, "write -P 7 0 64k", true);
-    let stderr =
-        String::from_utf8_lossy(&write.stderr).into_owned() + &String::from_utf8_lossy(&write.stdout);
-    assert!(stderr.contains("ermission denied") || stderr.contains("read-only"), "write accepted: {stderr}");
-    let read = qemu_io(uri, "read -P 0 0 64k", false);
-    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let write = qemu_io(&ro_uri, "write -P 7 0 64k", true);
+    let said = output(&write);
+    assert!(said.contains("ermission denied") || said.contains("read-only"), "write accepted: {said}");
+    let read = qemu_io(&ro_uri, "read -P 0 0 64k", false);
+    assert!(read.status.success(), "{}", output(&read));
     if targets::installed("nbdinfo") {
-        let info = Command::new("nbdinfo").args(["--json", uri]).output().unwrap();
+        let info = Command::new("nbdinfo").args(["--json", &ro_uri]).output().unwrap();
         let info: Value = serde_json::from_slice(&info.stdout).unwrap();
         assert_eq!(info["exports"][0]["is_read_only"], true, "{info}");
     }
 
-    // A writer cannot share the image with a read-only export (qemu's image locks).
-    let busy = driver.initialize_connection(&v, &connector(A), AccessMode::Rw).await.unwrap_err();
-    assert!(matches!(busy, DriverError::Busy(_)), "{busy:?}");
+    // A writer joins the reader (one daemon, one image node reopened writable): what it
+    // writes the reader sees, and the reader still cannot write.
+    let rw = driver.initialize_connection(&v, &connector(A), AccessMode::Rw).await.unwrap();
+    assert_eq!(
+        (rw.data["access_mode"].clone(), rw.data["export_name"].clone()),
+        (json!("rw"), json!(v.name()))
+    );
+    assert_eq!(rw.data["port"], ro.data["port"], "one NBD server per backend");
+    let rw_uri = rw.data["uri"].as_str().unwrap().to_owned();
+    let wrote = qemu_io(&rw_uri, "write -P 9 0 64k", true);
+    assert!(wrote.status.success(), "{}", output(&wrote));
+    let seen = qemu_io(&ro_uri, "read -P 9 0 64k", false);
+    assert!(seen.status.success(), "{}", output(&seen));
+    assert!(!qemu_io(&ro_uri, "write -P 7 0 64k", true).status.success(), "the reader writes");
+    assert_eq!(driver.initialize_connection(&v, &connector(A), AccessMode::Rw).await.unwrap(), rw);
+
     assert_eq!(driver.list_exports().await.unwrap(), vec![v.id.clone()]);
+    let busy = driver.extend_volume(&v, 2).await.unwrap_err();
+    assert!(matches!(busy, DriverError::Busy(_)), "{busy:?}");
+    driver.remove_export(&v).await.unwrap();
     driver.remove_export(&v).await.unwrap();
     assert!(driver.list_exports().await.unwrap().is_empty());
-    assert!(!qemu_io(uri, "read 0 4k", false).status.success(), "the export outlived remove_export");
-    let rw = driver.initialize_connection(&v, &connector(A), AccessMode::Rw).await.unwrap();
-    assert_eq!(rw.data["access_mode"], "rw");
-    let uri = rw.data["uri"].as_str().unwrap();
-    assert!(qemu_io(uri, "write -P 7 0 64k", true).status.success());
+    assert!(ember_drivers::file::nbd_exported_volumes(&dir.volumes()).unwrap().is_empty());
+    for uri in [&ro_uri, &rw_uri] {
+        assert!(!qemu_io(uri, "read 0 4k", false).status.success(), "{uri} outlived remove_export");
+    }
+    // The image is closed: a change that needs it whole goes through.
+    driver.extend_volume(&v, 2).await.unwrap();
     driver.delete_volume(&v).await.unwrap();
-    assert_eq!(std::fs::read_dir(dir.path().join("volumes/.ember/nbd")).unwrap().count(), 0);
 }
 
 #[tokio::test]
-async fn nbd_ensure_export_restarts_a_dead_qemu_nbd() {
+async fn nbd_ensure_export_restarts_a_dead_daemon_on_the_same_address() {
     let dir = NbdDir::new();
     let driver = nbd_driver(&dir).await;
     let v = DriverVolume::new(id(), 1);
     driver.create_volume(&v).await.unwrap();
     let grants = [(connector(A), AccessMode::Rw)];
     driver.ensure_export(&v, &grants).await.unwrap();
-    let pid_file = dir.path().join(format!("volumes/.ember/nbd/volume-{}.pid", v.id));
-    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
-    assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
-    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    // Reaped by init, or a zombie: either way it no longer serves.
-    while std::fs::read_to_string(proc_dir.join("cmdline")).is_ok_and(|c| !c.is_empty()) {
-        assert!(std::time::Instant::now() < deadline, "qemu-nbd survived SIGKILL");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let before = driver.initialize_connection(&v, &connector(A), AccessMode::Rw).await.unwrap();
+    assert!(ember_drivers::file::kill_nbd_daemon(&dir.volumes()).unwrap(), "no daemon ran");
     assert!(driver.list_exports().await.unwrap().is_empty());
     driver.ensure_export(&v, &grants).await.unwrap();
     assert_eq!(driver.list_exports().await.unwrap(), vec![v.id.clone()]);
     let conn = driver.initialize_connection(&v, &connector(A), AccessMode::Rw).await.unwrap();
+    assert_eq!(conn, before, "the attachment's connection info stays right");
     assert!(qemu_io(conn.data["uri"].as_str().unwrap(), "write -P 9 0 64k", true).status.success());
     driver.remove_export(&v).await.unwrap();
     driver.delete_volume(&v).await.unwrap();
+}
+
+#[tokio::test]
+async fn nbd_exports_survive_a_restart_of_the_volume_service() {
+    let dir = NbdDir::new();
+    let v = DriverVolume::new(id(), 1);
+    let conn = {
+        let driver = nbd_driver(&dir).await;
+        driver.create_volume(&v).await.unwrap();
+        let conn = driver.initialize_connection(&v, &connector(A), AccessMode::Rw).await.unwrap();
+        let wrote = qemu_io(conn.data["uri"].as_str().unwrap(), "write -P 5 0 64k", true);
+        assert!(wrote.status.success(), "{}", output(&wrote));
+        conn
+    };
+    // A new driver on the same directory (the volume service restarted) finds the daemon
+    // and its export without re-creating anything, and the old address still serves.
+    let driver = nbd_driver(&dir).await;
+    assert_eq!(driver.list_exports().await.unwrap(), vec![v.id.clone()]);
+    assert_eq!(ember_drivers::file::nbd_exported_volumes(&dir.volumes()).unwrap(), vec![v.id.clone()]);
+    let read = qemu_io(conn.data["uri"].as_str().unwrap(), "read -P 5 0 64k", false);
+    assert!(read.status.success(), "{}", output(&read));
+    assert_eq!(driver.initialize_connection(&v, &connector(A), AccessMode::Rw).await.unwrap(), conn);
+    driver.delete_volume(&v).await.unwrap();
+    assert!(driver.list_exports().await.unwrap().is_empty());
 }

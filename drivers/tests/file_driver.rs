@@ -1,4 +1,4 @@
-//! The file driver against real qemu-img and qemu-nbd in a temporary directory.
+//! The file driver against real qemu-img and qemu-storage-daemon in a temporary directory.
 
 mod suite;
 
@@ -12,6 +12,7 @@ use ember_drivers::{
 use serde_json::Value;
 
 struct Fixture {
+    _daemon: NbdDaemon,
     dir: tempfile::TempDir,
     driver: FileDriver,
 }
@@ -31,7 +32,7 @@ impl Fixture {
         });
         driver.do_setup().await.unwrap();
         driver.check_for_setup_error().await.unwrap();
-        Fixture { dir, driver }
+        Fixture { _daemon: NbdDaemon(dir.path().join("volumes")), dir, driver }
     }
 
     fn root(&self) -> PathBuf {
@@ -51,6 +52,17 @@ impl Fixture {
             .collect();
         names.sort();
         names
+    }
+}
+
+/// Kills the NBD export daemon of a data directory, which outlives its driver on purpose
+/// (it survives a restart of the volume service). Declared before the directory, so it is
+/// dropped first.
+struct NbdDaemon(PathBuf);
+
+impl Drop for NbdDaemon {
+    fn drop(&mut self) {
+        let _ = ember_drivers::file::kill_nbd_daemon(&self.0);
     }
 }
 
@@ -355,8 +367,8 @@ async fn nbd_exports_serve_the_volume() {
     fx.driver.initialize_connection(&v, &connector, AccessMode::Rw).await.unwrap();
     fx.driver.delete_volume(&v).await.unwrap();
     assert!(fx.files().is_empty());
-    let records = std::fs::read_dir(fx.root().join(".ember/nbd")).unwrap().count();
-    assert_eq!(records, 0);
+    assert!(fx.driver.list_exports().await.unwrap().is_empty());
+    assert!(ember_drivers::file::nbd_exported_volumes(&fx.root()).unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -130,7 +130,7 @@ pub use compile::CompiledFlow;
 pub use engine::{Engine, EngineOptions, FlowSpec};
 pub use error::{EngineError, FlowFailed, Result};
 pub use flow::{Flow, Item, Pattern};
-pub use listener::{CaptureListener, Event, Listener};
+pub use listener::{CaptureListener, Event, FlowEndWatch, FlowEnds, Listener};
 pub use retry::{Attempt, Backoff, Decision, History, Retry};
 pub use runner::Outcome;
 pub use state::{

@@ -364,6 +364,28 @@ async fn listeners_see_flow_and_atom_transitions() {
     assert_eq!(flows, [FlowState::Running, FlowState::Success]);
 }
 
+/// A waiter on a flow's end wakes once the store holds the end, and not for other flows.
+#[tokio::test]
+async fn flow_ends_wake_a_waiter_once_the_end_is_stored() {
+    let log = new_log();
+    let store = Arc::new(MemoryStore::new());
+    let ends = ember_engine::FlowEnds::new();
+    let engine = Engine::new(store.clone()).with_listener(ends.clone());
+    let watch = ends.watch("w");
+    let other = ends.watch("other");
+    let spec = ember_engine::FlowSpec { id: Some("w".into()), ..Default::default() };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let flow = linear(2, None, &log).compile().unwrap();
+    engine.run_spec(&flow, spec, &cancel).await.unwrap();
+    // The wake was kept for a waiter that was not waiting yet, and the store has the end.
+    tokio::time::timeout(Duration::from_secs(5), watch.ended()).await.expect("no wake for the flow's end");
+    assert_eq!(store.get_flow("w").await.unwrap().unwrap().flow.state, FlowState::Success);
+    let quiet = tokio::time::timeout(Duration::from_millis(20), other.ended()).await;
+    assert!(quiet.is_err(), "another flow's end woke this waiter");
+    drop((watch, other));
+    assert_eq!(ends.watched(), 0, "dropped watches are forgotten");
+}
+
 /// Cancels a token when a retry starts waiting out its backoff.
 struct CancelOnRetrying(tokio_util::sync::CancellationToken);
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ember_common::model::{AttachStatus, VolumeAttachment};
 use ember_common::ops::{AttachOps, CreateAttachment, LegacyAttach, RequestContext};
 use ember_common::{ErrorKind, ServiceError};
-use ember_engine::{CompiledFlow, Engine, FlowDetail, FlowSpec, FlowState, Outcome, Values};
+use ember_engine::{CompiledFlow, Engine, FlowDetail, FlowEnds, FlowSpec, FlowState, Outcome, Values};
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,11 +24,14 @@ const MAX_POLL: Duration = Duration::from_millis(20);
 /// Runs the attach and detach api flows inside API requests, on an [`Engine`] whose every
 /// step is persisted (topic `api`, so a peer API resumes them). The flows are compiled once.
 ///
-/// The wait for a volume-side flow reads its record in the flow store, first after 1 ms
-/// and then with a backoff doubling to 20 ms, until it ends or `rpc_response_timeout`
-/// lapses (then 503; the flow goes on and the attachment shows where it got to).
+/// The wait for a volume-side flow reads its record in the flow store until it ends or
+/// `rpc_response_timeout` lapses (then 503; the flow goes on and the attachment shows where
+/// it got to). Between two reads it sleeps, first 1 ms and then with a backoff doubling to
+/// 20 ms, or less: where the volume service runs in this process ([`FlowEnds`], given with
+/// [`FlowAttachOps::with_flow_ends`]), the end of the flow wakes the wait at once.
 pub struct FlowAttachOps {
     engine: Engine,
+    ends: Option<Arc<FlowEnds>>,
     deps: Arc<Deps>,
     create: CompiledFlow,
     update: CompiledFlow,
@@ -48,6 +51,7 @@ impl FlowAttachOps {
         use api::legacy_swaps as swaps;
         Ok(Self {
             engine,
+            ends: None,
             create: api::create_attachment::get_flow(deps.clone()).compile()?,
             update: api::update_attachment::get_flow(deps.clone()).compile()?,
             complete: api::complete_attachment::get_flow(deps.clone()).compile()?,
@@ -60,6 +64,13 @@ impl FlowAttachOps {
             roll_detaching: swaps::roll_detaching_flow(deps.clone()).compile()?,
             deps,
         })
+    }
+
+    /// Wakes the waits for volume-side flows when an engine of this process stores their
+    /// end (`ends` must be a listener of the engines and workers of the process).
+    pub fn with_flow_ends(mut self, ends: Arc<FlowEnds>) -> Self {
+        self.ends = Some(ends);
+        self
     }
 
     /// Runs `flow` as flow `id` about `subject`.
@@ -101,6 +112,8 @@ impl FlowAttachOps {
     async fn wait(&self, id: &str) -> Result<(), ServiceError> {
         let deadline = Instant::now() + self.deps.config.rpc_response_timeout;
         let mut pause = Duration::from_millis(1);
+        // Watched before the first read, so an end stored after that read still wakes us.
+        let watch = self.ends.as_ref().map(|ends| ends.watch(id));
         loop {
             match self.deps.store.get_flow(id).await {
                 Ok(Some(detail)) if detail.flow.state.is_terminal() => return outcome(&detail),
@@ -117,7 +130,14 @@ impl FlowAttachOps {
                     "The volume service did not answer in time; the operation goes on.",
                 ));
             }
-            tokio::time::sleep(pause.min(deadline - now)).await;
+            let sleep = tokio::time::sleep(pause.min(deadline - now));
+            match &watch {
+                Some(watch) => tokio::select! {
+                    () = watch.ended() => {}
+                    () = sleep => {}
+                },
+                None => sleep.await,
+            }
             pause = (pause * 2).min(MAX_POLL);
         }
     }

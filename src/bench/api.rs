@@ -56,9 +56,12 @@ pub(super) struct Server {
 }
 
 impl Drop for Server {
+    /// The NBD export daemon outlives the server on purpose (attached volumes stay
+    /// reachable across a restart): the benchmark's data directory takes it along.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        ember_drivers::file::kill_nbd_daemons_under(self._dir.path());
     }
 }
 

@@ -43,6 +43,9 @@ pub struct Plumbing {
     /// The engine listener that records flow and step metrics; every engine and worker
     /// of the process is given it.
     pub flow_metrics: Arc<flow_metrics::FlowMetrics>,
+    /// The engine listener that wakes API requests waiting for a flow this process runs
+    /// (an attach's volume-side flow in all-in-one); every engine and worker has it.
+    pub flow_ends: Arc<ember_engine::FlowEnds>,
 }
 
 impl Plumbing {
@@ -70,6 +73,7 @@ impl Plumbing {
             incarnation: uuid::Uuid::new_v4().simple().to_string(),
             metrics: Arc::new(metrics),
             flow_metrics: Arc::default(),
+            flow_ends: ember_engine::FlowEnds::new(),
         })
     }
 

@@ -101,7 +101,8 @@ fn spawn_worker_when(
     ready: impl Future<Output = ()> + Send + 'static,
 ) -> WorkerHandle {
     let worker = Worker::new(p.store.clone(), registry, p.worker_options(role, topics.clone()))
-        .with_listener(p.flow_metrics.clone());
+        .with_listener(p.flow_metrics.clone())
+        .with_listener(p.flow_ends.clone());
     for topic in &topics {
         p.metrics.add_worker(role, topic, worker.stats());
     }
@@ -145,9 +146,12 @@ async fn start_api(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
     ember_flows::register_api(&mut registry, &deps);
     // A peer's (or our own previous life's) api flows are resumed by this worker.
     spawn_worker(p, "api", vec![API_TOPIC.to_owned()], registry);
-    let engine =
-        Engine::with_options(p.store.clone(), p.engine_options("api")).with_listener(p.flow_metrics.clone());
-    let attach = FlowAttachOps::new(engine.clone(), deps.clone()).context("compile the attach flows")?;
+    let engine = Engine::with_options(p.store.clone(), p.engine_options("api"))
+        .with_listener(p.flow_metrics.clone())
+        .with_listener(p.flow_ends.clone());
+    let attach = FlowAttachOps::new(engine.clone(), deps.clone())
+        .context("compile the attach flows")?
+        .with_flow_ends(p.flow_ends.clone());
     let mut shapes = Registry::new();
     ember_flows::register_shapes(&mut shapes, &deps);
     let wake = deps.wake.clone();

@@ -90,7 +90,7 @@ impl TestCluster {
     }
 
     /// The names of the volume and snapshot files of the default file backend, and
-    /// `export-volume-<id>` for each volume it exports (a live `qemu-nbd`).
+    /// `export-volume-<id>` for each volume its NBD export daemon exports.
     pub fn backend_files(&self) -> Vec<String> {
         multi::list_files(&self.volume_dir())
     }
@@ -152,7 +152,10 @@ pub async fn wait_healthy(base_url: &str, timeout: Duration) {
 }
 
 impl Drop for TestCluster {
+    /// A crash (`kill`) leaves the NBD export daemon running, as it should; the end of the
+    /// test does not.
     fn drop(&mut self) {
         self.kill();
+        multi::kill_export_daemons(self.data_dir.path());
     }
 }

@@ -183,6 +183,7 @@ impl MultiProcess {
         self.api.kill();
         self.scheduler.kill();
         self.volumes.iter_mut().for_each(Process::kill);
+        kill_export_daemons(self.dir.path());
         let names: Vec<String> = SHARED_QUEUES
             .iter()
             .map(|q| (*q).to_owned())
@@ -201,6 +202,7 @@ impl Drop for MultiProcess {
         self.api.kill();
         self.scheduler.kill();
         self.volumes.iter_mut().for_each(Process::kill);
+        kill_export_daemons(self.dir.path());
     }
 }
 
@@ -219,22 +221,16 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     names
 }
 
-/// The volumes the file driver in `dir` exports now: a pid file `.ember/nbd/volume-<id>.pid`
-/// whose `qemu-nbd` is alive (`list_exports` cannot be reached from a test).
+/// The volumes the file driver in `dir` exports now, asked of its NBD export daemon
+/// (`list_exports` cannot be reached from a test).
 pub fn live_exports(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir.join(".ember").join("nbd")) else { return Vec::new() };
-    let mut ids: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let id = name.strip_prefix("volume-")?.strip_suffix(".pid")?.to_owned();
-            let pid = std::fs::read_to_string(e.path()).ok()?.trim().parse::<u32>().ok()?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline).contains("qemu-nbd").then_some(id)
-        })
-        .collect();
-    ids.sort();
-    ids
+    ember_drivers::file::nbd_exported_volumes(dir).expect("ask the NBD export daemon for its exports")
+}
+
+/// Kills the NBD export daemons of the file backends under `root` (they outlive the volume
+/// services on purpose).
+pub fn kill_export_daemons(root: &Path) {
+    ember_drivers::file::kill_nbd_daemons_under(root);
 }
 
 /// The durable queues of the topics every deployment shares.

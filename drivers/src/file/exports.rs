@@ -1,12 +1,12 @@
 //! Attachments' exports of the file driver: the backend's `target_protocol` picks NBD
 //! ([`nbd`]) or iSCSI ([`iscsi`]); every call holds the volume's exclusive lock.
 //!
-//! NBD records live in the data directory and cost nothing to check, so NBD exports are
-//! always stopped and listed (a backend switched to iSCSI still cleans up its old NBD
-//! exports); tgt is only asked when the protocol is iSCSI, so an NBD backend needs no tgt.
+//! NBD exports are always stopped and listed, which costs nothing when no NBD daemon runs
+//! (a backend switched to iSCSI still cleans up its old NBD exports); tgt is only asked
+//! when the protocol is iSCSI, so an NBD backend needs no tgt.
 
 use crate::error::{DriverError, Result};
-use crate::file::{FileDriver, Setup, TargetProtocol, image, iscsi, nbd};
+use crate::file::{FileDriver, Setup, TargetProtocol, image, iscsi};
 use crate::types::{AccessMode, ConnectionInfo, Connector, DriverVolume};
 
 impl FileDriver {
@@ -14,7 +14,7 @@ impl FileDriver {
     /// the volumes are raw and tgtd answers.
     pub(super) async fn check_target(&self) -> Result<()> {
         match self.options.target_protocol {
-            TargetProtocol::Nbd => image::run("qemu-nbd", &["--version"]).await.map(drop),
+            TargetProtocol::Nbd => image::run("qemu-storage-daemon", &["--version"]).await.map(drop),
             TargetProtocol::Iscsi => {
                 if self.options.format != image::ImageFormat::Raw {
                     return Err(DriverError::InvalidInput(
@@ -38,9 +38,7 @@ impl FileDriver {
         let setup = self.setup()?;
         let _guard = self.lock_volume(&volume.id).await;
         match self.options.target_protocol {
-            TargetProtocol::Nbd => {
-                nbd::start(&setup.dir, setup.qemu, &self.options.target_ip_address, &volume.id, mode).await
-            }
+            TargetProtocol::Nbd => self.nbd.start(&setup.dir, setup.qemu, &volume.id, mode).await,
             TargetProtocol::Iscsi => {
                 let initiator = initiator(connector)?;
                 self.iscsi.connect(&setup.dir, &volume.id, initiator, mode).await
@@ -79,7 +77,7 @@ impl FileDriver {
     /// `list_exports`: the volumes with a live export.
     pub(super) async fn exported_ids(&self) -> Result<Vec<String>> {
         let setup = self.setup()?;
-        let mut ids = nbd::list(&setup.dir).await?;
+        let mut ids = self.nbd.list(&setup.dir).await?;
         if self.options.target_protocol == TargetProtocol::Iscsi {
             ids.extend(self.iscsi.list(&setup.dir).await?);
             ids.sort();
@@ -91,7 +89,7 @@ impl FileDriver {
     /// Stops the volume's exports; `forget` also drops its CHAP credentials (the volume is
     /// being deleted). The caller holds the volume's exclusive lock.
     pub(super) async fn stop_exports(&self, setup: &Setup, id: &str, forget: bool) -> Result<()> {
-        nbd::stop(&setup.dir, id).await?;
+        self.nbd.stop(&setup.dir, id).await?;
         match (self.options.target_protocol, forget) {
             (TargetProtocol::Nbd, _) => Ok(()),
             (TargetProtocol::Iscsi, false) => self.iscsi.remove(&setup.dir, id).await,
@@ -103,7 +101,7 @@ impl FileDriver {
     /// seeing the old size), a snapshot or a clone (a copy of a file being written is no
     /// point in time). The caller holds the volume's lock, so no export starts meanwhile.
     pub(super) async fn check_unexported(&self, setup: &Setup, id: &str) -> Result<()> {
-        let exported = nbd::is_exported(&setup.dir, id).await?
+        let exported = self.nbd.is_exported(&setup.dir, id).await?
             || (self.options.target_protocol == TargetProtocol::Iscsi
                 && self.iscsi.is_exported(&setup.dir, id).await?);
         if exported {

@@ -337,7 +337,7 @@ mod tests {
         assert!(matches!(err, DriverError::NotInitialized(_)), "{err:?}");
         assert!(err.to_string().contains("not installed (install the Debian package"), "{err}");
         assert_eq!(package_of("tgtadm"), "tgt");
-        assert_eq!(package_of("qemu-nbd"), "qemu-utils");
+        assert_eq!(package_of("qemu-storage-daemon"), "qemu-utils");
 
         let started = std::time::Instant::now();
         let err = run_within("sleep", &["30"], Duration::from_millis(200)).await.unwrap_err();

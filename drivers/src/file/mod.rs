@@ -1,6 +1,6 @@
 //! The `file` driver: volumes as qcow2 (or raw) files in one directory, a local disk or an
 //! NFS mount as in Cinder's NFS driver, handled through `qemu-img` and exported over NBD
-//! (`qemu-nbd`) or iSCSI (tgt, raw volumes only), as the backend's `target_protocol` says.
+//! (one `qemu-storage-daemon` per backend) or iSCSI (tgt, raw volumes only), as the backend's `target_protocol` says.
 //!
 //! Layout and rules:
 //! - `volume-<id>` and `snapshot-<id>` are complete images; every change is made in
@@ -26,6 +26,7 @@ mod iscsi;
 mod nbd;
 mod paths;
 mod qcow2;
+mod qmp;
 mod snapshots;
 mod stats;
 mod tgt;
@@ -50,6 +51,11 @@ use crate::types::{
 pub use image::ImageFormat;
 use image::{QemuImg, blocking};
 use iscsi::IscsiTargets;
+use nbd::NbdServer;
+pub use nbd::{
+    exported_volumes as nbd_exported_volumes, kill_daemon as kill_nbd_daemon,
+    kill_daemons_under as kill_nbd_daemons_under,
+};
 use paths::DataDir;
 use tgt::Tgtadm;
 
@@ -75,7 +81,7 @@ pub struct FileOptions {
     /// The address NBD exports listen on, and the iSCSI portal's address given to
     /// initiators (Cinder's `target_ip_address`).
     pub target_ip_address: String,
-    /// iSCSI: the portal's port (Cinder's `target_port`). NBD exports take a free port each.
+    /// iSCSI: the portal's port (Cinder's `target_port`). The NBD daemon takes a free port.
     pub target_port: u16,
     /// iSCSI: tgtd's control port, `tgtadm -C` (0 is tgtd's default, the system tgt service).
     pub tgt_control_port: u16,
@@ -108,7 +114,8 @@ impl Default for FileOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetProtocol {
-    /// One `qemu-nbd` per exported volume and mode (Debian package qemu-utils).
+    /// One `qemu-storage-daemon` per backend, an export per volume and mode (Debian
+    /// package qemu-utils).
     #[default]
     Nbd,
     /// One tgt target per exported volume and mode, with CHAP and an initiator ACL
@@ -151,6 +158,7 @@ pub struct FileDriver {
     locks: KeyedLocks,
     stats: Mutex<Option<BackendCapabilities>>,
     iscsi: IscsiTargets,
+    nbd: NbdServer,
 }
 
 impl FileDriver {
@@ -163,7 +171,9 @@ impl FileDriver {
             portal: format!("{host}:{}", options.target_port),
             create: tokio::sync::Mutex::new(()),
         };
+        let nbd = NbdServer::new(&options.target_ip_address);
         FileDriver {
+            nbd,
             options,
             setup: OnceLock::new(),
             locks: KeyedLocks::default(),

@@ -58,7 +58,7 @@ impl DataDir {
         self.root.join(".ember").join("exports")
     }
 
-    /// `.ember/nbd`: one record per running NBD export.
+    /// `.ember/nbd`: the NBD export daemon's sockets, pid file and record.
     pub(crate) fn nbd_dir(&self) -> PathBuf {
         self.root.join(".ember").join("nbd")
     }
@@ -84,15 +84,10 @@ impl DataDir {
         self.inside(&self.exports_dir(), format!("{what}-{}.raw", uuid::Uuid::new_v4()))
     }
 
-    /// The record of a volume's NBD export in one mode: `volume-<id>.json` (rw) or
-    /// `volume-<id>.ro.json`.
-    pub(crate) fn nbd_record(&self, id: &str, mode: AccessMode) -> Result<PathBuf> {
-        self.inside(&self.nbd_dir(), format!("{}{}.json", Self::name(Kind::Volume, id)?, mode_suffix(mode)))
-    }
-
-    /// The pid file of a volume's NBD export daemon in one mode.
-    pub(crate) fn nbd_pid(&self, id: &str, mode: AccessMode) -> Result<PathBuf> {
-        self.inside(&self.nbd_dir(), format!("{}{}.pid", Self::name(Kind::Volume, id)?, mode_suffix(mode)))
+    /// The NBD export name (and export id) of a volume in one mode: `volume-<id>` (rw) or
+    /// `volume-<id>.ro`. Ids have no dot, so no two (volume, mode) pairs share a name.
+    pub(crate) fn nbd_export(id: &str, mode: AccessMode) -> Result<String> {
+        Ok(format!("{}{}", Self::name(Kind::Volume, id)?, mode_suffix(mode)))
     }
 
     /// `.ember/iscsi`: the CHAP credentials of each volume exported over iSCSI.

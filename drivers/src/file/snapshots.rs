@@ -27,7 +27,7 @@ impl FileDriver {
             return Err(DriverError::volume_not_found(&snapshot.volume_id));
         }
         // A copy of a file a target is writing would not be a point in time: qemu's image
-        // lock refuses it under qemu-nbd, and this check does the same under tgt.
+        // lock refuses it under the NBD daemon, and this check does the same under tgt.
         self.check_unexported(setup, &snapshot.volume_id).await?;
         let tmp = setup.dir.tmp(Kind::Snapshot, &snapshot.id)?;
         remove(&tmp).await?;

@@ -519,6 +519,11 @@ impl<'a> Run<'a> {
         self.set_flow_state(to)?;
         let ownership = if to == FlowState::Suspended { Ownership::Release } else { Ownership::Finish };
         self.flush(ownership).await?;
+        // Only now does a reader of the store see the end, so only now is it announced to
+        // those who wait on it (the transition event above came before the write).
+        if to.is_terminal() {
+            self.env.listeners.iter().for_each(|l| l.on_flow_stored(&self.fence.flow_id, to));
+        }
         self.outcome()
     }
 

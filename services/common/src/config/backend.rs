@@ -30,7 +30,7 @@ pub enum FileVolumeFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetProtocol {
-    /// NBD, one `qemu-nbd` per export: nothing to install beyond qemu-utils.
+    /// NBD, one `qemu-storage-daemon` per backend: nothing to install beyond qemu-utils.
     Nbd,
     /// iSCSI through tgt (needs `file_volume_format = "raw"` and a running tgtd).
     Iscsi,
@@ -39,8 +39,10 @@ pub enum TargetProtocol {
 /// The tool that makes exports (Cinder's `target_helper`): one per protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TargetHelper {
-    #[serde(rename = "qemu-nbd")]
-    QemuNbd,
+    /// NBD exports through one `qemu-storage-daemon`; `qemu-nbd`, the name of the tool
+    /// used before, is accepted for the same.
+    #[serde(rename = "qemu-storage-daemon", alias = "qemu-nbd")]
+    QemuStorageDaemon,
     #[serde(rename = "tgtadm")]
     Tgtadm,
 }
@@ -65,13 +67,14 @@ pub struct BackendConfig {
     pub file_volume_format: FileVolumeFormat,
     /// File driver: `nbd` (default) or `iscsi`.
     pub target_protocol: TargetProtocol,
-    /// File driver: `qemu-nbd` for nbd, `tgtadm` for iscsi; defaults to the protocol's.
+    /// File driver: `qemu-storage-daemon` for nbd, `tgtadm` for iscsi; defaults to the
+    /// protocol's.
     pub target_helper: Option<TargetHelper>,
     /// iSCSI: the prefix of target names.
     pub target_prefix: String,
     /// The address exports listen on (NBD) or the iSCSI portal initiators are given.
     pub target_ip_address: String,
-    /// iSCSI: the portal's port (NBD exports take a free port each).
+    /// iSCSI: the portal's port (the NBD daemon takes a free port, kept across restarts).
     pub target_port: u16,
     /// iSCSI: the control port of the tgtd to use (`tgtadm -C`); 0 is the system tgtd.
     pub tgt_control_port: u16,
@@ -150,13 +153,13 @@ impl BackendConfig {
     /// The first wrong export option, as (option, reason).
     fn check_target(&self) -> Option<(&'static str, String)> {
         let helper = match self.target_protocol {
-            TargetProtocol::Nbd => TargetHelper::QemuNbd,
+            TargetProtocol::Nbd => TargetHelper::QemuStorageDaemon,
             TargetProtocol::Iscsi => TargetHelper::Tgtadm,
         };
         if self.target_helper.is_some_and(|h| h != helper) {
             return Some((
                 "target_helper",
-                "must be qemu-nbd with target_protocol nbd, tgtadm with iscsi".into(),
+                "must be qemu-storage-daemon with target_protocol nbd, tgtadm with iscsi".into(),
             ));
         }
         let file = self.volume_driver == VolumeDriverKind::File;

@@ -115,6 +115,11 @@ fn export_options_default_to_nbd_and_iscsi_needs_raw_volumes() {
         assert!(err.reason.contains("raw"), "{err}");
         let err = load(jail, "[backends.file]\ntarget_helper = \"tgtadm\"").unwrap_err();
         assert_eq!(err.option, "backends.file.target_helper");
+        // The NBD helper, under its name and the name of the tool used before.
+        for helper in ["qemu-storage-daemon", "qemu-nbd"] {
+            let c = load(jail, &format!("[backends.file]\ntarget_helper = \"{helper}\"")).unwrap();
+            assert_eq!(c.backends["file"].target_helper, Some(TargetHelper::QemuStorageDaemon));
+        }
         let err = load(jail, "[backends.file]\ntarget_protocol = \"fc\"").unwrap_err();
         assert_eq!(err.option, "backends.file.target_protocol");
         let err = load(jail, "[backends.file]\ntarget_ip_address = \"my host\"").unwrap_err();
