@@ -21,7 +21,12 @@ pub const MIN_MINOR: u16 = 15;
 /// The ETag of a metadata set.
 pub fn of(metadata: &BTreeMap<String, String>) -> String {
     let body = json!({ "metadata": metadata }).to_string();
-    let digest = Md5::digest(body.as_bytes());
+    md5_hex(body.as_bytes())
+}
+
+/// The MD5 hex digest of `bytes`.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    let digest = Md5::digest(bytes);
     digest.iter().fold(String::with_capacity(32), |mut hex, byte| {
         let _ = write!(hex, "{byte:02x}");
         hex

@@ -8,7 +8,7 @@
 use std::str::FromStr;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -93,13 +93,32 @@ pub fn filter_from(ctx: &Ctx, max_limit: u32) -> ApiResult<FlowFilter> {
     })
 }
 
-/// `GET /flows`: newest first.
-async fn list(State(state): State<ApiState>, ctx: Ctx) -> ApiResult<Json<Value>> {
+/// `GET /flows`: newest first, with an `ETag` (the console polls with `If-None-Match`).
+async fn list(State(state): State<ApiState>, ctx: Ctx, headers: HeaderMap) -> ApiResult<Response> {
     let flows = admin(&state, &ctx)?;
     let filter = filter_from(&ctx, state.settings.osapi_max_limit)?;
     let records = flows.store.list_flows(&filter).await.map_err(store_fault)?;
     let items: Vec<Value> = records.iter().map(flow_views::flow).collect();
-    Ok(Json(json!({ "flows": items })))
+    Ok(tagged(&headers, json!({ "flows": items })))
+}
+
+/// The body with a strong `ETag` (the MD5 of its JSON text), or an empty 304 when the
+/// request's `If-None-Match` names that tag: polling an unchanged view costs no body.
+pub fn tagged(headers: &HeaderMap, body: Value) -> Response {
+    let text = body.to_string();
+    let tag = format!("\"{}\"", crate::etag::md5_hex(text.as_bytes()));
+    let unchanged = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().trim_start_matches("W/") == tag);
+    let etag = HeaderValue::from_str(&tag).unwrap_or(HeaderValue::from_static("\"\""));
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    ([(header::ETAG, etag), (header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], text)
+        .into_response()
 }
 
 /// `GET /volumes/{id}/flows`, `GET /snapshots/{id}/flows`: the flows whose subject is the
@@ -120,23 +139,37 @@ async fn of_resource(
     Ok(Json(json!({ "flows": items })))
 }
 
-/// `GET /flows/{id}`: the flow with its atoms, in the flow's order.
-async fn show(State(state): State<ApiState>, ctx: Ctx, Params(p): Params<IdPath>) -> ApiResult<Json<Value>> {
+/// `GET /flows/{id}`: the flow with its atoms, in the flow's order, with an `ETag`.
+async fn show(
+    State(state): State<ApiState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Params(p): Params<IdPath>,
+) -> ApiResult<Response> {
     let flows = admin(&state, &ctx)?;
     let mut detail =
         flows.store.get_flow(&p.id).await.map_err(store_fault)?.ok_or_else(|| not_found(&p.id))?;
     flow_views::order_atoms(&mut detail, &flows.shapes);
-    Ok(Json(json!({ "flow": flow_views::detail(&detail) })))
+    Ok(tagged(&headers, json!({ "flow": flow_views::detail(&detail) })))
 }
 
-/// `GET /flows/{id}/graph?format=dot|mermaid`: the compiled flow's drawing as text.
+/// The drawings `GET /flows/{id}/graph` gives.
+enum Drawing {
+    Dot,
+    Mermaid,
+    Json,
+}
+
+/// `GET /flows/{id}/graph?format=dot|mermaid|json`: the compiled flow's drawing as text, or
+/// as JSON (`{"graph": {"name", "atoms": [..], "edges": [[from, to], ..]}}`, for the console).
 async fn graph(State(state): State<ApiState>, ctx: Ctx, Params(p): Params<IdPath>) -> ApiResult<Response> {
     let flows = admin(&state, &ctx)?;
-    let mermaid = match ctx.param("format").unwrap_or("dot") {
-        "dot" => false,
-        "mermaid" => true,
+    let drawing = match ctx.param("format").unwrap_or("dot") {
+        "dot" => Drawing::Dot,
+        "mermaid" => Drawing::Mermaid,
+        "json" => Drawing::Json,
         other => {
-            return Err(Fault::bad_request(format!("Invalid format {other:?}: use dot or mermaid.")));
+            return Err(Fault::bad_request(format!("Invalid format {other:?}: use dot, mermaid or json.")));
         }
     };
     let detail = flows.store.get_flow(&p.id).await.map_err(store_fault)?.ok_or_else(|| not_found(&p.id))?;
@@ -147,7 +180,16 @@ async fn graph(State(state): State<ApiState>, ctx: Ctx, Params(p): Params<IdPath
             format!("Flow {} ({}) cannot be drawn: {err}", record.id, record.name),
         )
     })?;
-    let text = if mermaid { compiled.to_mermaid() } else { compiled.to_dot() };
+    let text = match drawing {
+        Drawing::Dot => compiled.to_dot(),
+        Drawing::Mermaid => compiled.to_mermaid(),
+        Drawing::Json => {
+            let atoms: Vec<&str> = compiled.atom_names().collect();
+            let edges: Vec<[&str; 2]> = compiled.edges().map(|(u, v)| [u, v]).collect();
+            let body = json!({ "graph": { "name": compiled.name(), "atoms": atoms, "edges": edges } });
+            return Ok(Json(body).into_response());
+        }
+    };
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 

@@ -6,6 +6,7 @@
 
 pub mod attachments;
 pub mod auth;
+pub mod console;
 pub mod context;
 pub mod etag;
 pub mod extract;
@@ -69,6 +70,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v3/{project_id}", get(versions::v3))
         .route("/healthcheck", get(|| async { "OK" }))
         .route("/openapi.json", get(openapi::serve))
+        .route("/console", get(console::page))
         .nest("/v3/{project_id}", project)
         .fallback(not_found)
         .method_not_allowed_fallback(bad_method)

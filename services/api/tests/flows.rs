@@ -158,6 +158,56 @@ async fn graphs_are_dot_or_mermaid_text() {
 }
 
 #[tokio::test]
+async fn the_graph_as_json_gives_atoms_and_edges_for_the_console() {
+    let h = Harness::sqlite().await;
+    let id = run_demo(&h, "vol-1", false).await;
+    let answer = h.get(&format!("/flows/{id}/graph?format=json"), ADMIN, "3.0").await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    let body = answer.body;
+    let atoms: Vec<&str> =
+        body["graph"]["atoms"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
+    assert!(atoms.contains(&"measure") && atoms.contains(&"attach"), "{body}");
+    assert!(body["graph"]["edges"].as_array().unwrap().contains(&json!(["measure", "attach"])), "{body}");
+    h.cleanup().await;
+}
+
+/// GET with `If-None-Match: tag`: the status, the ETag answered and the body text.
+async fn get_if_none_match(h: &Harness, path: &str, tag: Option<&str>) -> (StatusCode, String, String) {
+    use tower::ServiceExt as _;
+    let mut req = axum::http::Request::builder().uri(format!("/v3/p1{path}")).header("x-auth-token", ADMIN);
+    if let Some(tag) = tag {
+        req = req.header("if-none-match", tag);
+    }
+    let response = h.app.clone().oneshot(req.body(axum::body::Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let etag = response.headers().get("etag").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, etag, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn polls_of_an_unchanged_list_or_flow_answer_304() {
+    let h = Harness::sqlite().await;
+    let id = run_demo(&h, "vol-1", false).await;
+    for path in ["/flows".to_owned(), format!("/flows/{id}")] {
+        let (status, tag, body) = get_if_none_match(&h, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(tag.starts_with('"') && tag.len() == 34, "{tag}");
+        let (status, again, body) = get_if_none_match(&h, &path, Some(&tag)).await;
+        assert_eq!((status, again.as_str(), body.as_str()), (StatusCode::NOT_MODIFIED, tag.as_str(), ""));
+        let (status, _, _) = get_if_none_match(&h, &path, Some("\"other\"")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // A change gives a new tag.
+    let (_, before, _) = get_if_none_match(&h, "/flows", None).await;
+    run_demo(&h, "vol-2", false).await;
+    let (status, after, _) = get_if_none_match(&h, "/flows", Some(&before)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(after, before);
+    h.cleanup().await;
+}
+
+#[tokio::test]
 async fn resume_and_revert_act_on_a_stuck_flow() {
     let h = Harness::sqlite().await;
     stuck_flow(&h, "stuck").await;

@@ -68,7 +68,7 @@ impl TestDb {
 }
 
 /// `postgres://u@h:5432/test?x=y` with its database replaced by `name`.
-fn replace_database(base: &str, name: &str) -> String {
+pub fn replace_database(base: &str, name: &str) -> String {
     let (head, query) = match base.split_once('?') {
         Some((h, q)) => (h, Some(q)),
         None => (base, None),

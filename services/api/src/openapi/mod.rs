@@ -25,6 +25,7 @@ pub const ROUTES: &[Route] = &[
     ("get", "/v3/{project_id}", "The v3 versions document (keystoneauth discovery)", "versions"),
     ("get", "/healthcheck", "Answers OK while the process serves", "versions"),
     ("get", "/openapi.json", "This document", "versions"),
+    ("get", "/console", "The operator's web console (HTML; its data calls need an admin token)", "flows"),
     ("get", "/v3/{project_id}/volumes", "Lists volumes (summaries)", "volumes"),
     ("post", "/v3/{project_id}/volumes", "Creates a volume", "volumes"),
     ("get", "/v3/{project_id}/volumes/detail", "Lists volumes (detail)", "volumes"),
@@ -91,7 +92,12 @@ pub const ROUTES: &[Route] = &[
         "flows",
     ),
     ("get", "/v3/{project_id}/flows/{id}", "Shows a flow with its atoms (admin)", "flows"),
-    ("get", "/v3/{project_id}/flows/{id}/graph", "Draws a flow as DOT or Mermaid text (admin)", "flows"),
+    (
+        "get",
+        "/v3/{project_id}/flows/{id}/graph",
+        "Draws a flow as DOT or Mermaid text, or its atoms and edges as JSON (admin)",
+        "flows",
+    ),
     (
         "post",
         "/v3/{project_id}/flows/{id}/action",
