@@ -8,8 +8,8 @@
 //! compression and the chunk write run on the blocking pool, so with several chunks in
 //! flight both cores work while reads and fsyncs wait.
 //!
-//! Every finished chunk is a line in the backup's journal (fsynced every
-//! [`SYNC_EVERY`] chunks); a second call with the same backup id reads it back and goes on
+//! Every finished chunk is a line in the backup's journal (fsynced at most every
+//! [`SYNC_EVERY`]); a second call with the same backup id reads it back and goes on
 //! with the chunks it does not list. The record is written when every chunk is in, and the
 //! journal is removed after it.
 
@@ -26,8 +26,9 @@ use super::{Compression, Inner, backup_not_found, blocking, check_id};
 use crate::backup::{BackupOutcome, BackupSpec, Extent, ImageSource, Progress};
 use crate::error::{DriverError, Result};
 
-/// Journal lines between two fsyncs of the journal.
-const SYNC_EVERY: usize = 32;
+/// Time between two fsyncs of the journal: a crash costs at most this much work again,
+/// and an incremental that stores little does not wait on the disk per batch of chunks.
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Chunks per allocation-map query.
 const WINDOW_CHUNKS: u64 = 256;
 
@@ -144,7 +145,7 @@ pub(super) async fn run(
         done,
         total: 0,
         done_bytes: 0,
-        unsynced: 0,
+        last_sync: std::time::Instant::now(),
         in_flight: inner.options.in_flight(),
     };
     pipeline.total = data_bytes(source, chunk_size).await?;
@@ -154,9 +155,16 @@ pub(super) async fn run(
     let record_path = layout.record(&spec.backup_id);
     let written = record.clone();
     let sync = inner.options.backup_sync;
+    let new_chunks: Vec<Hash> = pipeline
+        .done
+        .values()
+        .filter(|e| e.kind == EntryKind::Stored && e.stored > 0)
+        .map(|e| e.hash)
+        .collect();
     blocking("cannot write the backup record", &record_path.clone(), move || {
         if sync {
-            layout.sync_chunk_dirs(written.hashes())?;
+            // The renames of the chunks this backup wrote.
+            layout.sync_chunk_dirs(new_chunks.into_iter())?;
         }
         layout.write_record(&record_path, &written)?;
         store::remove_if_present(&journal_path)?;
@@ -231,7 +239,7 @@ struct Pipeline<'a> {
     done: HashMap<u64, JournalEntry>,
     total: u64,
     done_bytes: u64,
-    unsynced: usize,
+    last_sync: std::time::Instant,
     in_flight: usize,
 }
 
@@ -291,9 +299,8 @@ impl Pipeline<'_> {
         self.done.insert(entry.offset, entry);
         self.done_bytes += data_bytes;
         self.progress.report(self.done_bytes, self.total);
-        self.unsynced += 1;
-        if self.unsynced >= SYNC_EVERY && self.stage.sync {
-            self.unsynced = 0;
+        if self.stage.sync && self.last_sync.elapsed() >= SYNC_EVERY {
+            self.last_sync = std::time::Instant::now();
             let journal = self.stage.journal.clone();
             blocking("cannot sync the backup journal", &self.stage.layout.root, move || journal.sync())
                 .await?;
