@@ -1,6 +1,7 @@
 //! The `ember` binary: every Ember process, the management commands and the benchmarks.
 
 mod bench;
+mod manage_backups;
 mod manage_flows;
 mod process;
 mod server;
@@ -87,6 +88,9 @@ enum Manage {
     /// The flows every process recorded: list, show, draw, resume, revert.
     #[command(subcommand)]
     Flows(manage_flows::Flows),
+    /// The POSIX backup store: verify a backup's chunks.
+    #[command(subcommand)]
+    Backups(manage_backups::Backups),
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +133,11 @@ enum Bench {
     Auth(bench::auth::Args),
     /// The backup path's NBD client against qemu-nbd: sequential reads and block status.
     Nbd(bench::nbd::Args),
+    /// The POSIX backup store: full backup, restore and incremental of a sparse volume.
+    Backup(bench::backup::Args),
+    /// One step of `bench backup`, run in a child process so its usage is its own.
+    #[command(hide = true)]
+    BackupStep(bench::backup::StepArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -182,6 +191,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Manage(Manage::Db(ManageDb::Purge(args))) => purge(args).await,
         Command::Manage(Manage::Flows(command)) => manage_flows::run(command).await,
+        Command::Manage(Manage::Backups(command)) => manage_backups::run(command).await,
+        Command::Bench(BenchArgs { which: Bench::BackupStep(step), .. }) => bench::backup::step(step).await,
         Command::Bench(args) => {
             let (name, json) = match &args.which {
                 Bench::Engine(_) => ("engine", args.json),
@@ -190,6 +201,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Bench::Attach(_) => ("attach", args.json),
                 Bench::Auth(_) => ("auth", args.json),
                 Bench::Nbd(_) => ("nbd", args.json),
+                Bench::Backup(_) => ("backup", args.json),
+                Bench::BackupStep(_) => ("backup-step", args.json),
             };
             let mut report = bench::Report::new(name, json);
             match args.which {
@@ -199,6 +212,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Bench::Attach(a) => bench::attach::run(a, &mut report).await?,
                 Bench::Auth(a) => bench::auth::run(a, &mut report).await?,
                 Bench::Nbd(a) => bench::nbd::run(a, &mut report).await?,
+                Bench::Backup(a) => bench::backup::run(a, &mut report).await?,
+                Bench::BackupStep(a) => bench::backup::step(a).await?,
             }
             report.finish();
             Ok(())

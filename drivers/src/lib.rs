@@ -10,6 +10,10 @@ pub mod file;
 mod locks;
 pub mod types;
 
+pub use backup::{
+    BackupDriver, Compression, ImageSink, ImageSource, LocalSink, LocalSource, PosixBackupDriver,
+    PosixBackupOptions,
+};
 pub use driver::{SharedDriver, VolumeDriver};
 pub use error::{DriverError, Result};
 pub use fake::{FakeDriver, FakeOp, FakeOptions};

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod attach;
 pub mod auth;
+pub mod backup;
 pub mod engine;
 pub mod nbd;
 pub mod scheduler;

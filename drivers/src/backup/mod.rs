@@ -13,6 +13,8 @@
 //! stored chunk, and a delete of what is missing succeeds.
 
 pub mod nbd;
+pub mod local;
+pub mod posix;
 
 use std::fmt;
 
@@ -20,6 +22,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+
+pub use local::{LocalSink, LocalSource};
+pub use posix::{Compression, PosixBackupDriver, PosixBackupOptions};
 
 /// A range of a raw image and whether it holds data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
