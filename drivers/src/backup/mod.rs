@@ -131,8 +131,12 @@ pub trait BackupDriver: Send + Sync + 'static {
 
     /// Writes `backup_id`'s data (through its parents) into `sink`, checking every chunk's
     /// hash as it goes; ranges the backup holds no data for read as zeros.
-    async fn restore(&self, backup_id: &str, sink: &dyn ImageSink, progress: &dyn Progress)
-    -> Result<RestoreOutcome>;
+    async fn restore(
+        &self,
+        backup_id: &str,
+        sink: &dyn ImageSink,
+        progress: &dyn Progress,
+    ) -> Result<RestoreOutcome>;
 
     /// Removes the backup and the chunks no other backup references; missing is not an error.
     async fn delete(&self, backup_id: &str) -> Result<()>;
