@@ -24,6 +24,10 @@ pub enum DriverError {
     /// The resource is in use (exported, locked by another process); retry later.
     #[error("resource busy: {0}")]
     Busy(String),
+    /// A helper command did not finish within its deadline (`qemu_img_timeout`,
+    /// `tgtadm_timeout`) and was killed; another backend may do better.
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// The driver does not implement this operation.
     #[error("not supported by this driver: {0}")]
     NotSupported(String),
@@ -67,14 +71,20 @@ impl DriverError {
             DriverError::NoSpace(_) => "no_space",
             DriverError::InvalidInput(_) => "invalid_input",
             DriverError::Busy(_) => "busy",
+            DriverError::Timeout(_) => "timeout",
             DriverError::NotSupported(_) => "not_supported",
             DriverError::NotInitialized(_) => "not_initialized",
             DriverError::Io { .. } | DriverError::Command { .. } | DriverError::Backend(_) => "backend",
         }
     }
 
+    /// A file operation's error; a full file system (ENOSPC, EDQUOT) is `NoSpace`.
     pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DriverError::Io { context, path: path.into(), source }
+        let path = path.into();
+        if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) {
+            return DriverError::NoSpace(format!("{context} {}: {source}", path.display()));
+        }
+        DriverError::Io { context, path, source }
     }
 
     pub(crate) fn volume_not_found(id: &str) -> Self {

@@ -122,7 +122,7 @@ impl Engine {
             created_at: now,
             updated_at: now,
         };
-        let run = self.run_for(flow, &record).creating(new);
+        let run = self.run_for(flow, &record, false).creating(new);
         run.drive(&[], cancel).instrument(flow_span(&record)).await
     }
 
@@ -136,24 +136,30 @@ impl Engine {
 
     /// Resumes a flow this engine holds (`record` comes from a claim by this engine's
     /// owner): atoms in SUCCESS keep their results, atoms found RUNNING run again and a
-    /// flow that was reverting goes on reverting.
+    /// flow that was reverting goes on reverting. The run is patient: it waits out a store
+    /// that is unavailable, from this first read on, rather than give the flow up.
     pub async fn resume(
         &self,
         flow: &CompiledFlow,
         record: &FlowRecord,
         cancel: &CancellationToken,
     ) -> Result<Outcome> {
-        let detail = self
-            .store
-            .get_flow(&record.id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound { flow_id: record.id.clone() })?;
+        let detail = loop {
+            match self.store.get_flow(&record.id).await {
+                Err(EngineError::Unavailable(e)) if !cancel.is_cancelled() => {
+                    tracing::warn!(flow_id = %record.id, error = %e, "the store is unavailable; the flow waits for it");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                other => break other?,
+            }
+        }
+        .ok_or_else(|| EngineError::NotFound { flow_id: record.id.clone() })?;
         let mut current = detail.flow;
         // The claim is what we hold; the stored record may be older than our claim only if
         // someone else claimed after us, which the fence will reveal at the first write.
         current.claim_epoch = record.claim_epoch;
         current.owner = record.owner.clone();
-        self.drive(flow, &current, &detail.atoms, cancel).await
+        self.run_for(flow, &current, true).drive(&detail.atoms, cancel).instrument(flow_span(&current)).await
     }
 
     fn new_flow(&self, name: &str, id: String, spec: FlowSpec, owned: bool) -> NewFlow {
@@ -168,17 +174,9 @@ impl Engine {
         }
     }
 
-    async fn drive(
-        &self,
-        flow: &CompiledFlow,
-        record: &FlowRecord,
-        atoms: &[crate::store::AtomRecord],
-        cancel: &CancellationToken,
-    ) -> Result<Outcome> {
-        self.run_for(flow, record).drive(atoms, cancel).instrument(flow_span(record)).await
-    }
-
-    fn run_for<'a>(&'a self, flow: &'a CompiledFlow, record: &FlowRecord) -> Run<'a> {
+    /// A run of `flow`; a `patient` one (a worker's resume of a claimed flow) waits out an
+    /// unavailable store rather than give up.
+    fn run_for<'a>(&'a self, flow: &'a CompiledFlow, record: &FlowRecord, patient: bool) -> Run<'a> {
         let owner = record.owner.clone().unwrap_or_else(|| self.opts.owner.clone());
         let fence = Fence {
             flow_id: Arc::from(record.id.as_str()),
@@ -190,6 +188,7 @@ impl Engine {
             listeners: &self.listeners,
             max_concurrency: self.opts.max_concurrency.max(1),
             lease: self.opts.lease.max(Duration::from_millis(30)),
+            patient,
         };
         Run::new(env, &flow.inner, fence, record.inputs.clone(), record.state)
     }

@@ -37,6 +37,10 @@ pub enum EngineError {
     Corrupt { flow_id: String, message: String },
     #[error("flow store: {0}")]
     Store(String),
+    /// The store cannot be reached or written for now (a database that is down, a full
+    /// disk): the same call may succeed later, so a run waits for it rather than give up.
+    #[error("flow store unavailable: {0}")]
+    Unavailable(String),
     #[error("{0}")]
     Failed(Box<FlowFailed>),
 }

@@ -131,6 +131,11 @@ pub struct ClaimRequest {
     pub names: Vec<String>,
     pub lease_until: i64,
     pub now: i64,
+    /// A flow whose owner's lease lapsed is taken only if it lapsed before this moment:
+    /// normally `now`; after the store was out of reach, the moment the outage began, so
+    /// that leases which ran out only because no owner could renew them during the outage
+    /// stay with their (live) owners.
+    pub lapsed_before: i64,
     pub limit: usize,
     /// Takes, instead of unowned and lapsed flows, the unfinished flows of these topics and
     /// names whose owner starts with this prefix but is not `owner`, whatever their lease:
@@ -146,7 +151,7 @@ impl ClaimRequest {
             return false;
         }
         match &self.reclaim {
-            None => claimable(f, self.now),
+            None => claimable(f, self.lapsed_before.min(self.now)),
             Some(prefix) => {
                 f.owner.as_ref().is_some_and(|o| o.starts_with(prefix.as_str()) && *o != self.owner)
             }

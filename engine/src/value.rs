@@ -220,6 +220,16 @@ impl Failure {
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
         Self { kind: kind.into(), message: message.into(), causes: Vec::new() }
     }
+
+    /// The kind of a failure that says a dependency (a database) is unavailable for now:
+    /// `unavailable`, alone or as the last dot-separated part (`service.unavailable`).
+    pub const UNAVAILABLE: &'static str = "unavailable";
+
+    /// Whether this failure is transient ([`Failure::UNAVAILABLE`]): a worker's run keeps
+    /// the atom and runs it again later rather than revert the flow.
+    pub fn is_transient(&self) -> bool {
+        self.kind.rsplit('.').next() == Some(Self::UNAVAILABLE)
+    }
 }
 
 impl fmt::Display for Failure {

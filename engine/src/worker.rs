@@ -58,6 +58,36 @@ impl Registry {
     }
 }
 
+/// What a worker remembers of the store being out of reach: leases that ran out during an
+/// outage ran out because nobody could renew them, not because their owners died, so a
+/// worker takes none of them until the store has answered for one whole lease after the
+/// outage (each owner renews within a third of one). Leases that had run out before the
+/// outage began are fair game at once.
+#[derive(Debug, Default)]
+struct Outage {
+    /// When this worker first failed to reach the store, and when it last failed.
+    span: Option<(i64, i64)>,
+}
+
+impl Outage {
+    fn failed(&mut self, now: i64) {
+        let start = self.span.map_or(now, |(start, _)| start);
+        self.span = Some((start, now));
+    }
+
+    /// The `lapsed_before` of a claim at `now`.
+    fn lapsed_before(&mut self, now: i64, lease: Duration) -> i64 {
+        match self.span {
+            Some((_, last)) if now - last >= lease.as_millis() as i64 => {
+                self.span = None;
+                now
+            }
+            Some((start, _)) => start,
+            None => now,
+        }
+    }
+}
+
 /// How a worker claims and runs flows.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -190,7 +220,7 @@ impl Worker {
         let mut running: JoinSet<()> = JoinSet::new();
         let owner = &self.opts.engine.owner;
         if let Some(prefix) = &self.opts.reclaim_prefix {
-            match self.claim(self.opts.max_flows, Some(prefix.clone())).await {
+            match self.claim(self.opts.max_flows, Some(prefix.clone()), i64::MAX).await {
                 Ok(flows) => {
                     self.stats.reclaimed_at_start.fetch_add(flows.len() as u64, Ordering::Relaxed);
                     if !flows.is_empty() {
@@ -206,11 +236,13 @@ impl Worker {
             }
         }
         let mut first = true;
+        let mut outage = Outage::default();
         loop {
             while running.try_join_next().is_some() {}
             let free = self.opts.max_flows.saturating_sub(running.len());
             if free > 0 {
-                match self.claim(free, None).await {
+                let lapsed_before = outage.lapsed_before(now_ms(), self.opts.engine.lease);
+                match self.claim(free, None, lapsed_before).await {
                     Ok(flows) => {
                         let n = flows.len() as u64;
                         if first {
@@ -223,7 +255,10 @@ impl Worker {
                         first = false;
                         self.spawn_all(&mut running, flows, &shutdown);
                     }
-                    Err(e) => tracing::warn!(%owner, error = %e, "claiming flows failed"),
+                    Err(e) => {
+                        outage.failed(now_ms());
+                        tracing::warn!(%owner, error = %e, "claiming flows failed")
+                    }
                 }
             }
             tokio::select! {
@@ -245,9 +280,15 @@ impl Worker {
         }
     }
 
-    async fn claim(&self, limit: usize, reclaim: Option<String>) -> Result<Vec<FlowRecord>> {
+    async fn claim(
+        &self,
+        limit: usize,
+        reclaim: Option<String>,
+        lapsed_before: i64,
+    ) -> Result<Vec<FlowRecord>> {
         let now = now_ms();
         let req = ClaimRequest {
+            lapsed_before,
             owner: self.opts.engine.owner.clone(),
             topics: self.opts.topics.clone(),
             names: self.opts.flow_names.clone(),

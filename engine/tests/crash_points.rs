@@ -116,6 +116,7 @@ proptest! {
                 names: vec![],
                 lease_until: now_ms() + 60_000,
                 now: now_ms(),
+                lapsed_before: i64::MAX,
                 limit: 1,
                 reclaim: None,
             };

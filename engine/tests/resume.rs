@@ -54,6 +54,7 @@ async fn claim_and_resume(store: Arc<MemoryStore>, flow: Flow) -> Result<Outcome
         names: vec![],
         lease_until: now_ms() + 30_000,
         now: now_ms(),
+        lapsed_before: i64::MAX,
         limit: 1,
         reclaim: None,
     };

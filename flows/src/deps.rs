@@ -56,6 +56,10 @@ impl Wake for LocalWake {
 pub trait DriverLookup: Send + Sync {
     /// The driver of `backend` (`host@backend`), if this process runs it.
     fn driver(&self, backend: &str) -> Option<SharedDriver>;
+
+    /// A driver call on `backend` found it out of space: its capacity should reach the
+    /// schedulers now rather than at the next periodic report.
+    fn out_of_space(&self, _backend: &str) {}
 }
 
 impl DriverLookup for HashMap<String, SharedDriver> {

@@ -35,6 +35,9 @@ pub(crate) fn fail(kind: ErrorKind, message: impl Into<String>) -> Failure {
 /// A domain error as a task failure, keeping its client-facing kind.
 pub(crate) fn domain(err: ember_common::Error) -> Failure {
     let se = ServiceError::from(&err);
+    if se.kind == ErrorKind::Unavailable {
+        tracing::warn!(error = %err, "database unavailable in a flow");
+    }
     if se.kind == ErrorKind::Internal {
         // The details stay in the flow's record and the log, not in the client's answer.
         tracing::warn!(error = %err, "storage failure in a flow");
@@ -68,6 +71,10 @@ pub fn service_error(failure: &Failure) -> ServiceError {
 pub fn engine_service_error(err: &EngineError) -> ServiceError {
     match err {
         EngineError::Failed(f) => service_error(&f.failure),
+        EngineError::Unavailable(detail) => {
+            tracing::warn!(%detail, "flow store unavailable");
+            ServiceError::new(ErrorKind::Unavailable, ember_common::error::UNAVAILABLE_MESSAGE)
+        }
         other => {
             tracing::warn!(error = %other, "running a flow failed");
             ServiceError::new(ErrorKind::Internal, "the request could not be completed")

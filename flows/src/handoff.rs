@@ -63,7 +63,16 @@ pub(crate) async fn withdraw(deps: &Deps, id: &str) -> Result<(), Failure> {
             "HandoffTaken",
             format!("flow {id} was taken by its receiver, which carries the operation on"),
         )),
-        Err(e) => Err(Failure::new("service.internal", format!("withdrawing flow {id} failed: {e}"))),
+        Err(e) => Err(Failure::new(store_failure_kind(&e), format!("withdrawing flow {id} failed: {e}"))),
+    }
+}
+
+/// The failure kind of a flow store error: transient when the store is unavailable, so a
+/// worker's run waits and tries again rather than revert.
+fn store_failure_kind(e: &ember_engine::EngineError) -> &'static str {
+    match e {
+        ember_engine::EngineError::Unavailable(_) => "service.unavailable",
+        _ => "service.internal",
     }
 }
 
@@ -81,7 +90,7 @@ pub(crate) async fn hand_off(deps: &Deps, h: Handoff<'_>) -> Result<bool, Failur
     };
     let (record, created) = deps.store.create_flow(&new).await.map_err(|e| {
         tracing::warn!(flow_id = %new.id, error = %e, "recording a hand-off failed");
-        Failure::new("service.internal", format!("recording flow {} failed: {e}", new.id))
+        Failure::new(store_failure_kind(&e), format!("recording flow {} failed: {e}", new.id))
     })?;
     if !created {
         tracing::debug!(flow_id = %record.id, "hand-off recorded by an earlier attempt");

@@ -53,7 +53,11 @@ impl Plumbing {
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("create the data directory {}", config.data_dir.display()))?;
-        let db = Db::connect(&DbOptions::new(config.database_url())).await.context("open the database")?;
+        let options = DbOptions {
+            pool_timeout: Duration::from_secs(config.database_pool_timeout.max(1)),
+            ..DbOptions::new(config.database_url())
+        };
+        let db = Db::connect(&options).await.context("open the database")?;
         db.migrate().await.context("apply the migrations")?;
         let repo = Arc::new(SqlRepo::new(db.clone(), config.quota_defaults()));
         let store: Arc<dyn FlowStore> = Arc::new(SqlFlowStore::new(db.clone()));

@@ -14,7 +14,7 @@ use ember_engine::{Engine, Registry, Worker, WorkerHandle};
 use ember_flows::{API_TOPIC, Deps, DriverLookup, FlowAttachOps, FlowConfig, FlowVolumeOps, SCHEDULER_TOPIC};
 use ember_rpc::{ListenOptions, RegistryOptions, RpcServer, ServiceSpec, Target};
 use ember_scheduler::{SchedulerOptions, SchedulerService, SchedulerServiceOptions, SharedScheduler};
-use ember_volume::{Backends, CapabilityReporter, PublishEndpoint, ReporterOptions};
+use ember_volume::{Backends, CapabilityReporter, PublishEndpoint, ReporterHandle, ReporterOptions};
 
 use super::Plumbing;
 use super::wake::{RpcWake, WakeEndpoint};
@@ -338,12 +338,18 @@ fn spawn_flow_purge(p: &Plumbing) {
     });
 }
 
-/// The drivers of this process's backends, for the volume flows.
-struct BackendDrivers(Backends);
+/// The drivers of this process's backends, for the volume flows, and the reporter that
+/// tells the schedulers at once when one of them is full.
+struct BackendDrivers(Backends, ReporterHandle);
 
 impl DriverLookup for BackendDrivers {
     fn driver(&self, backend: &str) -> Option<SharedDriver> {
         self.0.driver(backend)
+    }
+
+    fn out_of_space(&self, backend: &str) {
+        tracing::warn!(backend, "the backend is out of space; reporting its capacity now");
+        self.1.request_report();
     }
 }
 
@@ -364,7 +370,7 @@ async fn start_volume(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
         .await
         .context("listen for capability requests")?;
     let hosts: Vec<String> = backends.iter().map(|b| b.host.clone()).collect();
-    let deps = Arc::new(deps.with_drivers(Arc::new(BackendDrivers(backends))));
+    let deps = Arc::new(deps.with_drivers(Arc::new(BackendDrivers(backends, reporter.clone()))));
     for host in hosts {
         // Cinder's `init_host`: the exports live attachments need, before any flow runs.
         match ember_flows::ensure_exports(&deps, &host).await {

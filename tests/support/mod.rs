@@ -5,8 +5,10 @@
 
 mod client;
 pub mod crash;
+pub mod faults;
 pub mod keystone;
 pub mod multi;
+pub mod proxy;
 pub mod scenario;
 
 use std::net::TcpListener;
@@ -40,6 +42,11 @@ impl TestCluster {
 
     /// Starts `ember all-in-one` with `toml` as its configuration file.
     pub async fn all_in_one_with(toml: &str) -> Self {
+        Self::all_in_one_env(toml, Vec::new()).await
+    }
+
+    /// As [`TestCluster::all_in_one_with`], with `env` added to the process's environment.
+    pub async fn all_in_one_env(toml: &str, env: Vec<(String, String)>) -> Self {
         let data_dir = tempfile::tempdir().expect("create the data directory");
         let config = (!toml.is_empty()).then(|| {
             let path = data_dir.path().join("ember.toml");
@@ -48,7 +55,7 @@ impl TestCluster {
         });
         let port = free_port();
         let base_url = format!("http://127.0.0.1:{port}");
-        let mut cluster = Self { child: None, base_url, port, data_dir, config, env: Vec::new() };
+        let mut cluster = Self { child: None, base_url, port, data_dir, config, env };
         cluster.start().await;
         cluster
     }

@@ -94,6 +94,20 @@ impl MultiProcess {
     /// As [`MultiProcess::start`], with `api_extra` at the end of every api's configuration
     /// (peers' too).
     pub async fn start_with_api(db: TestDb, amqp: &str, volumes: &[(&str, &str)], api_extra: &str) -> Self {
+        let url = db.url.clone();
+        Self::start_custom(db, &url, amqp, volumes, api_extra, "").await
+    }
+
+    /// As [`MultiProcess::start_with_api`], with the processes reaching the database at
+    /// `url` (a proxy of `db`, say) and `common_extra` in every process's configuration.
+    pub async fn start_custom(
+        db: TestDb,
+        url: &str,
+        amqp: &str,
+        volumes: &[(&str, &str)],
+        api_extra: &str,
+        common_extra: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("create the deployment's directory");
         let port = free_port();
         // An API request that waits for a volume-side flow (an attachment's export) gives up
@@ -101,9 +115,8 @@ impl MultiProcess {
         // does not hold the requests in flight (and the test) for Cinder's 60 s.
         let prefix = format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let common = format!(
-            "database_url = {:?}\ntransport_url = {:?}\ntransport_prefix = {prefix:?}\nreport_interval = 2\n\
-             periodic_interval = 2\nrpc_response_timeout = 5\n",
-            db.url, amqp
+            "database_url = {url:?}\ntransport_url = {amqp:?}\ntransport_prefix = {prefix:?}\nreport_interval = 2\n\
+             periodic_interval = 2\nrpc_response_timeout = 5\n{common_extra}",
         );
         let write = |name: &str, body: String| -> PathBuf {
             let data = dir.path().join(name);

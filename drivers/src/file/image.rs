@@ -93,20 +93,33 @@ where
 
 /// Runs a program to completion and returns its stdout; failures become `DriverError`s
 /// whose kind says whether to retry (a held image lock is `Busy`, a full disk `NoSpace`).
-/// No deadline: bulk copies take as long as the data needs.
+/// No deadline: for the calls whose time no option bounds (`--version` at setup).
 pub(crate) async fn run<S: AsRef<OsStr>>(program: &'static str, args: &[S]) -> Result<Vec<u8>> {
     run_inner(program, args, None).await
 }
 
-/// [`run`] for a command that should answer quickly but can hang (a control socket whose
-/// daemon is stopped, a daemon that never gets ready): past `deadline` the child is killed
-/// and the call fails as `Busy`.
+/// [`run`] for a command that can hang (a control socket whose daemon is stopped, a daemon
+/// that never gets ready, a `qemu-img` stuck on a dead NFS server): past `deadline` the
+/// child and everything it started (its process group) are killed, the child is reaped,
+/// and the call fails as `Timeout`.
 pub(crate) async fn run_within<S: AsRef<OsStr>>(
     program: &'static str,
     args: &[S],
     deadline: Duration,
 ) -> Result<Vec<u8>> {
     run_inner(program, args, Some(deadline)).await
+}
+
+/// Reads a child's pipe to its end (nothing when it was not piped).
+async fn read_all<R: tokio::io::AsyncRead + Unpin>(
+    pipe: Option<&mut R>,
+    into: &mut Vec<u8>,
+) -> io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    match pipe {
+        Some(p) => p.read_to_end(into).await.map(drop),
+        None => Ok(()),
+    }
 }
 
 /// The Debian package that installs a program the driver runs.
@@ -124,6 +137,9 @@ async fn run_inner<S: AsRef<OsStr>>(
 ) -> Result<Vec<u8>> {
     let mut command = Command::new(program);
     command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    // A process group of its own, so a deadline kills what the child started too (a
+    // wrapper script's children, a helper qemu-img forked).
+    command.process_group(0);
     // The child dies with this process: after a crash, an orphaned qemu-img would go on
     // holding the image's lock (and writing it) while the restarted process runs the step
     // again.
@@ -143,16 +159,45 @@ async fn run_inner<S: AsRef<OsStr>>(
             Ok(())
         });
     }
-    // `kill_on_drop` makes the timeout kill the child: the future owning it is dropped.
     let output = match deadline {
         None => command.output().await,
-        Some(limit) => match tokio::time::timeout(limit, command.output()).await {
-            Ok(output) => output,
-            Err(_) => {
-                return Err(DriverError::Busy(format!(
-                    "{program} did not answer within {} s and was killed",
-                    limit.as_secs()
-                )));
+        Some(limit) => match command.spawn() {
+            Err(e) => Err(e),
+            Ok(mut child) => {
+                let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+                let collect = async {
+                    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+                    let (read_out, read_err, status) = tokio::join!(
+                        read_all(out.as_mut(), &mut stdout),
+                        read_all(err.as_mut(), &mut stderr),
+                        child.wait()
+                    );
+                    read_out?;
+                    read_err?;
+                    Ok(std::process::Output { status: status?, stdout, stderr })
+                };
+                let finished = tokio::time::timeout(limit, collect).await;
+                match finished {
+                    Ok(output) => output,
+                    Err(_) => {
+                        // The child's whole process group, then the child reaped here, so
+                        // nothing it started runs on and nothing is left a zombie.
+                        if let Some(group) = child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32))
+                        {
+                            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+                        }
+                        let _ = child.kill().await;
+                        tracing::warn!(
+                            program,
+                            deadline_s = limit.as_secs_f64(),
+                            "command killed at its deadline"
+                        );
+                        return Err(DriverError::Timeout(format!(
+                            "{program} did not finish within {} s and was killed",
+                            limit.as_secs_f64()
+                        )));
+                    }
+                }
             }
         },
     };
@@ -188,9 +233,17 @@ fn classify(program: &'static str, args: String, status: String, stderr: String)
 pub(crate) struct QemuImg {
     pub format: ImageFormat,
     pub direct_io: bool,
+    /// How long one `qemu-img` call may take before it is killed (`qemu_img_timeout`);
+    /// `None` waits as long as it takes.
+    pub timeout: Option<Duration>,
 }
 
 impl QemuImg {
+    /// Runs `qemu-img` with the backend's deadline.
+    async fn run(&self, args: &[OsString]) -> Result<Vec<u8>> {
+        run_inner("qemu-img", args, self.timeout).await
+    }
+
     /// `qemu-img create` of a blank image, or an overlay on `backing` (a bare file name in
     /// the same directory, so the directory can be mounted elsewhere).
     pub(crate) async fn create(&self, path: &Path, size: u64, backing: Option<&str>) -> Result<()> {
@@ -199,7 +252,7 @@ impl QemuImg {
             args.extend(["-b", backing, "-F", "qcow2"].map(OsString::from));
         }
         args.extend([path.into(), size.to_string().into()]);
-        run("qemu-img", &args).await.map(drop)
+        self.run(&args).await.map(drop)
     }
 
     /// A full copy of `src` (its whole backing chain flattened) into a new image `dst` of
@@ -227,12 +280,12 @@ impl QemuImg {
             all.extend([src.into(), dst.into()]);
             all
         };
-        match run("qemu-img", &build(self.direct_io)).await {
+        match self.run(&build(self.direct_io)).await {
             Err(DriverError::Command { stderr, .. })
                 if self.direct_io && stderr.contains("Invalid argument") =>
             {
                 tracing::warn!(%stderr, "O_DIRECT copy refused; copying through the page cache");
-                run("qemu-img", &build(false)).await.map(drop)
+                self.run(&build(false)).await.map(drop)
             }
             result => result.map(drop),
         }
@@ -240,7 +293,7 @@ impl QemuImg {
 
     /// A copy of a raw file into a new image of the backend's format (restores).
     pub(crate) async fn import_raw(&self, src: &Path, dst: &Path) -> Result<()> {
-        let raw = QemuImg { format: ImageFormat::Raw, direct_io: self.direct_io };
+        let raw = QemuImg { format: ImageFormat::Raw, ..*self };
         raw.convert(src, dst, self.format).await
     }
 
@@ -248,7 +301,7 @@ impl QemuImg {
     pub(crate) async fn resize(&self, path: &Path, size: u64) -> Result<()> {
         let mut args = args(["resize", "-f", self.format.as_str()]);
         args.extend([path.into(), size.to_string().into()]);
-        run("qemu-img", &args).await.map(drop)
+        self.run(&args).await.map(drop)
     }
 
     /// Copies the backing file's data into a qcow2 overlay and drops the backing file
@@ -257,7 +310,7 @@ impl QemuImg {
     pub(crate) async fn flatten(&self, path: &Path) -> Result<()> {
         let mut args = args(["rebase", "-q", "-f", "qcow2", "-b", ""]);
         args.push(path.into());
-        run("qemu-img", &args).await.map(drop)
+        self.run(&args).await.map(drop)
     }
 }
 
@@ -341,8 +394,28 @@ mod tests {
 
         let started = std::time::Instant::now();
         let err = run_within("sleep", &["30"], Duration::from_millis(200)).await.unwrap_err();
-        assert!(matches!(err, DriverError::Busy(_)) && err.to_string().contains("killed"), "{err:?}");
+        assert!(matches!(err, DriverError::Timeout(_)) && err.to_string().contains("killed"), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(10), "the deadline was not kept");
+    }
+
+    /// A hung command's children die with it (its process group), and nothing is left a
+    /// zombie.
+    #[tokio::test]
+    async fn a_hung_commands_children_are_killed_and_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        // The shell forks `sleep` (no exec) and waits: killing only the shell would leave it.
+        let script = format!("sleep 31 & echo $! > {} ; wait", pid_file.display());
+        let err = run_within("sh", &["-c", script.as_str()], Duration::from_millis(300)).await.unwrap_err();
+        assert!(matches!(err, DriverError::Timeout(_)), "{err:?}");
+        let child: u32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // Gone entirely: killed, and reaped by its parent (the shell, itself reaped by tokio;
+        // an orphan by init) rather than left a zombie.
+        while std::path::Path::new(&format!("/proc/{child}")).exists() {
+            assert!(std::time::Instant::now() < deadline, "the hung command's child {child} outlived it");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use ember_common::capabilities::{BackendCapabilities, OverSubscription};
@@ -89,6 +90,11 @@ pub struct FileOptions {
     /// The ratio reported for the pool: a number or `auto`; `None` reports none, so the
     /// scheduler's configured `max_over_subscription_ratio` applies.
     pub max_over_subscription_ratio: Option<OverSubscription>,
+    /// How long one `qemu-img` call may run before it is killed and the operation fails
+    /// (`None`: no limit).
+    pub qemu_img_timeout: Option<Duration>,
+    /// How long one `tgtadm` call may run before it is killed.
+    pub tgtadm_timeout: Duration,
 }
 
 impl Default for FileOptions {
@@ -106,6 +112,8 @@ impl Default for FileOptions {
             tgt_control_port: 0,
             reserved_percentage: 0.0,
             max_over_subscription_ratio: None,
+            qemu_img_timeout: Some(Duration::from_secs(3600)),
+            tgtadm_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -166,7 +174,7 @@ impl FileDriver {
         let ip = &options.target_ip_address;
         let host = if ip.contains(':') { format!("[{ip}]") } else { ip.clone() };
         let iscsi = IscsiTargets {
-            tgt: Tgtadm { control_port: options.tgt_control_port },
+            tgt: Tgtadm { control_port: options.tgt_control_port, timeout: options.tgtadm_timeout },
             prefix: options.target_prefix.clone(),
             portal: format!("{host}:{}", options.target_port),
             create: tokio::sync::Mutex::new(()),
@@ -274,6 +282,15 @@ async fn write_json<T: Serialize>(path: &Path, record: &T) -> Result<()> {
 }
 
 /// Renames a finished `.tmp` into place durably.
+/// Removes `tmp` when building it failed (a full disk, a killed qemu-img), so a failure
+/// leaves no partial file behind; the error is the build's.
+async fn discard_on_error<T>(tmp: &Path, built: Result<T>) -> Result<T> {
+    if built.is_err() {
+        let _ = remove(tmp).await;
+    }
+    built
+}
+
 async fn publish(tmp: &Path, target: &Path) -> Result<()> {
     let (t, p) = (tmp.to_owned(), target.to_owned());
     blocking("cannot publish", target, move || paths::publish(&t, &p)).await
@@ -303,7 +320,8 @@ impl VolumeDriver for FileDriver {
             DirectIo::Off => false,
         };
         tracing::info!(dir = %dir.root().display(), direct_io, format = self.options.format.as_str(), "file backend ready");
-        let _ = self.setup.set(Setup { dir, qemu: QemuImg { format: self.options.format, direct_io } });
+        let qemu = QemuImg { format: self.options.format, direct_io, timeout: self.options.qemu_img_timeout };
+        let _ = self.setup.set(Setup { dir, qemu });
         Ok(())
     }
 

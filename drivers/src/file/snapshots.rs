@@ -6,7 +6,7 @@ use crate::error::{DriverError, Result};
 use crate::file::image::{ImageFormat, blocking, read_header};
 use crate::file::paths::{DataDir, Kind};
 use crate::file::volumes::{header, sync_parent};
-use crate::file::{FileDriver, bytes, exists, publish, remove};
+use crate::file::{FileDriver, bytes, discard_on_error, exists, publish, remove};
 use crate::types::{DriverSnapshot, DriverVolume, ModelUpdate};
 
 impl FileDriver {
@@ -29,10 +29,15 @@ impl FileDriver {
         // A copy of a file a target is writing would not be a point in time: qemu's image
         // lock refuses it under the NBD daemon, and this check does the same under tgt.
         self.check_unexported(setup, &snapshot.volume_id).await?;
+        self.check_space(bytes(snapshot.volume_size_gb)?).await?;
         let tmp = setup.dir.tmp(Kind::Snapshot, &snapshot.id)?;
         remove(&tmp).await?;
-        setup.qemu.convert(&src, &tmp, setup.qemu.format).await?;
-        publish(&tmp, &path).await?;
+        let built = async {
+            setup.qemu.convert(&src, &tmp, setup.qemu.format).await?;
+            publish(&tmp, &path).await
+        }
+        .await;
+        discard_on_error(&tmp, built).await?;
         Ok(self.model_update(setup))
     }
 
@@ -79,21 +84,26 @@ impl FileDriver {
         if self.accept_existing(setup, &path, volume).await? {
             return Ok(self.model_update(setup));
         }
+        self.check_space(size).await?;
         let tmp = setup.dir.tmp(Kind::Volume, &volume.id)?;
         remove(&tmp).await?;
-        match setup.qemu.format {
-            ImageFormat::Qcow2 => {
-                let backing = DataDir::name(Kind::Snapshot, &snapshot.id)?;
-                setup.qemu.create(&tmp, size, Some(&backing)).await?;
-            }
-            ImageFormat::Raw => {
-                setup.qemu.convert(&snap, &tmp, ImageFormat::Raw).await?;
-                if size > snap_size {
-                    setup.qemu.resize(&tmp, size).await?;
+        let built = async {
+            match setup.qemu.format {
+                ImageFormat::Qcow2 => {
+                    let backing = DataDir::name(Kind::Snapshot, &snapshot.id)?;
+                    setup.qemu.create(&tmp, size, Some(&backing)).await?;
+                }
+                ImageFormat::Raw => {
+                    setup.qemu.convert(&snap, &tmp, ImageFormat::Raw).await?;
+                    if size > snap_size {
+                        setup.qemu.resize(&tmp, size).await?;
+                    }
                 }
             }
+            publish(&tmp, &path).await
         }
-        publish(&tmp, &path).await?;
+        .await;
+        discard_on_error(&tmp, built).await?;
         Ok(self.model_update(setup))
     }
 }

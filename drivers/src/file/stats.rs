@@ -1,11 +1,11 @@
 //! The file backend's capability report: file-system capacity from statvfs, plus the
 //! virtual sizes of its volumes (provisioned capacity, qcow2 and sparse raw being thin).
 
-use ember_common::capabilities::{BackendCapabilities, Capacity, PoolCapabilities};
+use ember_common::capabilities::{BackendCapabilities, Capacity, OverSubscription, PoolCapabilities};
 use serde_json::{Map, Value};
 
 use crate::GIB;
-use crate::error::Result;
+use crate::error::{DriverError, Result};
 use crate::file::FileDriver;
 use crate::file::image::{blocking, read_header};
 use crate::file::paths::Kind;
@@ -20,7 +20,47 @@ struct Usage {
     snapshots: usize,
 }
 
+/// The over-subscription ratio the space check uses when the backend reports `auto` or none
+/// (Cinder's default `max_over_subscription_ratio`).
+const DEFAULT_RATIO: f64 = 20.0;
+
+/// Below this many free bytes nothing is started: even a blank image needs its metadata.
+const MIN_FREE_BYTES: u64 = 4 << 20;
+
 impl FileDriver {
+    /// Refuses, as `NoSpace`, an operation that would write up to `requested` bytes of
+    /// thin images when the file system cannot hold them, as Cinder's NFS driver does
+    /// (`_is_share_eligible`): the free space times the over-subscription ratio must exceed
+    /// the request, the space used must stay under `100 - reserved_percentage` percent, and
+    /// a few MiB must be free. Checked before anything is written, so a full backend leaves
+    /// no partial file; a copy that still meets ENOSPC fails the same way.
+    pub(super) async fn check_space(&self, requested: u64) -> Result<()> {
+        let setup = self.setup()?;
+        let dir = setup.dir.root().to_owned();
+        let fs = blocking("cannot measure", setup.dir.root(), move || Ok(rustix::fs::statvfs(&dir)?)).await?;
+        let total = fs.f_blocks.saturating_mul(fs.f_frsize);
+        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        let ratio = match self.options.max_over_subscription_ratio {
+            Some(OverSubscription::Ratio(r)) if r >= 1.0 => r,
+            _ => DEFAULT_RATIO,
+        };
+        let used_ratio = 1.0 - self.options.reserved_percentage / 100.0;
+        let used = if total == 0 { 1.0 } else { (total - free.min(total)) as f64 / total as f64 };
+        let refused = if free < MIN_FREE_BYTES {
+            Some(format!("{free} bytes free"))
+        } else if used > used_ratio {
+            Some(format!("{:.1} % used, more than the {:.1} % allowed", used * 100.0, used_ratio * 100.0))
+        } else if (free as f64) * ratio < requested as f64 {
+            Some(format!("{free} bytes free (x{ratio} over-subscription) for {requested} bytes"))
+        } else {
+            None
+        };
+        match refused {
+            Some(why) => Err(DriverError::NoSpace(format!("{}: {why}", setup.dir.root().display()))),
+            None => Ok(()),
+        }
+    }
+
     /// Measures the file system and the images (blocking work on the blocking pool).
     pub(super) async fn measure(&self) -> Result<BackendCapabilities> {
         let setup = self.setup()?;

@@ -11,10 +11,6 @@ use std::time::Duration;
 use crate::error::{DriverError, Result};
 use crate::file::image::run_within;
 
-/// How long one `tgtadm` call may take: it talks to tgtd over a local socket, and a stopped
-/// (not dead) daemon would leave it waiting forever.
-const DEADLINE: Duration = Duration::from_secs(30);
-
 /// One target as `tgtadm --op show --mode target` lists it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Target {
@@ -56,6 +52,9 @@ impl Target {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tgtadm {
     pub control_port: u16,
+    /// How long one call may take (`tgtadm_timeout`): tgtadm talks to tgtd over a local
+    /// socket, and a stopped (not dead) daemon would leave it waiting forever.
+    pub timeout: Duration,
 }
 
 impl Tgtadm {
@@ -65,7 +64,7 @@ impl Tgtadm {
         let port = self.control_port.to_string();
         let mut all = vec!["-C", port.as_str(), "--lld", "iscsi"];
         all.extend_from_slice(args);
-        match run_within("tgtadm", &all, DEADLINE).await {
+        match run_within("tgtadm", &all, self.timeout).await {
             Ok(out) => Ok(String::from_utf8_lossy(&out).into_owned()),
             Err(DriverError::Command { stderr, .. }) if stderr.contains("tgt daemon") => {
                 Err(DriverError::Backend(format!(

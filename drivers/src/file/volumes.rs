@@ -6,7 +6,7 @@ use crate::driver::check_not_smaller;
 use crate::error::{DriverError, Result};
 use crate::file::image::{Header, ImageFormat, blocking, read_header};
 use crate::file::paths::{self, DataDir, Kind};
-use crate::file::{FileDriver, Setup, bytes, exists, publish, qcow2, remove};
+use crate::file::{FileDriver, Setup, bytes, discard_on_error, exists, publish, qcow2, remove};
 use crate::types::{DriverVolume, ModelUpdate};
 
 impl FileDriver {
@@ -21,22 +21,27 @@ impl FileDriver {
         if self.accept_existing(setup, &path, volume).await? {
             return Ok(self.model_update(setup));
         }
+        self.check_space(size).await?;
         let tmp = setup.dir.tmp(Kind::Volume, &volume.id)?;
-        match setup.qemu.format {
+        let built = match setup.qemu.format {
             ImageFormat::Qcow2 => {
-                let (t, p) = (tmp, path.clone());
+                let (t, p) = (tmp.clone(), path.clone());
                 blocking("cannot create", &path, move || {
                     qcow2::write_blank(&t, size)?;
                     paths::publish(&t, &p)
                 })
-                .await?;
+                .await
             }
             ImageFormat::Raw => {
-                remove(&tmp).await?;
-                setup.qemu.create(&tmp, size, None).await?;
-                publish(&tmp, &path).await?;
+                async {
+                    remove(&tmp).await?;
+                    setup.qemu.create(&tmp, size, None).await?;
+                    publish(&tmp, &path).await
+                }
+                .await
             }
-        }
+        };
+        discard_on_error(&tmp, built).await?;
         Ok(self.model_update(setup))
     }
 
@@ -90,19 +95,24 @@ impl FileDriver {
         }
         // As for snapshots: no copy of a volume a target is writing.
         self.check_unexported(setup, &source.id).await?;
+        self.check_space(size).await?;
         let tmp = setup.dir.tmp(Kind::Volume, &volume.id)?;
         remove(&tmp).await?;
         let shared = backing
             .map(|id| format!("snapshot-{id}"))
             .filter(|b| src_header.backing_file.as_ref() == Some(b));
-        match shared {
-            Some(backing) => setup.qemu.convert_onto(&src, &tmp, &backing).await?,
-            None => setup.qemu.convert(&src, &tmp, setup.qemu.format).await?,
+        let built = async {
+            match shared {
+                Some(backing) => setup.qemu.convert_onto(&src, &tmp, &backing).await?,
+                None => setup.qemu.convert(&src, &tmp, setup.qemu.format).await?,
+            }
+            if size > src_header.virtual_size {
+                setup.qemu.resize(&tmp, size).await?;
+            }
+            publish(&tmp, &path).await
         }
-        if size > src_header.virtual_size {
-            setup.qemu.resize(&tmp, size).await?;
-        }
-        publish(&tmp, &path).await?;
+        .await;
+        discard_on_error(&tmp, built).await?;
         Ok(self.model_update(setup))
     }
 
@@ -129,10 +139,12 @@ impl FileDriver {
         if !exists(&path).await? {
             return Err(DriverError::volume_not_found(&volume.id));
         }
-        if header(setup, &path).await?.virtual_size >= size {
+        let current = header(setup, &path).await?.virtual_size;
+        if current >= size {
             return Ok(());
         }
         self.check_unexported(setup, &volume.id).await?;
+        self.check_space(size.saturating_sub(current)).await?;
         setup.qemu.resize(&path, size).await
     }
 

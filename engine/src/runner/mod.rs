@@ -71,7 +71,20 @@ enum Done {
     Exec(u32, Result<Values, Failure>),
     Revert(u32, Result<(), Failure>),
     Timer(u32),
+    /// An atom whose execute or revert met an unavailable dependency may run again.
+    Again(u32, Phase),
 }
+
+/// Which half of an atom runs again after a transient failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Execute,
+    Revert,
+}
+
+/// How long a patient run waits before it runs again an atom that met an unavailable
+/// dependency, and the longest it waits between two tries of a store write.
+const TRANSIENT_DELAY: Duration = Duration::from_secs(1);
 
 /// Shared parts of an engine that a run borrows.
 pub(crate) struct Env<'a> {
@@ -79,6 +92,10 @@ pub(crate) struct Env<'a> {
     pub listeners: &'a [Arc<dyn Listener>],
     pub max_concurrency: usize,
     pub lease: Duration,
+    /// A worker's run waits out an unavailable store (and atoms whose failure is
+    /// transient) instead of giving up: its flow pauses and goes on when the store is back.
+    /// A run inline in a request gives up at once, so the request fails quickly.
+    pub patient: bool,
 }
 
 pub(crate) struct Run<'a> {
@@ -94,6 +111,10 @@ pub(crate) struct Run<'a> {
     ready: VecDeque<u32>,
     ready_revert: VecDeque<u32>,
     timers: Vec<(u32, Duration)>,
+    /// Atoms to run again after [`TRANSIENT_DELAY`] (patient runs).
+    again: Vec<(u32, Phase)>,
+    /// The run's cancellation (shutdown): a patient write stops waiting when it fires.
+    cancel: CancellationToken,
     /// Retry delays in flight: a suspension does not wait for them.
     pending_timers: usize,
     in_flight: usize,
@@ -126,6 +147,8 @@ impl<'a> Run<'a> {
             ready: VecDeque::new(),
             ready_revert: VecDeque::new(),
             timers: Vec::new(),
+            again: Vec::new(),
+            cancel: CancellationToken::new(),
             pending_timers: 0,
             in_flight: 0,
             revert_all: false,
@@ -153,6 +176,7 @@ impl<'a> Run<'a> {
             self.restore(records)?;
             return self.outcome();
         }
+        self.cancel = cancel.clone();
         self.set_flow_state(FlowState::Running)?;
         if records.is_empty() {
             self.ready.extend((0..self.atoms.len() as u32).filter(|&i| self.atoms[i as usize].waiting == 0));
@@ -180,6 +204,13 @@ impl<'a> Run<'a> {
                     Done::Timer(r)
                 }));
             }
+            for (i, phase) in self.again.drain(..) {
+                self.pending_timers += 1;
+                running.push(Box::pin(async move {
+                    tokio::time::sleep(TRANSIENT_DELAY).await;
+                    Done::Again(i, phase)
+                }));
+            }
             if running.is_empty() || (self.stopping && running.len() == self.pending_timers) {
                 break;
             }
@@ -195,12 +226,23 @@ impl<'a> Run<'a> {
                 }
                 () = &mut renew => {
                     let until = now_ms() + self.env.lease.as_millis() as i64;
-                    if !self.env.store.renew(&self.fence, until).await? {
-                        tracing::warn!(flow_id = %self.fence.flow_id, flow = %self.flow_name,
-                            "lease lost to another worker; abandoning the run");
-                        return Err(EngineError::LeaseLost { flow_id: self.fence.flow_id.to_string() });
-                    }
-                    renew.as_mut().reset(tokio::time::Instant::now() + period);
+                    let next = match self.env.store.renew(&self.fence, until).await {
+                        Ok(true) => period,
+                        Ok(false) => {
+                            tracing::warn!(flow_id = %self.fence.flow_id, flow = %self.flow_name,
+                                "lease lost to another worker; abandoning the run");
+                            return Err(EngineError::LeaseLost { flow_id: self.fence.flow_id.to_string() });
+                        }
+                        // Nobody can take the flow while nobody reaches the store; renew
+                        // as soon as it answers (peers wait a lease after an outage).
+                        Err(EngineError::Unavailable(e)) if self.env.patient => {
+                            tracing::warn!(flow_id = %self.fence.flow_id, flow = %self.flow_name, error = %e,
+                                "cannot renew the lease: the store is unavailable; trying again");
+                            period.min(TRANSIENT_DELAY)
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    renew.as_mut().reset(tokio::time::Instant::now() + next);
                 }
                 () = cancel.cancelled(), if !self.stopping => self.stopping = true,
             }
@@ -313,11 +355,33 @@ impl<'a> Run<'a> {
         self.flow_state_dirty = false;
         let batch = WriteBatch { flow_state, atoms, ownership };
         match self.create.take() {
+            None if self.env.patient => self.write_patiently(batch).await,
             None => self.env.store.write(&self.fence, batch).await,
             Some(new) => match self.env.store.create_with(&new, &self.fence, batch).await? {
                 true => Ok(()),
                 false => Err(EngineError::AlreadyExists { flow_id: new.id }),
             },
+        }
+    }
+
+    /// Writes `batch`, trying again while the store is unavailable (backing off to
+    /// [`TRANSIENT_DELAY`]): the run pauses where it is and goes on when the store is back.
+    /// A write is fenced and idempotent, so one that was applied before its answer was
+    /// lost does no harm when repeated.
+    async fn write_patiently(&self, batch: WriteBatch) -> Result<()> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.env.store.write(&self.fence, batch.clone()).await {
+                // A process shutting down does not wait: the flow keeps its lease, which
+                // lapses for the next life (or a peer) to take it.
+                Err(EngineError::Unavailable(e)) if !self.cancel.is_cancelled() => {
+                    tracing::warn!(flow_id = %self.fence.flow_id, flow = %self.flow_name, error = %e,
+                        "the store is unavailable; the flow waits for it");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(TRANSIENT_DELAY);
+                }
+                other => return other,
+            }
         }
     }
 
@@ -459,6 +523,7 @@ impl<'a> Run<'a> {
                         self.atoms[i as usize].result = Some(values);
                         self.on_success(i)
                     }
+                    Err(f) if f.is_transient() => self.wait_out(i, Phase::Execute, &f),
                     Err(f) => self.on_failure(i, f),
                 }
             }
@@ -467,6 +532,7 @@ impl<'a> Run<'a> {
                 self.atoms[i as usize].live = false;
                 match res {
                     Ok(()) => self.on_reverted(i),
+                    Err(f) if f.is_transient() => self.wait_out(i, Phase::Revert, &f),
                     Err(f) => {
                         self.atoms[i as usize].revert_failure = Some(f);
                         self.set_state(i, AtomState::RevertFailure)?;
@@ -480,7 +546,35 @@ impl<'a> Run<'a> {
                 self.ready.push_front(r);
                 Ok(())
             }
+            Done::Again(i, phase) => {
+                self.pending_timers -= 1;
+                match phase {
+                    // Still RUNNING and not live: `start_ready` runs it again.
+                    Phase::Execute => self.ready.push_front(i),
+                    Phase::Revert => {
+                        self.atoms[i as usize].queued_revert = true;
+                        self.ready_revert.push_front(i);
+                    }
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// Keeps atom `i` in its state (RUNNING or REVERTING): its failure said a dependency is
+    /// unavailable for now, which is no reason to revert (or fail) the flow. A patient run
+    /// runs it again after [`TRANSIENT_DELAY`]; a run inline in a request gives up at once
+    /// (`EngineError::Unavailable`), as a crash would leave it: the flow keeps its lease,
+    /// and a worker takes it over when the lease lapses and carries it on.
+    fn wait_out(&mut self, i: u32, phase: Phase, f: &Failure) -> Result<()> {
+        tracing::warn!(flow_id = %self.fence.flow_id, flow = %self.flow_name,
+            atom = %self.flow.nodes[i as usize].name, failure = %f, ?phase, patient = self.env.patient,
+            "atom met an unavailable dependency");
+        if !self.env.patient {
+            return Err(EngineError::Unavailable(f.message.clone()));
+        }
+        self.again.push((i, phase));
+        Ok(())
     }
 
     fn on_success(&mut self, i: u32) -> Result<()> {
@@ -603,7 +697,13 @@ mod tests {
     fn the_runner_refuses_an_illegal_transition() {
         let flow = Flow::linear("f").add(Nop).compile().unwrap();
         let store = MemoryStore::new();
-        let env = Env { store: &store, listeners: &[], max_concurrency: 1, lease: Duration::from_secs(1) };
+        let env = Env {
+            store: &store,
+            listeners: &[],
+            max_concurrency: 1,
+            lease: Duration::from_secs(1),
+            patient: false,
+        };
         let fence = Fence { flow_id: Arc::from("x"), owner: Arc::from("o"), epoch: 1 };
         let mut run = Run::new(env, &flow.inner, fence, Values::new(), FlowState::Pending);
         let err = run.set_state(0, AtomState::Reverted).unwrap_err();

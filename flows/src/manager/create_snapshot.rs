@@ -14,9 +14,9 @@ use ember_common::model::{SnapshotChanges, SnapshotStatus};
 use ember_engine::{Context, Failure, Flow, Task, Values, async_trait};
 
 use crate::deps::Deps;
-use crate::error::{domain, driver as driver_failure};
+use crate::error::domain;
 use crate::keys::*;
-use crate::manager::{driver, driver_snapshot};
+use crate::manager::{driver, driver_failed, driver_snapshot};
 use crate::tasks::ExtractSnapshotRef;
 
 /// The flow's name.
@@ -55,8 +55,12 @@ impl Task for CreateSnapshotOnBackend {
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
         let s = ctx.get(&SNAPSHOT)?;
-        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
-        let update = d.create_snapshot(&driver_snapshot(&s)).await.map_err(|e| driver_failure(&e))?;
+        let backend = ctx.get(&BACKEND)?;
+        let d = driver(&self.deps, &backend)?;
+        let update = d
+            .create_snapshot(&driver_snapshot(&s))
+            .await
+            .map_err(|e| driver_failed(&self.deps, &backend, &e))?;
         let changes = SnapshotChanges {
             provider_location: update.provider_location.map(Some),
             provider_id: update.provider_id.map(Some),

@@ -18,13 +18,13 @@ use ember_common::model::{SnapshotStatus, Volume, VolumeChanges, VolumeExpect, V
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
 use crate::deps::Deps;
-use crate::error::{RESCHEDULABLE, domain, driver as driver_failure, fail};
+use crate::error::{RESCHEDULABLE, domain, fail};
 use crate::handoff::{
     Handoff, SCHEDULER_TOPIC, VOLUME_CREATE_MANAGER, VOLUME_CREATE_SCHEDULER as SCHEDULER_FLOW, flow_id,
     hand_off,
 };
 use crate::keys::*;
-use crate::manager::{driver, driver_snapshot, driver_volume};
+use crate::manager::{driver, driver_failed, driver_snapshot, driver_volume};
 use crate::tasks::settle_cascaded_snapshots;
 
 /// The flow's name.
@@ -257,7 +257,8 @@ pub struct CreateVolumeFromSpec {
 
 impl CreateVolumeFromSpec {
     async fn create(&self, ctx: &Context, v: &Volume) -> Result<ember_drivers::ModelUpdate, Failure> {
-        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
+        let backend = ctx.get(&BACKEND)?;
+        let d = driver(&self.deps, &backend)?;
         let dv = driver_volume(v);
         let res = match ctx.get(&VOLUME_SPEC)? {
             VolumeSpec::Raw => d.create_volume(&dv).await,
@@ -276,7 +277,7 @@ impl CreateVolumeFromSpec {
                 ));
             }
         };
-        res.map_err(|e| driver_failure(&e))
+        res.map_err(|e| driver_failed(&self.deps, &backend, &e))
     }
 }
 

@@ -15,10 +15,10 @@ use ember_common::model::{VolumeChanges, VolumeExpect, VolumeStatus};
 use ember_engine::{Context, Failure, Flow, Task, Values, async_trait};
 
 use crate::deps::Deps;
-use crate::error::{domain, driver as driver_failure};
+use crate::error::domain;
 use crate::keys::*;
 use crate::manager::create_volume::{ErrorOut, ExtractVolumeRef};
-use crate::manager::{driver, driver_volume};
+use crate::manager::{driver, driver_failed, driver_volume};
 use crate::tasks::restored_status;
 
 /// The flow's name.
@@ -63,8 +63,11 @@ impl Task for ExtendVolumeOnBackend {
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
         let v = ctx.get(&VOLUME)?;
         let new_size = u64::try_from(ctx.get(&SIZE)?).unwrap_or(0);
-        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
-        d.extend_volume(&driver_volume(&v), new_size).await.map_err(|e| driver_failure(&e))?;
+        let backend = ctx.get(&BACKEND)?;
+        let d = driver(&self.deps, &backend)?;
+        d.extend_volume(&driver_volume(&v), new_size)
+            .await
+            .map_err(|e| driver_failed(&self.deps, &backend, &e))?;
         Ok(Values::new())
     }
 }

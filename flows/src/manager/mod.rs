@@ -3,7 +3,7 @@
 //! with the small helpers they share.
 
 use ember_common::model::{Snapshot, Volume};
-use ember_drivers::{DriverSnapshot, DriverVolume, SharedDriver};
+use ember_drivers::{DriverError, DriverSnapshot, DriverVolume, SharedDriver};
 use ember_engine::Failure;
 
 use crate::deps::Deps;
@@ -22,6 +22,17 @@ pub(crate) fn driver(deps: &Deps, backend: &str) -> Result<SharedDriver, Failure
     deps.drivers.as_ref().and_then(|d| d.driver(backend)).ok_or_else(|| {
         Failure::new(RESCHEDULABLE, format!("backend {backend} is not served by this process"))
     })
+}
+
+/// A driver error of a call on `backend` as a task failure; a full backend also asks for
+/// a capability report at once, so the schedulers stop placing volumes on it.
+pub(crate) fn driver_failed(deps: &Deps, backend: &str, err: &DriverError) -> Failure {
+    if matches!(err, DriverError::NoSpace(_))
+        && let Some(d) = deps.drivers.as_ref()
+    {
+        d.out_of_space(backend);
+    }
+    crate::error::driver(err)
 }
 
 /// The volume as its driver sees it.

@@ -135,6 +135,10 @@ impl From<Error> for Fault {
                 tracing::error!(%detail, "storage error");
                 Fault::internal()
             }
+            Error::Unavailable(detail) => {
+                tracing::warn!(%detail, "database unavailable");
+                ServiceError::from(&err).into()
+            }
             _ => ServiceError::from(&err).into(),
         }
     }

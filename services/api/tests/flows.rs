@@ -48,6 +48,7 @@ fn claim(owner: &str) -> ClaimRequest {
         names: Vec::new(),
         lease_until: now + 30_000,
         now,
+        lapsed_before: i64::MAX,
         limit: 10,
         reclaim: None,
     }

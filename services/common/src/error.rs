@@ -78,7 +78,15 @@ pub enum Error {
     /// The storage layer failed; the message is for logs, not for clients.
     #[error("storage error: {0}")]
     Storage(String),
+    /// The database cannot be reached or written for now (down, restarting, out of space):
+    /// a 503, and the same request may succeed later. The message is for logs.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
+
+/// What a client is told when the database is out of reach or out of space.
+pub const UNAVAILABLE_MESSAGE: &str =
+    "The database is unavailable (unreachable or out of space); try again later.";
 
 fn over_list(overs: &[OverQuotaResource]) -> String {
     let parts: Vec<String> = overs
@@ -184,6 +192,7 @@ impl From<&Error> for ServiceError {
             Error::Invalid(_) => Self::new(ErrorKind::BadRequest, err.to_string()),
             // Storage details stay in the log; the client learns only that it failed.
             Error::Storage(_) => Self::new(ErrorKind::Internal, "the request could not be completed"),
+            Error::Unavailable(_) => Self::new(ErrorKind::Unavailable, UNAVAILABLE_MESSAGE),
         }
     }
 }

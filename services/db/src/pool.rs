@@ -32,12 +32,21 @@ pub struct DbOptions {
     /// the default `NORMAL` (in WAL mode) survives a crash of the process, not of the
     /// machine, and commits several times faster.
     pub sqlite_synchronous_full: bool,
+    /// How long a statement waits for a pooled connection (oslo.db's `pool_timeout`)
+    /// before it fails as unavailable: with the database down, requests answer 503 after
+    /// this rather than hang.
+    pub pool_timeout: Duration,
 }
 
 impl DbOptions {
     /// Options for `url` with the defaults.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), max_connections: 8, sqlite_synchronous_full: false }
+        Self {
+            url: url.into(),
+            max_connections: 8,
+            sqlite_synchronous_full: false,
+            pool_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -81,12 +90,19 @@ impl Db {
                 .foreign_keys(true);
             // An in-memory database exists once per connection: keep exactly one.
             let max = if url.contains(":memory:") { 1 } else { opts.max_connections };
-            let pool = SqlitePoolOptions::new().max_connections(max).connect_with(connect).await?;
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(opts.pool_timeout)
+                .connect_with(connect)
+                .await?;
             Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = PgConnectOptions::from_str(url)?;
-            let pool =
-                PgPoolOptions::new().max_connections(opts.max_connections).connect_with(connect).await?;
+            let pool = PgPoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.pool_timeout)
+                .connect_with(connect)
+                .await?;
             Ok(Db::Postgres(pool))
         } else {
             Err(DbError::UnsupportedUrl(url.to_owned()))

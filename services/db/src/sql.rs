@@ -213,9 +213,37 @@ impl Dialect {
 }
 
 /// Maps a sqlx error into the domain's error; unique violations become `Duplicate` at the
-/// call sites that know what was duplicated.
+/// call sites that know what was duplicated, and a database that cannot be reached or
+/// written for now is `Unavailable` (a 503 for clients).
 pub(crate) fn db_err(err: sqlx::Error) -> Error {
-    Error::Storage(err.to_string())
+    if is_unavailable(&err) { Error::Unavailable(err.to_string()) } else { Error::Storage(err.to_string()) }
+}
+
+/// Whether `err` says the database is out of reach or out of space for now, rather than
+/// that this statement is wrong: no connection within the pool's timeout, a connection
+/// lost, a server shutting down or starting, a full disk (SQLite's `SQLITE_FULL` and I/O
+/// errors, PostgreSQL's class 53 and 57P0x, 08xxx).
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| unavailable_code(&code)),
+        _ => false,
+    }
+}
+
+/// A database error code (SQLite's extended result code as a number, PostgreSQL's
+/// SQLSTATE) that means "not now" rather than "never".
+pub(crate) fn unavailable_code(code: &str) -> bool {
+    if let Ok(n) = code.parse::<i32>() {
+        // SQLITE_FULL (13), SQLITE_IOERR (10) and its extended codes, SQLITE_CANTOPEN (14).
+        return matches!(n & 0xff, 10 | 13 | 14);
+    }
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
 }
 
 /// Whether `err` is a unique or primary key violation.

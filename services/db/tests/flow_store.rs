@@ -49,6 +49,7 @@ fn claim_req(owner: &str, topic: &str, lease_until: i64) -> ClaimRequest {
         names: Vec::new(),
         lease_until,
         now: now_ms(),
+        lapsed_before: i64::MAX,
         limit: 10,
         reclaim: None,
     }

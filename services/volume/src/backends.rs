@@ -135,6 +135,9 @@ fn driver_for(config: &Config, name: &str, section: &BackendConfig) -> Result<Sh
             tgt_control_port: section.tgt_control_port,
             reserved_percentage: section.reserved_percentage,
             max_over_subscription_ratio: Some(section.max_over_subscription_ratio),
+            qemu_img_timeout: (section.qemu_img_timeout > 0)
+                .then(|| std::time::Duration::from_secs(section.qemu_img_timeout)),
+            tgtadm_timeout: std::time::Duration::from_secs(section.tgtadm_timeout),
             ..FileOptions::default()
         })),
         VolumeDriverKind::Fake => Arc::new(FakeDriver::new(FakeOptions {

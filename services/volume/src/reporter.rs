@@ -4,7 +4,7 @@
 //! capacity gauges (`ember_backend_*_capacity_gib`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,10 @@ use crate::{Error, Result};
 /// The scheduler RPC interface version the reports are sent at (Cinder's scheduler API 3.0
 /// already has `update_service_capabilities`).
 const SCHEDULER_RPC_VERSION: &str = "3.0";
+
+/// How often a backend whose last report showed no free space is measured again, so the
+/// schedulers learn at once that space was freed rather than at the next periodic report.
+const FULL_RECHECK: Duration = Duration::from_secs(1);
 
 /// How often reports go out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +60,8 @@ pub struct CapabilityReporter {
     backends: Backends,
     client: RpcClient,
     clock: Clock,
+    /// Whether the last round found a pool with no free space.
+    full: AtomicBool,
 }
 
 impl std::fmt::Debug for CapabilityReporter {
@@ -68,7 +74,7 @@ impl CapabilityReporter {
     /// A reporter for `backends`, sending on `transport`.
     pub fn new(options: ReporterOptions, backends: Backends, transport: Arc<dyn Transport>) -> Self {
         let client = RpcClient::new(transport, SCHEDULER_RPC_VERSION);
-        Self { options, backends, client, clock: Clock::System }
+        Self { options, backends, client, clock: Clock::System, full: AtomicBool::new(false) }
     }
 
     /// The same reporter stamping reports with `clock` (for tests).
@@ -83,19 +89,25 @@ impl CapabilityReporter {
     pub async fn report_once(&self) -> Result<usize> {
         let mut sent = 0;
         let mut first_error = None;
+        let mut full = false;
         for backend in self.backends.iter() {
             match self.report(backend).await {
-                Ok(()) => sent += 1,
+                Ok(backend_full) => {
+                    sent += 1;
+                    full |= backend_full;
+                }
                 Err(e) => {
                     tracing::warn!(backend = %backend.host, error = %e, "capability report failed");
                     first_error.get_or_insert(e);
                 }
             }
         }
+        self.full.store(full, Ordering::Relaxed);
         first_error.map_or(Ok(sent), Err)
     }
 
-    async fn report(&self, backend: &Backend) -> Result<()> {
+    /// Reports one backend; true when one of its pools has no free space left.
+    async fn report(&self, backend: &Backend) -> Result<bool> {
         // Stamped before the driver measures, so a placement the scheduler makes while the
         // report is on its way is newer than the report and survives it.
         let timestamp_ms = self.clock.now_ms();
@@ -105,6 +117,9 @@ impl CapabilityReporter {
             .await
             .map_err(|source| Error::Driver { backend: backend.host.clone(), source })?;
         record_capacity(&backend.host, &capabilities);
+        let full = capabilities.pools.iter().any(
+            |p| matches!(p.free_capacity_gb, ember_common::capabilities::Capacity::Gb(free) if free <= 0.0),
+        );
         let report = CapabilityReport {
             service_name: "volume".to_owned(),
             host: backend.host.clone(),
@@ -115,7 +130,7 @@ impl CapabilityReporter {
         let args = serde_json::to_value(&report).map_err(ember_rpc::Error::Codec)?;
         let ctx = Context::internal();
         self.client.fanout_cast(&ctx, SCHEDULER_TOPIC, UPDATE_SERVICE_CAPABILITIES, args).await?;
-        Ok(())
+        Ok(full)
     }
 
     /// Reports now, then every `periodic_interval` and whenever
@@ -170,11 +185,14 @@ async fn report_loop(reporter: CapabilityReporter, handle: ReporterHandle) {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        // The first tick completes at once: the report at start.
+        // The first tick completes at once: the report at start. A full backend is
+        // measured again every FULL_RECHECK until it has room.
+        let full = reporter.full.load(Ordering::Relaxed);
         tokio::select! {
             _ = handle.stop.cancelled() => return,
             _ = ticker.tick() => {}
             () = handle.inner.wake.notified() => {}
+            () = tokio::time::sleep(FULL_RECHECK), if full => {}
         }
         // Errors are logged per backend inside; the next round tries again.
         let _ = reporter.report_once().await;

@@ -90,6 +90,11 @@ pub struct BackendConfig {
     pub reserved_percentage: f64,
     /// Whether the backend reports thin provisioning support.
     pub thin_provisioning: bool,
+    /// File driver: seconds one `qemu-img` call (a copy, a resize, a flatten) may run
+    /// before it is killed and its step fails; 0 waits as long as it takes.
+    pub qemu_img_timeout: u64,
+    /// File driver, iSCSI: seconds one `tgtadm` call may run before it is killed.
+    pub tgtadm_timeout: u64,
 }
 
 impl Default for BackendConfig {
@@ -111,6 +116,8 @@ impl Default for BackendConfig {
             max_over_subscription_ratio: OverSubscription::default(),
             reserved_percentage: 0.0,
             thin_provisioning: true,
+            qemu_img_timeout: 3600,
+            tgtadm_timeout: 30,
         }
     }
 }
@@ -143,6 +150,9 @@ impl BackendConfig {
         }
         if !(self.fake_capacity_gb >= 0.0 && self.fake_capacity_gb.is_finite()) {
             return Some(("fake_capacity_gb", "must be a number of GiB, 0 or more".into()));
+        }
+        if self.tgtadm_timeout == 0 {
+            return Some(("tgtadm_timeout", "must be at least 1 second".into()));
         }
         if self.volume_backend_name.as_deref().is_some_and(str::is_empty) {
             return Some(("volume_backend_name", "must not be empty".into()));

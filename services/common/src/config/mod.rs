@@ -95,6 +95,10 @@ pub struct Config {
     /// `sqlite:///path/ember.db` or `postgres://user@host/db`; defaults to
     /// `<data_dir>/ember.db` on SQLite.
     pub database_url: Option<String>,
+    /// Seconds a statement waits for a database connection before the request fails with
+    /// a 503 (oslo.db's `[database] pool_timeout`): what a client waits while the database
+    /// is down or restarting.
+    pub database_pool_timeout: u64,
     /// `amqp://user:pass@host:5672/%2f` for RabbitMQ; unset means the in-process bus
     /// (every service in one process).
     pub transport_url: Option<String>,
@@ -183,6 +187,7 @@ impl Default for Config {
             host: default_host(),
             data_dir: PathBuf::from("ember-data"),
             database_url: None,
+            database_pool_timeout: 5,
             transport_url: None,
             transport_prefix: String::new(),
             enabled_backends: vec!["file".into()],

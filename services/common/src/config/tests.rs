@@ -191,3 +191,18 @@ fn keystone_auth_reads_keystonemiddleware_options_and_needs_the_service_user() {
         Ok(())
     });
 }
+
+#[test]
+fn fault_deadlines_are_read_and_checked() {
+    Jail::expect_with(|jail| {
+        jail.create_file("t.toml", "database_pool_timeout = 2\n[backends.file]\nqemu_img_timeout = 7\n")?;
+        let c = Config::load_without_env(Some(Path::new("t.toml")), &Overrides::default()).unwrap();
+        assert_eq!(c.database_pool_timeout, 2);
+        assert_eq!(c.backends["file"].qemu_img_timeout, 7);
+        assert_eq!(c.backends["file"].tgtadm_timeout, 30);
+        jail.create_file("bad.toml", "[backends.file]\ntgtadm_timeout = 0\n")?;
+        let err = Config::load_without_env(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("tgtadm_timeout"), "{err}");
+        Ok(())
+    });
+}

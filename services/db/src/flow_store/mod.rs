@@ -138,8 +138,18 @@ pub struct SqlFlowStore {
     queue: Queue,
 }
 
-fn store_err(e: impl Display) -> EngineError {
-    EngineError::Store(e.to_string())
+/// A store error; a database out of reach or out of space (sqlx's or the SQLite writer's
+/// rusqlite error) is `Unavailable`, which a run waits out.
+fn store_err<E: Display + 'static>(e: E) -> EngineError {
+    let any = &e as &dyn std::any::Any;
+    let unavailable = if let Some(err) = any.downcast_ref::<sqlx::Error>() {
+        crate::sql::is_unavailable(err)
+    } else if let Some(rusqlite::Error::SqliteFailure(err, _)) = any.downcast_ref::<rusqlite::Error>() {
+        crate::sql::unavailable_code(&err.extended_code.to_string())
+    } else {
+        false
+    };
+    if unavailable { EngineError::Unavailable(e.to_string()) } else { EngineError::Store(e.to_string()) }
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> EResult<String> {
@@ -263,9 +273,9 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Queued>) {
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                let err = store_err(e);
                 for q in group.drain(..) {
-                    let _ = q.reply.send(Err(EngineError::Store(msg.clone())));
+                    let _ = q.reply.send(Err(err.clone()));
                 }
             }
         }
@@ -576,7 +586,7 @@ impl FlowStore for SqlFlowStore {
                 .bind(req.now)
                 .bind(&id)
                 .bind(epoch)
-                .bind(req.now)
+                .bind(req.lapsed_before.min(req.now))
                 .fetch_optional(pool)
                 .await
                 .map_err(store_err)?);
@@ -715,7 +725,9 @@ async fn claim_candidates(db: &Db, req: &ClaimRequest) -> EResult<Vec<(String, i
         ));
         match &req.reclaim {
             None => {
-                q.push("(owner IS NULL OR lease_expires_at < ").push_bind(req.now).push(")");
+                q.push("(owner IS NULL OR lease_expires_at < ")
+                    .push_bind(req.lapsed_before.min(req.now))
+                    .push(")");
             }
             Some(prefix) => {
                 q.push("substr(owner, 1, length(")

@@ -96,9 +96,9 @@ fn run(path: &PathBuf, synchronous: i64, rx: &flume::Receiver<Queued>) {
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                let err = store_err(e);
                 for q in group.drain(..) {
-                    let _ = q.reply.send(Err(EngineError::Store(msg.clone())));
+                    let _ = q.reply.send(Err(err.clone()));
                 }
             }
         }
