@@ -4,6 +4,7 @@ pub mod api;
 pub mod attach;
 pub mod auth;
 pub mod engine;
+pub mod scale;
 pub mod scheduler;
 
 use std::fmt::Write as _;

@@ -8,6 +8,7 @@ pub mod crash;
 pub mod keystone;
 pub mod multi;
 pub mod scenario;
+pub mod webdriver;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
