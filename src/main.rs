@@ -138,6 +138,8 @@ enum Bench {
     /// One step of `bench backup`, run in a child process so its usage is its own.
     #[command(hide = true)]
     BackupStep(bench::backup::StepArgs),
+    /// A year's database (100,000 volumes, 1,000,000 flows): creates, page reads, restart.
+    Scale(bench::scale::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -203,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Bench::Nbd(_) => ("nbd", args.json),
                 Bench::Backup(_) => ("backup", args.json),
                 Bench::BackupStep(_) => ("backup-step", args.json),
+                Bench::Scale(_) => ("scale", args.json),
             };
             let mut report = bench::Report::new(name, json);
             match args.which {
@@ -214,6 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Bench::Nbd(a) => bench::nbd::run(a, &mut report).await?,
                 Bench::Backup(a) => bench::backup::run(a, &mut report).await?,
                 Bench::BackupStep(a) => bench::backup::step(a).await?,
+                Bench::Scale(a) => bench::scale::run(a, &mut report).await?,
             }
             report.finish();
             Ok(())

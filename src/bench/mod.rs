@@ -6,6 +6,7 @@ pub mod auth;
 pub mod backup;
 pub mod engine;
 pub mod nbd;
+pub mod scale;
 pub mod scheduler;
 
 use std::fmt::Write as _;

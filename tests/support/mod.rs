@@ -10,6 +10,7 @@ pub mod keystone;
 pub mod multi;
 pub mod proxy;
 pub mod scenario;
+pub mod webdriver;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

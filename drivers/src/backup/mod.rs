@@ -12,8 +12,8 @@
 //! [`BackupDriver::backup`] called again with the same backup id goes on from the last
 //! stored chunk, and a delete of what is missing succeeds.
 
-pub mod nbd;
 pub mod local;
+pub mod nbd;
 pub mod posix;
 
 use std::fmt;
