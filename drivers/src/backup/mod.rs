@@ -12,12 +12,16 @@
 //! [`BackupDriver::backup`] called again with the same backup id goes on from the last
 //! stored chunk, and a delete of what is missing succeeds.
 
+mod fake;
+
 use std::fmt;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+
+pub use fake::FakeBackupDriver;
 
 /// A range of a raw image and whether it holds data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,8 +135,12 @@ pub trait BackupDriver: Send + Sync + 'static {
 
     /// Writes `backup_id`'s data (through its parents) into `sink`, checking every chunk's
     /// hash as it goes; ranges the backup holds no data for read as zeros.
-    async fn restore(&self, backup_id: &str, sink: &dyn ImageSink, progress: &dyn Progress)
-    -> Result<RestoreOutcome>;
+    async fn restore(
+        &self,
+        backup_id: &str,
+        sink: &dyn ImageSink,
+        progress: &dyn Progress,
+    ) -> Result<RestoreOutcome>;
 
     /// Removes the backup and the chunks no other backup references; missing is not an error.
     async fn delete(&self, backup_id: &str) -> Result<()>;

@@ -6,6 +6,7 @@
 
 pub mod attachments;
 pub mod auth;
+pub mod backups;
 pub mod context;
 pub mod etag;
 pub mod extract;
@@ -50,6 +51,7 @@ pub fn app(state: ApiState) -> Router {
         .merge(volumes::routes())
         .merge(attachments::routes())
         .merge(snapshots::routes())
+        .merge(backups::routes())
         .merge(types::routes())
         .merge(quotas::routes())
         .merge(services::routes())
