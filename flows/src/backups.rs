@@ -160,7 +160,7 @@ impl TenPercent {
 
 impl ember_drivers::backup::Progress for TenPercent {
     fn report(&self, done_bytes: u64, total_bytes: u64) {
-        let tenth = if total_bytes == 0 { 10 } else { done_bytes.saturating_mul(10) / total_bytes };
+        let tenth = done_bytes.saturating_mul(10).checked_div(total_bytes).unwrap_or(10);
         let before = self.last.fetch_max(tenth, std::sync::atomic::Ordering::Relaxed);
         if tenth > before {
             tracing::info!(

@@ -83,7 +83,7 @@ fn map(file: &File, offset: u64, end: u64) -> Vec<Extent> {
     let mut out = Vec::new();
     let mut at = offset;
     while at < end {
-        let data = match seek(file, SeekFrom::Data(at as i64)) {
+        let data = match seek(file, SeekFrom::Data(at)) {
             Ok(d) => d.min(end),
             Err(rustix::io::Errno::NXIO) => end,
             Err(_) => return vec![Extent { offset, length: end - offset, data: true }],
@@ -94,7 +94,7 @@ fn map(file: &File, offset: u64, end: u64) -> Vec<Extent> {
         if data >= end {
             break;
         }
-        let hole = match seek(file, SeekFrom::Hole(data as i64)) {
+        let hole = match seek(file, SeekFrom::Hole(data)) {
             Ok(h) => h.min(end),
             Err(_) => end,
         };
