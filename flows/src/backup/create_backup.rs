@@ -242,7 +242,7 @@ impl Task for ReleaseBackupDevice {
         "ReleaseBackupDeviceTask"
     }
     fn requires(&self) -> &[&'static str] {
-        const { &[BACKUP.name(), BACKEND.name(), BACKUP_DEVICE.name()] }
+        const { &[CONTEXT.name(), BACKUP.name(), BACKEND.name(), BACKUP_DEVICE.name()] }
     }
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
