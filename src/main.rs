@@ -36,6 +36,8 @@ enum Command {
     Scheduler(AllInOneArgs),
     /// The volume service of this host's enabled backends (Cinder's cinder-volume).
     Volume(AllInOneArgs),
+    /// The backup service of this host (Cinder's cinder-backup).
+    Backup(AllInOneArgs),
     /// Management commands (Cinder's cinder-manage).
     #[command(subcommand)]
     Manage(Manage),
@@ -154,7 +156,11 @@ impl Cli {
     /// when the configuration cannot be loaded (the command itself reports why).
     fn log_format(&self) -> LogFormat {
         let config = match &self.command {
-            Command::AllInOne(a) | Command::Api(a) | Command::Scheduler(a) | Command::Volume(a) => &a.config,
+            Command::AllInOne(a)
+            | Command::Api(a)
+            | Command::Scheduler(a)
+            | Command::Volume(a)
+            | Command::Backup(a) => &a.config,
             Command::Manage(Manage::Db(ManageDb::Sync(c) | ManageDb::Purge(PurgeArgs { config: c, .. }))) => {
                 c
             }
@@ -180,10 +186,13 @@ fn init_logging(format: LogFormat) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::AllInOne(args) => serve(args, &[Role::Volume, Role::Scheduler, Role::Api]).await,
+        Command::AllInOne(args) => {
+            serve(args, &[Role::Volume, Role::Backup, Role::Scheduler, Role::Api]).await
+        }
         Command::Api(args) => serve(args, &[Role::Api]).await,
         Command::Scheduler(args) => serve(args, &[Role::Scheduler]).await,
         Command::Volume(args) => serve(args, &[Role::Volume]).await,
+        Command::Backup(args) => serve(args, &[Role::Backup]).await,
         Command::Manage(Manage::Db(ManageDb::Sync(args))) => {
             let config = args.load()?;
             let db = open_db(&config).await?;

@@ -6,11 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ember_common::model::DEFAULT_VOLUME_TYPE_NAME;
-use ember_common::repo::{AttachmentRepo, QuotaRepo, SnapshotRepo, VolumeRepo, VolumeTypeRepo};
+use ember_common::repo::{
+    AttachmentRepo, BackupRepo, QuotaRepo, ServiceRepo, SnapshotRepo, VolumeRepo, VolumeTypeRepo,
+};
 use ember_drivers::SharedDriver;
+use ember_drivers::backup::{BackupDriver, ImageSink, ImageSource};
 use ember_engine::{FlowStore, WorkerHandle};
 use ember_scheduler::SharedScheduler;
 use parking_lot::RwLock;
+
+use crate::keys::BackupDevice;
 
 /// Wakes the workers of a topic after a hand-off, so they claim the new flow at once.
 ///
@@ -68,6 +73,18 @@ impl DriverLookup for HashMap<String, SharedDriver> {
     }
 }
 
+/// The backup role's store and how it reaches volume data (Cinder's backup manager with its
+/// driver and `_attach_device`).
+#[async_trait::async_trait]
+pub trait BackupStore: Send + Sync {
+    /// The backup driver backups are written with.
+    fn driver(&self) -> Arc<dyn BackupDriver>;
+    /// Opens the image a volume service exported for a backup.
+    async fn open_source(&self, device: &BackupDevice) -> ember_drivers::Result<Box<dyn ImageSource>>;
+    /// Opens the image a volume service prepared for a restore.
+    async fn open_sink(&self, device: &BackupDevice) -> ember_drivers::Result<Box<dyn ImageSink>>;
+}
+
 /// The configuration values the flows read.
 #[derive(Debug, Clone)]
 pub struct FlowConfig {
@@ -82,6 +99,11 @@ pub struct FlowConfig {
     /// How long an API request waits for the volume service's part of an attach or detach
     /// (Cinder's `rpc_response_timeout` for its RPC calls).
     pub rpc_response_timeout: Duration,
+    /// Seconds without a heartbeat after which a service counts as down (choosing a backup
+    /// host, and the API's 503 when none is up).
+    pub service_down_time: Duration,
+    /// The container of backups created without one.
+    pub backup_container: String,
 }
 
 impl Default for FlowConfig {
@@ -92,6 +114,8 @@ impl Default for FlowConfig {
             storage_availability_zone: "nova".to_owned(),
             reservation_expire: Duration::from_secs(86_400),
             rpc_response_timeout: Duration::from_secs(60),
+            service_down_time: Duration::from_secs(60),
+            backup_container: "backups".to_owned(),
         }
     }
 }
@@ -105,37 +129,57 @@ pub struct Deps {
     pub types: Arc<dyn VolumeTypeRepo>,
     pub quotas: Arc<dyn QuotaRepo>,
     pub attachments: Arc<dyn AttachmentRepo>,
+    pub backups: Arc<dyn BackupRepo>,
+    pub services: Arc<dyn ServiceRepo>,
     /// Where hand-offs are recorded.
     pub store: Arc<dyn FlowStore>,
     pub wake: Arc<dyn Wake>,
     pub config: FlowConfig,
     pub scheduler: Option<SharedScheduler>,
     pub drivers: Option<Arc<dyn DriverLookup>>,
+    /// The backup store (the backup role).
+    pub backup_store: Option<Arc<dyn BackupStore>>,
 }
 
 impl Deps {
     /// Deps whose repositories are all `repo` (e.g. `ember_db::SqlRepo`).
     pub fn new<R>(repo: Arc<R>, store: Arc<dyn FlowStore>, wake: Arc<dyn Wake>, config: FlowConfig) -> Self
     where
-        R: VolumeRepo + SnapshotRepo + VolumeTypeRepo + QuotaRepo + AttachmentRepo + 'static,
+        R: VolumeRepo
+            + SnapshotRepo
+            + VolumeTypeRepo
+            + QuotaRepo
+            + AttachmentRepo
+            + BackupRepo
+            + ServiceRepo
+            + 'static,
     {
         Self {
             volumes: repo.clone(),
             snapshots: repo.clone(),
             types: repo.clone(),
             quotas: repo.clone(),
-            attachments: repo,
+            attachments: repo.clone(),
+            backups: repo.clone(),
+            services: repo,
             store,
             wake,
             config,
             scheduler: None,
             drivers: None,
+            backup_store: None,
         }
     }
 
     /// With the scheduler (the scheduler role).
     pub fn with_scheduler(mut self, scheduler: SharedScheduler) -> Self {
         self.scheduler = Some(scheduler);
+        self
+    }
+
+    /// With the backup store (the backup role).
+    pub fn with_backup_store(mut self, store: Arc<dyn BackupStore>) -> Self {
+        self.backup_store = Some(store);
         self
     }
 

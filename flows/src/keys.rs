@@ -1,9 +1,11 @@
 //! The typed keys of every symbol the flows pass between tasks, named as Cinder's store
 //! names them, so a rename is a compile error.
 
-use ember_common::model::{AttachStatus, Snapshot, SnapshotStatus, Volume, VolumeAttachment, VolumeType};
+use ember_common::model::{
+    AttachStatus, Backup, Snapshot, SnapshotStatus, Volume, VolumeAttachment, VolumeType,
+};
 use ember_common::ops::{
-    CreateAttachment, CreateSnapshot, CreateVolume, DeleteVolume, LegacyAttach, RequestContext,
+    CreateAttachment, CreateBackup, CreateSnapshot, CreateVolume, DeleteVolume, LegacyAttach, RequestContext,
 };
 use ember_engine::Key;
 use ember_scheduler::RequestSpec;
@@ -96,4 +98,70 @@ pub enum VolumeSpec {
     SourceVol { source_volid: String },
     /// Restored from a backup.
     Backup { backup_id: String },
+}
+
+/// The backup create request as the API parsed it.
+pub const BACKUP_REQUEST: Key<CreateBackup> = Key::new("backup_request");
+/// The backup the flow works on.
+pub const BACKUP_UUID: Key<String> = Key::new("backup_uuid");
+/// The backup row as a task read or wrote it.
+pub const BACKUP: Key<Backup> = Key::new("backup");
+/// The backup an incremental backup builds on.
+pub const PARENT_BACKUP_ID: Key<Option<String>> = Key::new("parent_backup_id");
+/// The backup service's host chosen for the backup (`ember-backup` row's host).
+pub const BACKUP_HOST: Key<String> = Key::new("backup_host");
+/// What a volume service exported for a backup or prepared for a restore.
+pub const BACKUP_DEVICE: Key<BackupDevice> = Key::new("backup_device");
+/// What the backup driver reported of a backup.
+pub const BACKUP_OUTCOME: Key<ember_drivers::backup::BackupOutcome> = Key::new("backup_outcome");
+/// The status a backup had before a delete moved it to `deleting`.
+pub const PREVIOUS_BACKUP_STATUS: Key<ember_common::model::BackupStatus> = Key::new("previous_backup_status");
+
+/// A volume's data handed to the backup service: where it is and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum BackupDevice {
+    /// A raw file on the volume service's machine (the volume driver's `RawExport`), read
+    /// or written directly when the backup service runs on the same host.
+    Local {
+        /// The volume service's host (the `host` of `host@backend`).
+        host: String,
+        path: std::path::PathBuf,
+        size_bytes: u64,
+        /// A copy made for this backup (removed on release), not the volume's own file.
+        temporary: bool,
+    },
+}
+
+impl BackupDevice {
+    /// The image's size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        match self {
+            BackupDevice::Local { size_bytes, .. } => *size_bytes,
+        }
+    }
+}
+
+impl BackupDevice {
+    /// The device of `export`, made on `backend` (`host@backend`).
+    pub fn local(backend: &str, export: ember_drivers::RawExport) -> Self {
+        let host = backend.split('@').next().unwrap_or(backend).to_owned();
+        BackupDevice::Local {
+            host,
+            path: export.path,
+            size_bytes: export.size_bytes,
+            temporary: export.temporary,
+        }
+    }
+
+    /// The driver's export this device stands for.
+    pub fn raw_export(&self) -> ember_drivers::RawExport {
+        match self {
+            BackupDevice::Local { path, size_bytes, temporary, .. } => ember_drivers::RawExport {
+                path: path.clone(),
+                size_bytes: *size_bytes,
+                temporary: *temporary,
+            },
+        }
+    }
 }

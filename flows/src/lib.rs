@@ -110,6 +110,9 @@
 pub mod api;
 pub mod attach_ops;
 pub mod attachments;
+pub mod backup;
+pub mod backup_ops;
+pub mod backups;
 pub mod deps;
 pub mod error;
 pub mod handoff;
@@ -123,8 +126,10 @@ mod tasks;
 
 pub use attach_ops::FlowAttachOps;
 pub use attachments::ensure_exports;
-pub use deps::{Deps, DriverLookup, FlowConfig, LocalWake, Wake};
+pub use backup_ops::FlowBackupOps;
+pub use backups::backup_topic;
+pub use deps::{BackupStore, Deps, DriverLookup, FlowConfig, LocalWake, Wake};
 pub use error::{Error, Result};
 pub use handoff::{API_TOPIC, SCHEDULER_TOPIC, volume_topic};
 pub use ops::FlowVolumeOps;
-pub use register::{register_api, register_scheduler, register_shapes, register_volume};
+pub use register::{register_api, register_backup, register_scheduler, register_shapes, register_volume};

@@ -7,7 +7,7 @@ use ember_engine::{Flow, Registry, Values};
 
 use crate::deps::Deps;
 use crate::error::{Error, Result};
-use crate::{api, manager, scheduler};
+use crate::{api, backup, manager, scheduler};
 
 fn add(registry: &mut Registry, name: &'static str, deps: &Arc<Deps>, build: fn(Arc<Deps>) -> Flow) {
     let deps = deps.clone();
@@ -31,6 +31,32 @@ pub fn register_api(registry: &mut Registry, deps: &Arc<Deps>) {
     add(registry, api::legacy_swaps::UNRESERVE_FLOW, deps, api::legacy_swaps::unreserve_flow);
     add(registry, api::legacy_swaps::BEGIN_DETACHING_FLOW, deps, api::legacy_swaps::begin_detaching_flow);
     add(registry, api::legacy_swaps::ROLL_DETACHING_FLOW, deps, api::legacy_swaps::roll_detaching_flow);
+    add(registry, api::create_backup::FLOW, deps, api::create_backup::get_flow);
+    add(registry, api::delete_backup::FLOW, deps, api::delete_backup::get_flow);
+    add(registry, api::restore_backup::FLOW, deps, api::restore_backup::get_flow);
+}
+
+/// The backup role's flows; `deps` must hold the backup store.
+pub fn register_backup(registry: &mut Registry, deps: &Arc<Deps>) -> Result<()> {
+    if deps.backup_store.is_none() {
+        return Err(Error::MissingDependency("a backup store for the backup role"));
+    }
+    add_backup(registry, deps);
+    Ok(())
+}
+
+fn add_backup(registry: &mut Registry, deps: &Arc<Deps>) {
+    add(registry, backup::create_backup::FLOW, deps, backup::create_backup::get_flow);
+    add(registry, backup::restore_backup::FLOW, deps, backup::restore_backup::get_flow);
+    add(registry, backup::delete_backup::FLOW, deps, backup::delete_backup::get_flow);
+}
+
+fn add_volume_backup(registry: &mut Registry, deps: &Arc<Deps>) {
+    use manager::backup_device as bd;
+    add(registry, bd::EXPORT_FLOW, deps, bd::export_flow);
+    add(registry, bd::RELEASE_FLOW, deps, bd::release_flow);
+    add(registry, bd::PREPARE_FLOW, deps, bd::prepare_flow);
+    add(registry, bd::COMMIT_FLOW, deps, bd::commit_flow);
 }
 
 /// The scheduler role's flows; `deps` must hold a scheduler.
@@ -55,6 +81,7 @@ pub fn register_volume(registry: &mut Registry, deps: &Arc<Deps>) -> Result<()> 
     add(registry, manager::delete_snapshot::FLOW, deps, manager::delete_snapshot::get_flow);
     add(registry, manager::update_attachment::FLOW, deps, manager::update_attachment::get_flow);
     add(registry, manager::delete_attachment::FLOW, deps, manager::delete_attachment::get_flow);
+    add_volume_backup(registry, deps);
     Ok(())
 }
 
@@ -71,4 +98,6 @@ pub fn register_shapes(registry: &mut Registry, deps: &Arc<Deps>) {
     add(registry, manager::delete_snapshot::FLOW, deps, manager::delete_snapshot::get_flow);
     add(registry, manager::update_attachment::FLOW, deps, manager::update_attachment::get_flow);
     add(registry, manager::delete_attachment::FLOW, deps, manager::delete_attachment::get_flow);
+    add_volume_backup(registry, deps);
+    add_backup(registry, deps);
 }

@@ -11,7 +11,9 @@ use ember_api::{ApiState, FlowAdmin};
 use ember_common::repo::QuotaRepo;
 use ember_drivers::SharedDriver;
 use ember_engine::{Engine, Registry, Worker, WorkerHandle};
-use ember_flows::{API_TOPIC, Deps, DriverLookup, FlowAttachOps, FlowConfig, FlowVolumeOps, SCHEDULER_TOPIC};
+use ember_flows::{
+    API_TOPIC, Deps, DriverLookup, FlowAttachOps, FlowBackupOps, FlowConfig, FlowVolumeOps, SCHEDULER_TOPIC,
+};
 use ember_rpc::{ListenOptions, RegistryOptions, RpcServer, ServiceSpec, Target};
 use ember_scheduler::{SchedulerOptions, SchedulerService, SchedulerServiceOptions, SharedScheduler};
 use ember_volume::{Backends, CapabilityReporter, PublishEndpoint, ReporterHandle, ReporterOptions};
@@ -26,6 +28,7 @@ pub enum Role {
     Api,
     Scheduler,
     Volume,
+    Backup,
 }
 
 /// Starts `roles` on `plumbing`; they run until `plumbing.shutdown` is cancelled.
@@ -36,6 +39,7 @@ pub async fn run_roles(plumbing: &Plumbing, roles: &[Role]) -> anyhow::Result<()
             Role::Api => start_api(plumbing, deps.clone()).await?,
             Role::Scheduler => start_scheduler(plumbing, deps.clone()).await?,
             Role::Volume => start_volume(plumbing, deps.clone()).await?,
+            Role::Backup => start_backup(plumbing, deps.clone(), roles.len() > 1).await?,
         }
     }
     spawn_metrics_upkeep(plumbing);
@@ -81,6 +85,8 @@ fn flow_deps(p: &Plumbing) -> Deps {
         storage_availability_zone: p.config.storage_availability_zone.clone(),
         reservation_expire: std::time::Duration::from_secs(p.config.reservation_expire),
         rpc_response_timeout: std::time::Duration::from_secs(p.config.rpc_response_timeout),
+        service_down_time: RegistryOptions::from_config(&p.config).service_down_time(),
+        backup_container: p.config.backup.backup_container.clone(),
     };
     let wake = Arc::new(RpcWake::new(p.rpc.clone()));
     Deps::new(p.repo.clone(), p.store.clone(), wake, config)
@@ -156,12 +162,14 @@ async fn start_api(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
     ember_flows::register_shapes(&mut shapes, &deps);
     let wake = deps.wake.clone();
     let flows = FlowAdmin::new(p.store.clone(), shapes).with_wake(move |topic| wake.wake(topic));
-    let ops = FlowVolumeOps::new(engine, deps).context("compile the api flows")?;
+    let ops = Arc::new(FlowVolumeOps::new(engine.clone(), deps.clone()).context("compile the api flows")?);
+    let backups = FlowBackupOps::new(engine, deps, ops.clone()).context("compile the backup api flows")?;
     let state = ApiState {
         auth: Arc::new(auth_config(&p.config)?),
         repos: Repos::all(p.repo.clone()),
-        ops: Arc::new(ops),
+        ops,
         attach: Arc::new(attach),
+        backups: Arc::new(backups),
         settings: Arc::new(Settings::from_config(&p.config)),
         flows: Some(flows),
     };
@@ -388,6 +396,41 @@ async fn start_volume(p: &Plumbing, deps: Deps) -> anyhow::Result<()> {
         shutdown.cancelled().await;
         publish.stop().await;
         reporter.stop().await;
+        registration.stop().await;
+    });
+    Ok(())
+}
+
+/// The backup role (Cinder's cinder-backup): the store from `[backup]`, the `ember-backup`
+/// service row and its heartbeat, and a worker for the `backup.<host>` flows with its wakes
+/// on `ember-backup.<host>`. Inside a process of several roles (all-in-one) a store that
+/// cannot be set up is logged and the role left out: the API then answers backup requests
+/// with 503, as Cinder without a backup service.
+async fn start_backup(p: &Plumbing, deps: Deps, among_others: bool) -> anyhow::Result<()> {
+    let driver = match ember_backup::driver_from_config(&p.config).await {
+        Ok(d) => d,
+        Err(e) if among_others => {
+            tracing::error!(error = %e, "the backup service is not started");
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("set up the backup store"),
+    };
+    tracing::info!(driver = driver.name(), "backup store ready");
+    let host = p.config.host.clone();
+    let store = Arc::new(ember_backup::Store::new(host.clone(), driver));
+    let deps = Arc::new(deps.with_backup_store(store));
+    let mut registry = Registry::new();
+    ember_flows::register_backup(&mut registry, &deps)?;
+    let topic = ember_flows::backup_topic(&host);
+    let handle = spawn_worker(p, "backup", vec![topic.clone()], registry);
+    serve_wakes(p, Target::server(ember_rpc::BACKUP_TOPIC, &host), HashMap::from([(topic, handle)])).await?;
+    let registration = ember_rpc::Registry::new(RegistryOptions::from_config(&p.config), p.repo.clone())
+        .start(vec![ServiceSpec::backup(&host, &p.config.storage_availability_zone)], p.shutdown.clone())
+        .await
+        .context("register the backup service")?;
+    let shutdown = p.shutdown.clone();
+    p.tasks.spawn(async move {
+        shutdown.cancelled().await;
         registration.stop().await;
     });
     Ok(())

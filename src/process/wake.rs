@@ -17,6 +17,8 @@ pub const WAKE: &str = "wake_flows";
 pub fn target(topic: &str) -> Target {
     if let Some(backend) = topic.strip_prefix("volume.") {
         Target::volume_backend(backend)
+    } else if let Some(host) = topic.strip_prefix("backup.") {
+        Target::server(ember_rpc::BACKUP_TOPIC, host)
     } else if topic == SCHEDULER_TOPIC {
         Target::topic(ember_rpc::SCHEDULER_TOPIC)
     } else if topic == API_TOPIC {

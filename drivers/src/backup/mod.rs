@@ -15,6 +15,7 @@
 pub mod local;
 pub mod nbd;
 pub mod posix;
+mod fake;
 
 use std::fmt;
 
@@ -25,6 +26,7 @@ use crate::error::Result;
 
 pub use local::{LocalSink, LocalSource};
 pub use posix::{Compression, PosixBackupDriver, PosixBackupOptions};
+pub use fake::FakeBackupDriver;
 
 /// A range of a raw image and whether it holds data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

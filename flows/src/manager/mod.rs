@@ -9,6 +9,7 @@ use ember_engine::Failure;
 use crate::deps::Deps;
 use crate::error::RESCHEDULABLE;
 
+pub mod backup_device;
 pub mod create_snapshot;
 pub mod create_volume;
 pub mod delete_attachment;

@@ -89,6 +89,7 @@ async fn main() {
         repos: Repos::all(repo.clone()),
         ops: Arc::new(Instant(ops::TestOps::new(repo.clone()), repo.clone())),
         attach: Arc::new(attach::TestAttachOps::new(repo)),
+        backups: Arc::new(ember_api::state::UnwiredOps),
         settings: Arc::new(Settings::default()),
         flows: None,
     };

@@ -7,6 +7,7 @@
 pub mod attachments;
 pub mod auth;
 pub mod console;
+pub mod backups;
 pub mod context;
 pub mod etag;
 pub mod extract;
@@ -52,6 +53,7 @@ pub fn app(state: ApiState) -> Router {
         .merge(volumes::routes())
         .merge(attachments::routes())
         .merge(snapshots::routes())
+        .merge(backups::routes())
         .merge(types::routes())
         .merge(quotas::routes())
         .merge(services::routes())

@@ -47,6 +47,8 @@ const READ_RULES: &[&str] = &[
     "limits_extension:used_limits",
     "volume:attachment_get",
     "volume:attachment_get_all",
+    "backup:get",
+    "backup:get_all",
 ];
 
 /// Rules whose default is a member's.
@@ -80,6 +82,10 @@ const WRITE_RULES: &[&str] = &[
     "volume:attachment_update",
     "volume:attachment_delete",
     "volume:attachment_complete",
+    "backup:create",
+    "backup:update",
+    "backup:delete",
+    "backup:restore",
 ];
 
 /// Rules whose default is an admin's.
@@ -106,11 +112,24 @@ const ADMIN_RULES: &[&str] = &[
     "volume_extension:quotas:delete",
     "volume_extension:services:index",
     "volume_extension:services:update",
+    "backup:backup-export",
+    "backup:backup-import",
+    "volume_extension:backup_admin_actions:reset_status",
+    "volume_extension:backup_admin_actions:force_delete",
 ];
 
 /// The rule of each route under `/v3/{project_id}` (method, route as routed, rule).
 /// Routes not listed fall back to `ember:default_read` (GET, HEAD) or `ember:default_write`.
 const ROUTE_RULES: &[(&str, &str, &str)] = &[
+    ("GET", "/backups", "backup:get_all"),
+    ("GET", "/backups/detail", "backup:get_all"),
+    ("POST", "/backups", "backup:create"),
+    ("GET", "/backups/{id}", "backup:get"),
+    ("PUT", "/backups/{id}", "backup:update"),
+    ("DELETE", "/backups/{id}", "backup:delete"),
+    ("POST", "/backups/{id}/restore", "backup:restore"),
+    ("GET", "/backups/{id}/export_record", "backup:backup-export"),
+    ("POST", "/backups/import_record", "backup:backup-import"),
     ("GET", "/volumes", "volume:get_all"),
     ("GET", "/volumes/detail", "volume:get_all"),
     ("GET", "/volumes/summary", "volume:get_all"),
@@ -172,6 +191,8 @@ const ROUTE_RULES: &[(&str, &str, &str)] = &[
 /// The rule of each action (`POST .../{id}/action` with body `{"<action>": ...}`), by the
 /// collection the action is on.
 const ACTION_RULES: &[(&str, &str, &str)] = &[
+    ("backups", "os-reset_status", "volume_extension:backup_admin_actions:reset_status"),
+    ("backups", "os-force_delete", "volume_extension:backup_admin_actions:force_delete"),
     ("volumes", "os-extend", "volume:extend"),
     ("volumes", "os-set_bootable", "volume:update"),
     ("volumes", "os-update_readonly_flag", "volume:update_readonly_flag"),

@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use ember_common::config::Config;
-use ember_common::model::{Snapshot, Volume, VolumeAttachment};
+use ember_common::model::{Backup, Snapshot, Volume, VolumeAttachment};
 use ember_common::ops::{
-    AttachOps, CreateAttachment, CreateSnapshot, CreateVolume, DeleteVolume, LegacyAttach, RequestContext,
-    VolumeOps,
+    AttachOps, BackupOps, CreateAttachment, CreateBackup, CreateSnapshot, CreateVolume, DeleteVolume,
+    LegacyAttach, RequestContext, RestoreBackup, Restored, VolumeOps,
 };
-use ember_common::repo::{AttachmentRepo, QuotaRepo, ServiceRepo, SnapshotRepo, VolumeRepo, VolumeTypeRepo};
+use ember_common::repo::{
+    AttachmentRepo, BackupRepo, QuotaRepo, ServiceRepo, SnapshotRepo, VolumeRepo, VolumeTypeRepo,
+};
 use ember_common::{ErrorKind, ServiceError};
 use ember_engine::{FlowStore, Registry};
 use serde_json::Value;
@@ -24,6 +26,8 @@ pub struct ApiState {
     pub ops: Arc<dyn VolumeOps>,
     /// The attach and detach operations (attachments API and legacy volume actions).
     pub attach: Arc<dyn AttachOps>,
+    /// The backup operations (create, delete, restore).
+    pub backups: Arc<dyn BackupOps>,
     pub settings: Arc<Settings>,
     /// The admin view of flows; `None` answers its endpoints with 503.
     pub flows: Option<FlowAdmin>,
@@ -67,13 +71,21 @@ pub struct Repos {
     pub attachments: Arc<dyn AttachmentRepo>,
     pub quotas: Arc<dyn QuotaRepo>,
     pub services: Arc<dyn ServiceRepo>,
+    pub backups: Arc<dyn BackupRepo>,
 }
 
 impl Repos {
     /// Every repository from one implementation of all the traits (e.g. `ember_db::SqlRepo`).
     pub fn all<R>(repo: Arc<R>) -> Self
     where
-        R: VolumeRepo + VolumeTypeRepo + SnapshotRepo + AttachmentRepo + QuotaRepo + ServiceRepo + 'static,
+        R: VolumeRepo
+            + VolumeTypeRepo
+            + SnapshotRepo
+            + AttachmentRepo
+            + QuotaRepo
+            + ServiceRepo
+            + BackupRepo
+            + 'static,
     {
         Self {
             volumes: repo.clone(),
@@ -81,7 +93,8 @@ impl Repos {
             snapshots: repo.clone(),
             attachments: repo.clone(),
             quotas: repo.clone(),
-            services: repo,
+            services: repo.clone(),
+            backups: repo,
         }
     }
 }
@@ -239,5 +252,44 @@ impl AttachOps for UnwiredOps {
         _: Option<Value>,
     ) -> Result<(), ServiceError> {
         Err(unwired())
+    }
+}
+
+#[async_trait::async_trait]
+impl BackupOps for UnwiredOps {
+    async fn create_backup(&self, _: &RequestContext, _: CreateBackup) -> Result<Backup, ServiceError> {
+        Err(no_backup_service())
+    }
+
+    async fn delete_backup(&self, _: &RequestContext, _: &str, _: bool) -> Result<(), ServiceError> {
+        Err(no_backup_service())
+    }
+
+    async fn restore_backup(
+        &self,
+        _: &RequestContext,
+        _: &str,
+        _: RestoreBackup,
+    ) -> Result<Restored, ServiceError> {
+        Err(no_backup_service())
+    }
+}
+
+fn no_backup_service() -> ServiceError {
+    ServiceError::new(ErrorKind::Unavailable, "Service cinder-backup could not be found.")
+}
+
+impl ApiState {
+    /// The hosts of the live, enabled backup services.
+    pub async fn backup_hosts(&self) -> Result<Vec<String>, ServiceError> {
+        let filter = ember_common::model::ServiceFilter {
+            binary: Some("ember-backup".to_owned()),
+            ..ember_common::model::ServiceFilter::default()
+        };
+        let rows = self.repos.services.list_services(&filter).await.map_err(|e| ServiceError::from(&e))?;
+        let down =
+            chrono::Duration::seconds(i64::try_from(self.settings.service_down_time).unwrap_or(i64::MAX));
+        let now = chrono::Utc::now();
+        Ok(rows.into_iter().filter(|s| !s.disabled && s.is_up(now, down)).map(|s| s.host).collect())
     }
 }

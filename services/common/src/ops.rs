@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ServiceError;
-use crate::model::{Snapshot, Volume, VolumeAttachment};
+use crate::model::{Backup, Snapshot, Volume, VolumeAttachment};
 
 /// Who asks, as the API authenticated them; it crosses RPC with the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,4 +222,61 @@ pub trait AttachOps: Send + Sync {
         attachment_id: Option<&str>,
         connector: Option<serde_json::Value>,
     ) -> Result<(), ServiceError>;
+}
+
+/// `POST /backups`, after the API checked its syntax.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateBackup {
+    pub volume_id: String,
+    /// `None`: the backup service's `backup_container`.
+    pub container: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// Build on the volume's latest available backup.
+    pub incremental: bool,
+    /// Allows a backup of an `in-use` volume.
+    pub force: bool,
+    /// Back up this snapshot of the volume instead of the volume.
+    pub snapshot_id: Option<String>,
+    /// Microversion 3.43.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Microversion 3.51: the zone of the backup service to use.
+    pub availability_zone: Option<String>,
+}
+
+/// `POST /backups/{id}/restore`, after the API checked its syntax.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreBackup {
+    /// The volume to overwrite; `None` restores into a new volume of the backup's size.
+    pub volume_id: Option<String>,
+    /// The new volume's name.
+    pub name: Option<String>,
+}
+
+/// What a restore answers (Cinder's `{"restore": {...}}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    pub backup_id: String,
+    pub volume_id: String,
+    pub volume_name: Option<String>,
+}
+
+/// The backup operations that run as flows (Cinder's `cinder.backup.api.API`). Each returns
+/// once the work is durably handed off; clients poll for the end.
+#[async_trait::async_trait]
+pub trait BackupOps: Send + Sync {
+    /// Reserves the quota, moves the volume to `backing-up` (its status kept) and returns
+    /// the new backup in `creating`.
+    async fn create_backup(&self, ctx: &RequestContext, req: CreateBackup) -> Result<Backup, ServiceError>;
+    /// Moves the backup to `deleting` and hands the deletion to its backup service; `force`
+    /// (admin) deletes from any status but `deleting` and `restoring`.
+    async fn delete_backup(&self, ctx: &RequestContext, id: &str, force: bool) -> Result<(), ServiceError>;
+    /// Restores into `req.volume_id`, or into a new volume made for it.
+    async fn restore_backup(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        req: RestoreBackup,
+    ) -> Result<Restored, ServiceError>;
 }

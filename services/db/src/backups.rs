@@ -236,6 +236,9 @@ impl BackupRepo for SqlRepo {
         sets.opt("temp_snapshot_id", c.temp_snapshot_id.clone());
         sets.opt("service_metadata", c.service_metadata.clone());
         sets.opt("data_timestamp", c.data_timestamp);
+        if let Some(m) = &c.metadata {
+            sets.opt("metadata", Some(serde_json::to_string(m).map_err(|e| Error::Invalid(e.to_string()))?));
+        }
         let expected: Vec<&str> = expected.iter().map(|s| s.as_str()).collect();
         let sql = cas_sql("backups", "status", id, &expected, sets, COLUMNS);
         Ok(self.fetch_backups(&sql).await?.pop())

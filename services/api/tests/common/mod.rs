@@ -109,6 +109,7 @@ impl Harness {
             repos: Repos::all(repo.clone()),
             ops: Arc::new(TestOps::new(repo.clone())),
             attach: Arc::new(TestAttachOps::new(repo.clone())),
+            backups: Arc::new(ember_api::state::UnwiredOps),
             settings: Arc::new(settings),
             flows: Some(FlowAdmin::new(flows.clone(), demo::registry())),
         };

@@ -10,6 +10,7 @@
 
 mod auth;
 mod backend;
+mod backup;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{KeystoneAuthtoken, OsloPolicy};
 pub use backend::{BackendConfig, FileVolumeFormat, TargetHelper, TargetProtocol, VolumeDriverKind};
+pub use backup::{BackupConfig, BackupDriverKind};
 
 use crate::model::QuotaDefaults;
 use crate::model::volume_type::DEFAULT_VOLUME_TYPE_NAME;
@@ -179,6 +181,8 @@ pub struct Config {
     pub oslo_policy: OsloPolicy,
     /// Backend sections, `[backends.<name>]`; only those in `enabled_backends` run.
     pub backends: BTreeMap<String, BackendConfig>,
+    /// `[backup]`: the backup service's store.
+    pub backup: BackupConfig,
 }
 
 impl Default for Config {
@@ -224,6 +228,7 @@ impl Default for Config {
             keystone_authtoken: KeystoneAuthtoken::default(),
             oslo_policy: OsloPolicy::default(),
             backends: BTreeMap::from([("file".to_owned(), BackendConfig::default())]),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -308,6 +313,9 @@ impl Config {
     /// The first wrong value, as (option, reason).
     fn check(&self) -> Result<(), (String, String)> {
         self.check_values().map_err(|(option, reason)| (option.to_owned(), reason.to_owned()))?;
+        if let Some((option, reason)) = self.backup.check() {
+            return Err((format!("backup.{option}"), reason));
+        }
         self.check_backends()
     }
 

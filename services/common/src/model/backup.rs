@@ -108,6 +108,8 @@ pub struct BackupChanges {
     pub temp_snapshot_id: Option<Option<String>>,
     pub service_metadata: Option<Option<String>>,
     pub data_timestamp: Option<Option<DateTime<Utc>>>,
+    /// Replaces the user's metadata.
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 /// Filters of a backup list.

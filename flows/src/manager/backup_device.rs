@@ -1,0 +1,192 @@
+//! The volume service's part of backups and restores (Cinder's `get_backup_device`,
+//! `secure_file_operations` and the restore's attach and detach): four one-task flows the
+//! backup service hands off to the volume's backend and, where it needs their result,
+//! waits for.
+//!
+//! - `backup_export_volume`: `ExportForBackupTask` (the driver's raw image of the volume or
+//!   snapshot);
+//! - `backup_release_volume`: `ReleaseBackupDeviceTask` (the driver drops the export);
+//! - `restore_prepare_volume`: `PrepareRestoreTask` (a raw image to restore into);
+//! - `restore_commit_volume`: `CommitRestoreTask` (the restored image becomes the volume).
+
+use std::sync::Arc;
+
+use ember_common::model::Volume;
+use ember_drivers::BackupSource;
+use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
+
+use crate::deps::Deps;
+use crate::error::{domain, driver as driver_failure};
+use crate::keys::*;
+use crate::manager::{driver, driver_snapshot, driver_volume};
+
+/// Exports a volume or snapshot for a backup.
+pub const EXPORT_FLOW: &str = "backup_export_volume";
+/// Releases an export (of a backup or a restore).
+pub const RELEASE_FLOW: &str = "backup_release_volume";
+/// Prepares a restore's target.
+pub const PREPARE_FLOW: &str = "restore_prepare_volume";
+/// Writes a restored image into its volume.
+pub const COMMIT_FLOW: &str = "restore_commit_volume";
+
+/// Builds `backup_export_volume`; inputs: context, volume id, source snapshot id, backend.
+pub fn export_flow(deps: Arc<Deps>) -> Flow {
+    Flow::linear(EXPORT_FLOW)
+        .inputs(&[CONTEXT.name(), VOLUME_ID.name(), SOURCE_SNAPSHOT_ID.name(), BACKEND.name()])
+        .add(ExportForBackup { deps })
+}
+
+/// Builds `backup_release_volume`; inputs: context, backend, device.
+pub fn release_flow(deps: Arc<Deps>) -> Flow {
+    Flow::linear(RELEASE_FLOW)
+        .inputs(&[CONTEXT.name(), BACKEND.name(), BACKUP_DEVICE.name()])
+        .add(ReleaseBackupDevice { deps })
+}
+
+/// Builds `restore_prepare_volume`; inputs: context, volume id, backend.
+pub fn prepare_flow(deps: Arc<Deps>) -> Flow {
+    Flow::linear(PREPARE_FLOW)
+        .inputs(&[CONTEXT.name(), VOLUME_ID.name(), BACKEND.name()])
+        .add(PrepareRestore { deps })
+}
+
+/// Builds `restore_commit_volume`; inputs: context, volume id, backend, device.
+pub fn commit_flow(deps: Arc<Deps>) -> Flow {
+    Flow::linear(COMMIT_FLOW)
+        .inputs(&[CONTEXT.name(), VOLUME_ID.name(), BACKEND.name(), BACKUP_DEVICE.name()])
+        .add(CommitRestore { deps })
+}
+
+async fn volume(deps: &Deps, id: &str) -> Result<Volume, Failure> {
+    deps.volumes.get_volume(id).await.map_err(domain)
+}
+
+/// Has the driver hand over a raw image of the volume, or of its snapshot.
+/// Revert: the driver releases the export it made.
+pub struct ExportForBackup {
+    deps: Arc<Deps>,
+}
+
+#[async_trait]
+impl Task for ExportForBackup {
+    fn name(&self) -> &str {
+        "ExportForBackupTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[VOLUME_ID.name(), SOURCE_SNAPSHOT_ID.name(), BACKEND.name()] }
+    }
+    fn provides(&self) -> &[&'static str] {
+        const { &[BACKUP_DEVICE.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let backend = ctx.get(&BACKEND)?;
+        let d = driver(&self.deps, &backend)?;
+        let export = match ctx.get(&SOURCE_SNAPSHOT_ID)? {
+            Some(sid) => {
+                let s = self.deps.snapshots.get_snapshot(&sid).await.map_err(domain)?;
+                d.export_for_backup(BackupSource::Snapshot(&driver_snapshot(&s))).await
+            }
+            None => {
+                let v = volume(&self.deps, &ctx.get(&VOLUME_ID)?).await?;
+                d.export_for_backup(BackupSource::Volume(&driver_volume(&v))).await
+            }
+        }
+        .map_err(|e| driver_failure(&e))?;
+        Ok(Values::new().with(&BACKUP_DEVICE, BackupDevice::local(&backend, export)))
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        let Some(device) = ctx.result().map(|r| r.get(&BACKUP_DEVICE)).transpose()?.flatten() else {
+            return Ok(());
+        };
+        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
+        d.release_export(device.raw_export()).await.map_err(|e| driver_failure(&e))
+    }
+}
+
+/// Has the driver drop an export (a temporary copy is removed; a missing one is done).
+/// Revert: nothing.
+pub struct ReleaseBackupDevice {
+    deps: Arc<Deps>,
+}
+
+#[async_trait]
+impl Task for ReleaseBackupDevice {
+    fn name(&self) -> &str {
+        "ReleaseBackupDeviceTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[BACKEND.name(), BACKUP_DEVICE.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
+        d.release_export(ctx.get(&BACKUP_DEVICE)?.raw_export()).await.map_err(|e| driver_failure(&e))?;
+        Ok(Values::new())
+    }
+}
+
+/// Has the driver hand over a raw image of the volume's size to restore into.
+/// Revert: the driver releases it.
+pub struct PrepareRestore {
+    deps: Arc<Deps>,
+}
+
+#[async_trait]
+impl Task for PrepareRestore {
+    fn name(&self) -> &str {
+        "PrepareRestoreTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[VOLUME_ID.name(), BACKEND.name()] }
+    }
+    fn provides(&self) -> &[&'static str] {
+        const { &[BACKUP_DEVICE.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let backend = ctx.get(&BACKEND)?;
+        let d = driver(&self.deps, &backend)?;
+        let v = volume(&self.deps, &ctx.get(&VOLUME_ID)?).await?;
+        let export = d.prepare_restore(&driver_volume(&v)).await.map_err(|e| driver_failure(&e))?;
+        Ok(Values::new().with(&BACKUP_DEVICE, BackupDevice::local(&backend, export)))
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        let Some(device) = ctx.result().map(|r| r.get(&BACKUP_DEVICE)).transpose()?.flatten() else {
+            return Ok(());
+        };
+        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
+        d.release_export(device.raw_export()).await.map_err(|e| driver_failure(&e))
+    }
+}
+
+/// Has the driver write the restored image into the volume. A re-run after a crash that
+/// finds a temporary image gone knows the earlier run put it in place.
+/// Revert: nothing (the volume's restore flow marks it `error_restoring`).
+pub struct CommitRestore {
+    deps: Arc<Deps>,
+}
+
+#[async_trait]
+impl Task for CommitRestore {
+    fn name(&self) -> &str {
+        "CommitRestoreTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[VOLUME_ID.name(), BACKEND.name(), BACKUP_DEVICE.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let export = ctx.get(&BACKUP_DEVICE)?.raw_export();
+        if ctx.attempt() > 1 && export.temporary && !tokio::fs::try_exists(&export.path).await.unwrap_or(true)
+        {
+            return Ok(Values::new());
+        }
+        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
+        let v = volume(&self.deps, &ctx.get(&VOLUME_ID)?).await?;
+        d.commit_restore(&driver_volume(&v), export).await.map_err(|e| driver_failure(&e))?;
+        Ok(Values::new())
+    }
+}
