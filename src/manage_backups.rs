@@ -1,19 +1,17 @@
 //! `ember manage backups verify <id>`: re-reads every chunk of one backup in the configured
 //! POSIX store and checks its SHA-256 (no running service needed).
 //!
-//! The store's options are read from the same layers as the rest of the configuration
-//! (the `--config` file, then `EMBER_*` variables): Cinder's top-level
-//! `backup_posix_path` (default `<data_dir>/backup`), `backup_file_size`,
-//! `backup_compression_algorithm`; `--backup-posix-path` overrides the path.
+//! The store is the one the backup service writes: the configuration's `[backup]` section
+//! (`backup_posix_path`, default `<data_dir>/backups`; `backup_chunk_size`...), read from
+//! the `--config` file and `EMBER_*` variables as every command does;
+//! `--backup-posix-path` overrides the path.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use ember_common::config::ENV_PREFIX;
+use ember_common::config::{Config, Overrides};
 use ember_drivers::backup::BackupDriver as _;
 use ember_drivers::{PosixBackupDriver, PosixBackupOptions};
-use figment::Figment;
-use figment::providers::{Env, Format as _, Serialized, Toml};
 
 /// The backup commands.
 #[derive(Debug, clap::Subcommand)]
@@ -40,20 +38,10 @@ pub async fn run(command: Backups) -> anyhow::Result<()> {
     }
 }
 
-/// The store's options from the configuration's layers.
+/// The store's options from the configuration's `[backup]` section.
 fn options(args: &VerifyArgs) -> anyhow::Result<PosixBackupOptions> {
-    let mut figment = Figment::new();
-    if let Some(file) = &args.config {
-        anyhow::ensure!(file.exists(), "configuration file {} not found", file.display());
-        figment = figment.merge(Toml::file(file));
-    }
-    let figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
-    let data_dir: PathBuf = figment.extract_inner("data_dir").unwrap_or_else(|_| PathBuf::from("ember-data"));
-    let defaults = PosixBackupOptions::new(data_dir.join("backup"));
-    let mut options: PosixBackupOptions = Figment::from(Serialized::defaults(defaults))
-        .merge(figment)
-        .extract()
-        .context("read the backup store's options (backup_posix_path, backup_file_size, ...)")?;
+    let config = Config::load(args.config.as_deref(), &Overrides::default())?;
+    let mut options = ember_backup::posix_options(&config);
     if let Some(path) = &args.backup_posix_path {
         options.backup_posix_path = path.clone();
     }

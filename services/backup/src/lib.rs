@@ -6,17 +6,16 @@
 //! flows, wakes on `ember-backup.<host>`) is in the `ember` binary's `process/roles.rs`,
 //! like the other roles'; the flows themselves are `ember_flows::backup`.
 
-mod raw;
-
 use std::sync::Arc;
 
 use ember_common::config::{BackupDriverKind, Config};
 use ember_drivers::DriverError;
-use ember_drivers::backup::{BackupDriver, FakeBackupDriver, ImageSink, ImageSource};
+use ember_drivers::backup::{
+    BackupDriver, FakeBackupDriver, ImageSink, ImageSource, LocalSink, LocalSource, PosixBackupDriver,
+    PosixBackupOptions,
+};
 use ember_flows::BackupStore;
 use ember_flows::keys::BackupDevice;
-
-pub use raw::{RawFileSink, RawFileSource};
 
 /// Errors of the backup service's setup.
 #[derive(Debug, thiserror::Error)]
@@ -36,15 +35,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub async fn driver_from_config(config: &Config) -> Result<Arc<dyn BackupDriver>> {
     let driver: Arc<dyn BackupDriver> = match config.backup.backup_driver {
         BackupDriverKind::Fake => Arc::new(FakeBackupDriver::new()),
-        BackupDriverKind::Posix => {
-            return Err(Error::Config(
-                "backup_driver = \"posix\" needs the POSIX store (not in this build yet); use \"fake\""
-                    .into(),
-            ));
-        }
+        BackupDriverKind::Posix => Arc::new(PosixBackupDriver::new(posix_options(config))?),
     };
     driver.check_for_setup_error().await?;
     Ok(driver)
+}
+
+/// The POSIX store's options from `[backup]`.
+pub fn posix_options(config: &Config) -> PosixBackupOptions {
+    let b = &config.backup;
+    PosixBackupOptions {
+        backup_posix_path: b.posix_path(&config.data_dir),
+        backup_file_size: b.backup_chunk_size,
+        backup_compression_level: b.backup_compression_level,
+        ..PosixBackupOptions::default()
+    }
 }
 
 /// The backup store of the service on `host`: its driver, and the images it reaches.
@@ -80,11 +85,11 @@ impl BackupStore for Store {
 
     async fn open_source(&self, device: &BackupDevice) -> ember_drivers::Result<Box<dyn ImageSource>> {
         let path = self.local(device)?;
-        Ok(Box::new(RawFileSource::open(path, device.size_bytes()).await?))
+        Ok(Box::new(LocalSource::open_with_size(path, device.size_bytes()).await?))
     }
 
     async fn open_sink(&self, device: &BackupDevice) -> ember_drivers::Result<Box<dyn ImageSink>> {
         let path = self.local(device)?;
-        Ok(Box::new(RawFileSink::open(path, device.size_bytes()).await?))
+        Ok(Box::new(LocalSink::open(path).await?))
     }
 }
