@@ -12,10 +12,10 @@
 //! [`BackupDriver::backup`] called again with the same backup id goes on from the last
 //! stored chunk, and a delete of what is missing succeeds.
 
+mod fake;
 pub mod local;
 pub mod nbd;
 pub mod posix;
-mod fake;
 
 use std::fmt;
 
@@ -24,9 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+pub use fake::FakeBackupDriver;
 pub use local::{LocalSink, LocalSource};
 pub use posix::{Compression, PosixBackupDriver, PosixBackupOptions};
-pub use fake::FakeBackupDriver;
 
 /// A range of a raw image and whether it holds data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -412,7 +412,7 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         // Gone entirely: killed, and reaped by its parent (the shell, itself reaped by tokio;
         // an orphan by init) rather than left a zombie.
-        while std::path::Path::new(&format!("/proc/{child}")).exists() {
+        while Path::new(&format!("/proc/{child}")).exists() {
             assert!(std::time::Instant::now() < deadline, "the hung command's child {child} outlived it");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

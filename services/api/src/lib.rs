@@ -6,8 +6,8 @@
 
 pub mod attachments;
 pub mod auth;
-pub mod console;
 pub mod backups;
+pub mod console;
 pub mod context;
 pub mod etag;
 pub mod extract;
