@@ -8,15 +8,14 @@ use std::time::Duration;
 use ember_common::model::{AttachStatus, VolumeAttachment};
 use ember_common::ops::{AttachOps, CreateAttachment, LegacyAttach, RequestContext};
 use ember_common::{ErrorKind, ServiceError};
-use ember_engine::{CompiledFlow, Engine, FlowDetail, FlowEnds, FlowSpec, FlowState, Outcome, Values};
+use ember_engine::{CompiledFlow, Engine, FlowDetail, FlowEnds, FlowState, Values};
 use serde_json::Value;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::deps::Deps;
-use crate::error::{Result, engine_service_error, service_error};
-use crate::handoff::{API_TOPIC, flow_id};
+use crate::error::{Result, service_error};
+use crate::handoff::flow_id;
 
 /// The longest pause between two reads of a flow the request waits for.
 const MAX_POLL: Duration = Duration::from_millis(20);
@@ -81,19 +80,7 @@ impl FlowAttachOps {
         subject: &str,
         inputs: Values,
     ) -> Result<(), ServiceError> {
-        let spec = FlowSpec {
-            id: Some(id),
-            topic: Some(API_TOPIC.to_owned()),
-            subject: Some(subject.to_owned()),
-            inputs,
-        };
-        match self.engine.run_spec(flow, spec, &CancellationToken::new()).await {
-            Ok(Outcome::Success(_)) => Ok(()),
-            Ok(Outcome::Suspended) => {
-                Err(ServiceError::new(ErrorKind::Unavailable, "the request was suspended"))
-            }
-            Err(e) => Err(engine_service_error(&e)),
-        }
+        crate::ops::run_api_flow(&self.engine, flow, id, subject, inputs).await.map(drop)
     }
 
     /// Runs `flow` under a fresh id about `subject`; returns the id.

@@ -9,13 +9,12 @@ use ember_common::ops::{
     BackupOps, CreateBackup, CreateVolume, RequestContext, RestoreBackup, Restored, VolumeOps,
 };
 use ember_common::{ErrorKind, ServiceError};
-use ember_engine::{CompiledFlow, Engine, FlowSpec, Outcome, Values};
-use tokio_util::sync::CancellationToken;
+use ember_engine::{CompiledFlow, Engine, Values};
 
 use crate::api;
 use crate::deps::Deps;
-use crate::error::{Result, engine_service_error, service_error};
-use crate::handoff::{API_TOPIC, flow_id};
+use crate::error::{Result, service_error};
+use crate::handoff::flow_id;
 use crate::keys::BACKUP;
 
 /// Runs the backup api flows inside API requests; a restore into a new volume first
@@ -49,19 +48,7 @@ impl FlowBackupOps {
         subject: &str,
         inputs: Values,
     ) -> Result<Values, ServiceError> {
-        let spec = FlowSpec {
-            id: Some(id),
-            topic: Some(API_TOPIC.to_owned()),
-            subject: Some(subject.to_owned()),
-            inputs,
-        };
-        match self.engine.run_spec(flow, spec, &CancellationToken::new()).await {
-            Ok(Outcome::Success(values)) => Ok(values),
-            Ok(Outcome::Suspended) => {
-                Err(ServiceError::new(ErrorKind::Unavailable, "the request was suspended"))
-            }
-            Err(e) => Err(engine_service_error(&e)),
-        }
+        crate::ops::run_api_flow(&self.engine, flow, id, subject, inputs).await
     }
 
     /// Waits until the new volume `id` leaves `creating` (1 ms doubling to 200 ms, up to

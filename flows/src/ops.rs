@@ -49,19 +49,7 @@ impl FlowVolumeOps {
         subject: &str,
         inputs: Values,
     ) -> Result<Values, ServiceError> {
-        let spec = FlowSpec {
-            id: Some(id),
-            topic: Some(API_TOPIC.to_owned()),
-            subject: Some(subject.to_owned()),
-            inputs,
-        };
-        match self.engine.run_spec(flow, spec, &CancellationToken::new()).await {
-            Ok(Outcome::Success(values)) => Ok(values),
-            Ok(Outcome::Suspended) => {
-                Err(ServiceError::new(ErrorKind::Unavailable, "the request was suspended"))
-            }
-            Err(e) => Err(engine_service_error(&e)),
-        }
+        run_api_flow(&self.engine, flow, id, subject, inputs).await
     }
 
     /// Runs a flow about an existing resource; its id is fresh, so a refused request may
@@ -138,5 +126,28 @@ impl VolumeOps for FlowVolumeOps {
 
     async fn delete_snapshot(&self, ctx: &RequestContext, id: &str, force: bool) -> Result<(), ServiceError> {
         self.run_on(&self.delete_snapshot, id, api::delete_snapshot::inputs(ctx, id, force)).await.map(drop)
+    }
+}
+
+/// Runs `flow` in this process as api flow `id` about `subject` (the request waits for it)
+/// and returns what its atoms provided; a suspended run is a 503. Every `*Ops` of the
+/// flows runs its requests through this.
+pub(crate) async fn run_api_flow(
+    engine: &Engine,
+    flow: &CompiledFlow,
+    id: String,
+    subject: &str,
+    inputs: Values,
+) -> Result<Values, ServiceError> {
+    let spec = FlowSpec {
+        id: Some(id),
+        topic: Some(API_TOPIC.to_owned()),
+        subject: Some(subject.to_owned()),
+        inputs,
+    };
+    match engine.run_spec(flow, spec, &CancellationToken::new()).await {
+        Ok(Outcome::Success(values)) => Ok(values),
+        Ok(Outcome::Suspended) => Err(ServiceError::new(ErrorKind::Unavailable, "the request was suspended")),
+        Err(e) => Err(engine_service_error(&e)),
     }
 }
