@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ember_db::testing::TestDb;
 
@@ -153,7 +153,30 @@ impl MultiProcess {
         let base_url = format!("http://127.0.0.1:{port}");
         wait_healthy(&base_url, Duration::from_secs(60)).await;
         let api_extra = api_extra.to_owned();
-        Self { db: Some(db), api, scheduler, volumes: procs, base_url, prefix, dir, common, api_extra }
+        let cluster =
+            Self { db: Some(db), api, scheduler, volumes: procs, base_url, prefix, dir, common, api_extra };
+        cluster.wait_volume_services(volumes.len()).await;
+        cluster
+    }
+
+    /// Waits until `count` volume services are registered and up. A volume service
+    /// registers, then reports its capabilities, and a report from a service the scheduler
+    /// does not know makes it read the services table: a create sent before that may find
+    /// no pool (`NoValidBackend`) and end in `error` although the backend was starting.
+    pub async fn wait_volume_services(&self, count: usize) {
+        let admin = self.client("waitservices");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, services) = admin.get("/os-services?binary=cinder-volume").await;
+            let up = services["services"]
+                .as_array()
+                .map_or(0, |s| s.iter().filter(|s| s["state"] == "up").count());
+            if up >= count {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{count} volume services up: {services}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Starts another `ember api` named `name` on a port of its own, a peer of `api` that
