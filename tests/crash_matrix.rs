@@ -8,6 +8,8 @@
 //! then with RabbitMQ restarted under load.
 //!
 //! `EMBER_CRASH_MATRIX=<substring>` runs only the failpoints whose name contains it.
+//! Apart, the roles die by default at every hand-off and at each flow's two ends (see
+//! `across_processes`); `EMBER_CRASH_FULL=1` crashes them at every failpoint.
 
 mod support;
 
@@ -304,6 +306,29 @@ async fn role_crashes(
     slowest
 }
 
+/// The failpoints the multi-process matrix crashes at. The all-in-one matrix crashes at
+/// every failpoint; apart, what differs is how the processes hand work to each other
+/// (durable queues, redelivery, another process's store), so by default the roles die at
+/// every hand-off and at each flow's two ends (before its first step, after its last),
+/// which resume the hand-off on both sides. `EMBER_CRASH_FULL=1`, or naming failpoints with
+/// `EMBER_CRASH_MATRIX`, crashes at all of them.
+fn across_processes(points: Vec<Failpoint>) -> Vec<Failpoint> {
+    let full = std::env::var("EMBER_CRASH_FULL").is_ok_and(|v| v == "1")
+        || std::env::var("EMBER_CRASH_MATRIX").is_ok_and(|v| !v.is_empty() && v != "all");
+    if full {
+        return points;
+    }
+    // `points` lists each flow's atoms in order, "before" then "after", then the hand-offs.
+    let mut ends: std::collections::BTreeMap<&str, (&str, &str)> = std::collections::BTreeMap::new();
+    for p in points.iter().filter(|p| !p.name.starts_with("handoff.")) {
+        let flow = p.name.split('.').next().unwrap_or_default();
+        let entry = ends.entry(flow).or_insert((p.name.as_str(), p.name.as_str()));
+        entry.1 = p.name.as_str();
+    }
+    let keep: BTreeSet<String> = ends.values().flat_map(|(a, b)| [a.to_string(), b.to_string()]).collect();
+    points.into_iter().filter(|p| p.name.starts_with("handoff.") || keep.contains(&p.name)).collect()
+}
+
 /// Restarts `p` armed with `fp` and, for the api, waits for it to serve.
 async fn arm(p: &mut Process, fp: &Failpoint, base_url: &str) {
     p.env = failpoints_env(fp);
@@ -325,7 +350,10 @@ async fn each_role_dies_at_its_failpoints_on_postgres_and_rabbitmq() {
         // The first creates wait for the volume service's first capability report.
         warm_up(&c, &warm, &|| files(&cluster)).await
     };
+    let discovered = points.len();
+    let points = across_processes(points);
     let total = points.len();
+    println!("multi-process: {total} of {discovered} failpoints (EMBER_CRASH_FULL=1 runs them all)");
     let mut shards = deal(points, shards()).into_iter();
     let first = role_crashes(&mut cluster, &host, &mut live, shards.next().unwrap_or_default());
     let rest = shards.map(|cases| {
