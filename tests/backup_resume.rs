@@ -113,6 +113,8 @@ async fn a_backup_killed_halfway_goes_on_from_its_last_chunk_after_the_restart()
     std::fs::remove_file(&random).expect("remove the random file");
     let source_sha = sha256_of_image(&image, scratch.path());
 
+    // A fresh client: the server closed the idle connections while the data was written.
+    let c = cluster.client(PROJECT);
     let (status, created) = c.post("/backups", json!({ "backup": { "volume_id": vol } })).await;
     assert_eq!(status, 202, "create the backup: {created}");
     let id = created["backup"]["id"].as_str().expect("a backup id").to_owned();
@@ -136,6 +138,7 @@ async fn a_backup_killed_halfway_goes_on_from_its_last_chunk_after_the_restart()
     assert!(!store.join("backups").join(format!("{id}.json")).exists(), "no record before the restart");
 
     cluster.start().await;
+    let c = cluster.client(PROJECT);
     wait_available(&c, &format!("/backups/{id}"), deadline).await;
     let read = bytes_read(&cluster.base_url).await;
     println!(

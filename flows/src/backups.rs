@@ -200,3 +200,22 @@ impl ember_drivers::backup::ImageSource for CountedSource<'_> {
         Ok(buf)
     }
 }
+
+/// The device the volume service's flow `id` (an export or a restore target) made, for a
+/// revert that lost its task's result: the hand-off is withdrawn if no process took it
+/// yet (nothing was made); else the flow is waited for, and only a flow that succeeded
+/// made a device to release (one that failed released its own).
+pub(crate) async fn handed_off_device(
+    deps: &Deps,
+    id: &str,
+) -> Result<Option<crate::keys::BackupDevice>, Failure> {
+    match deps.store.cancel(id).await {
+        Ok(Some(true) | None) => return Ok(None),
+        Ok(Some(false)) => {}
+        Err(e) => return Err(Failure::new("service.internal", format!("withdrawing flow {id} failed: {e}"))),
+    }
+    match wait_flow(deps, id, DEVICE_WAIT).await {
+        Ok(detail) => Ok(Some(atom_output(&detail, &crate::keys::BACKUP_DEVICE)?)),
+        Err(_) => Ok(None),
+    }
+}

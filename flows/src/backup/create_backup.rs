@@ -19,7 +19,9 @@ use ember_drivers::backup::BackupSpec;
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
 use crate::backup::{backup_driver, store, store_failure};
-use crate::backups::{CountedSource, DEVICE_WAIT, TenPercent, atom_output, restore_volume_status, wait_flow};
+use crate::backups::{
+    CountedSource, DEVICE_WAIT, TenPercent, atom_output, handed_off_device, restore_volume_status, wait_flow,
+};
 use crate::deps::Deps;
 use crate::error::{domain, fail};
 use crate::handoff::{Handoff, flow_id, hand_off, volume_topic};
@@ -109,7 +111,8 @@ fn export_flow_id(b: &Backup) -> String {
 /// Hands the export of the volume (or of the backup's snapshot) to the volume's backend
 /// and waits for it (Cinder's `get_backup_device` call): the flow's id is the backup's,
 /// so a re-run waits for the same export.
-/// Revert: hands the release of the export, if one was made, to the backend.
+/// Revert: hands the release of the export, if one was made, to the backend (when the
+/// result was lost, the export's hand-off is withdrawn or its flow waited for).
 pub struct GetBackupDevice {
     deps: Arc<Deps>,
 }
@@ -151,11 +154,10 @@ impl Task for GetBackupDevice {
         let b = ctx.get(&BACKUP)?;
         let device = match ctx.result().map(|r| r.get(&BACKUP_DEVICE)).transpose()?.flatten() {
             Some(d) => d,
-            None => match self.deps.store.get_flow(&export_flow_id(&b)).await {
-                Ok(Some(detail)) if detail.flow.state == ember_engine::FlowState::Success => {
-                    atom_output(&detail, &BACKUP_DEVICE)?
-                }
-                _ => return Ok(()),
+            // The export may still be under way: withdrawn, or waited for.
+            None => match handed_off_device(&self.deps, &export_flow_id(&b)).await? {
+                Some(d) => d,
+                None => return Ok(()),
             },
         };
         release(&self.deps, ctx, &b, &ctx.get(&BACKEND)?, device).await
