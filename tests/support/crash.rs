@@ -552,9 +552,9 @@ impl Seen {
             .records
             .iter()
             .filter(|id| {
-                !available.contains(id.as_str())
-                    && !(mode == Mode::Failure && errored.contains(id.as_str()))
-                    && !live.contains(&format!("backup-record-{id}"))
+                let mine = available.contains(id.as_str())
+                    || (mode == Mode::Failure && errored.contains(id.as_str()));
+                !mine && !live.contains(&format!("backup-record-{id}"))
             })
             .collect();
         if !stray.is_empty() {
