@@ -15,6 +15,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -69,23 +70,25 @@ async fn metric(base_url: &str, name: &str) -> u64 {
         .sum()
 }
 
+/// The file backend's directory of the all-in-one whose data directory is `data_dir`.
+fn volume_dir(data_dir: Option<&Path>) -> Option<PathBuf> {
+    data_dir.map(|d| d.join("volumes").join("file"))
+}
+
 /// Runs the operations once without failpoints and names every failpoint they reached.
 async fn warm_up(
     c: &Cinder,
     project: &str,
     files: &dyn Fn() -> Vec<String>,
+    data_dir: Option<&Path>,
 ) -> (Vec<Failpoint>, BTreeSet<String>) {
-    let prepared = crash::prepare(c, project).await;
+    let prepared = crash::prepare(c, project, volume_dir(data_dir).as_deref()).await;
     let expect = crash::launch(c, &prepared, Mode::Crash).await;
-    assert_eq!(
-        expect.len(),
-        27,
-        "without failpoints every operation is accepted (the cascade promises 3, the legacy initialize nothing)"
-    );
+    assert_eq!(expect.len(), prepared.all_accepted(), "without failpoints every operation is accepted");
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut live = BTreeSet::new();
     crash::settle(
-        Case { cinder: c, project, what: "warm-up", mode: Mode::Crash },
+        Case { cinder: c, project, what: "warm-up", mode: Mode::Crash, data_dir },
         &expect,
         &mut live,
         files,
@@ -102,7 +105,8 @@ async fn warm_up(
 async fn all_in_one_dies_at_every_failpoint_and_finishes_everything_after_restart() {
     let cluster = TestCluster::all_in_one().await;
     let warm = project("warm", 0);
-    let (points, live) = warm_up(&cluster.client(&warm), &warm, &|| cluster.backend_files()).await;
+    let (points, live) =
+        warm_up(&cluster.client(&warm), &warm, &|| cluster.backend_files(), Some(cluster.data_dir())).await;
     let total = points.len();
     let mut shards = deal(points, shards()).into_iter();
     let first = all_in_one_crashes(cluster, live, shards.next().unwrap_or_default());
@@ -124,7 +128,7 @@ async fn all_in_one_crashes(
     for (k, fp) in &cases {
         let project = project("aio", *k);
         let c = cluster.client(&project);
-        let prepared = crash::prepare(&c, &project).await;
+        let prepared = crash::prepare(&c, &project, Some(&cluster.volume_dir())).await;
         cluster.kill();
         cluster.env = failpoints_env(fp);
         cluster.start().await;
@@ -137,7 +141,13 @@ async fn all_in_one_crashes(
         let files = || cluster.backend_files();
         let deadline = restarted + RECOVERY;
         crash::settle(
-            Case { cinder: &c, project: &project, what: &fp.name, mode: Mode::Crash },
+            Case {
+                cinder: &c,
+                project: &project,
+                what: &fp.name,
+                mode: Mode::Crash,
+                data_dir: Some(cluster.data_dir()),
+            },
             &expect,
             &mut live,
             &files,
@@ -166,7 +176,8 @@ async fn failed_flows(c: &Cinder) -> usize {
 async fn a_task_failing_after_its_work_is_reverted_cleanly_in_every_flow() {
     let cluster = TestCluster::all_in_one().await;
     let warm = project("fwarm", 0);
-    let (points, live) = warm_up(&cluster.client(&warm), &warm, &|| cluster.backend_files()).await;
+    let (points, live) =
+        warm_up(&cluster.client(&warm), &warm, &|| cluster.backend_files(), Some(cluster.data_dir())).await;
     // A task that did its work and then fails: its own revert and those of the tasks before
     // it must undo everything. Not the api entry tasks whose work is one status swap on an
     // existing resource, their last statement: nothing real fails after it, and their
@@ -176,6 +187,13 @@ async fn a_task_failing_after_its_work_is_reverted_cleanly_in_every_flow() {
         "volume_delete_api.VolumeDeleteEntryTask.after",
         "snapshot_delete_api.SnapshotDeleteEntryTask.after",
         "volume_extend_api.ExtendVolumeEntryTask.after",
+        "backup_delete_api.BackupDeleteEntryTask.after",
+        // Likewise the swaps of the backup api flows before anything else is recorded: the
+        // volume's to `backing-up` (the backup's row comes after it), and a restore's
+        // backup to `restoring` and volume to `restoring-backup`.
+        "backup_create_api.BackupVolumeSwapTask.after",
+        "backup_restore_api.RestoreBackupSwapTask.after",
+        "backup_restore_api.RestoreVolumeSwapTask.after",
     ];
     let points: Vec<Failpoint> = points
         .into_iter()
@@ -197,7 +215,7 @@ async fn failing_tasks(mut cluster: TestCluster, mut live: BTreeSet<String>, cas
     for (k, fp) in &cases {
         let project = project("fail", *k);
         let c = cluster.client(&project);
-        let prepared = crash::prepare(&c, &project).await;
+        let prepared = crash::prepare(&c, &project, Some(&cluster.volume_dir())).await;
         let before = failed_flows(&c).await;
         cluster.kill();
         cluster.env = vec![("FAILPOINTS".to_owned(), format!("{}=1*panic", fp.name))];
@@ -206,7 +224,13 @@ async fn failing_tasks(mut cluster: TestCluster, mut live: BTreeSet<String>, cas
         let files = || cluster.backend_files();
         let deadline = Instant::now() + Duration::from_secs(30);
         crash::settle(
-            Case { cinder: &c, project: &project, what: &fp.name, mode: Mode::Failure },
+            Case {
+                cinder: &c,
+                project: &project,
+                what: &fp.name,
+                mode: Mode::Failure,
+                data_dir: Some(cluster.data_dir()),
+            },
             &expect,
             &mut live,
             &files,
@@ -226,7 +250,8 @@ async fn failing_tasks(mut cluster: TestCluster, mut live: BTreeSet<String>, cas
 async fn a_process_dying_while_a_flow_reverts_goes_on_reverting_after_restart() {
     let mut cluster = TestCluster::all_in_one().await;
     let warm = project("rwarm", 0);
-    let (_, mut live) = warm_up(&cluster.client(&warm), &warm, &|| cluster.backend_files()).await;
+    let (_, mut live) =
+        warm_up(&cluster.client(&warm), &warm, &|| cluster.backend_files(), Some(cluster.data_dir())).await;
     let flows = crash::flow_atoms(&cluster.client(&warm)).await;
     let (mut cases, mut checked) = (0, BTreeSet::new());
     for (k, (flow, atoms)) in flows.iter().enumerate() {
@@ -240,7 +265,7 @@ async fn a_process_dying_while_a_flow_reverts_goes_on_reverting_after_restart() 
         let what = format!("{flow}: {last} fails, the process dies reverting {first}");
         let project = project("rev", k);
         let c = cluster.client(&project);
-        let prepared = crash::prepare(&c, &project).await;
+        let prepared = crash::prepare(&c, &project, Some(&cluster.volume_dir())).await;
         cluster.kill();
         let spec = format!("{flow}.{last}.before=1*panic;{flow}.{first}.revert=1*return");
         cluster.env = vec![("FAILPOINTS".to_owned(), spec)];
@@ -252,7 +277,13 @@ async fn a_process_dying_while_a_flow_reverts_goes_on_reverting_after_restart() 
         let restarted = Instant::now();
         cluster.start().await;
         let files = || cluster.backend_files();
-        let case = Case { cinder: &c, project: &project, what: &what, mode: Mode::Failure };
+        let case = Case {
+            cinder: &c,
+            project: &project,
+            what: &what,
+            mode: Mode::Failure,
+            data_dir: Some(cluster.data_dir()),
+        };
         crash::settle(case, &expect, &mut live, &files, restarted + RECOVERY).await;
         crash::assert_reverts_clean(&c, &mut checked, &what).await;
     }
@@ -275,7 +306,7 @@ async fn role_crashes(
     for (k, fp) in &cases {
         let project = project("mp", *k);
         let c = cluster.client(&project);
-        let prepared = crash::prepare(&c, &project).await;
+        let prepared = crash::prepare(&c, &project, None).await;
         let role = fp.role;
         let process = match role {
             Role::Api => &mut cluster.api,
@@ -294,7 +325,7 @@ async fn role_crashes(
         let deadline = restarted + RECOVERY;
         let files = || cluster.files(host, "file");
         crash::settle(
-            Case { cinder: &c, project: &project, what: &fp.name, mode: Mode::Crash },
+            Case { cinder: &c, project: &project, what: &fp.name, mode: Mode::Crash, data_dir: None },
             &expect,
             live,
             &files,
@@ -348,7 +379,7 @@ async fn each_role_dies_at_its_failpoints_on_postgres_and_rabbitmq() {
     let (points, mut live) = {
         let c = cluster.client(&warm);
         // The first creates wait for the volume service's first capability report.
-        warm_up(&c, &warm, &|| files(&cluster)).await
+        warm_up(&c, &warm, &|| files(&cluster), None).await
     };
     let discovered = points.len();
     let points = across_processes(points);
@@ -381,7 +412,7 @@ async fn each_role_dies_at_its_failpoints_on_postgres_and_rabbitmq() {
         let (mut peer, peer_url) = cluster.start_peer_api("api-peer").await;
         let project = project("mppeer", 0);
         let c = cluster.client(&project);
-        let prepared = crash::prepare(&c, &project).await;
+        let prepared = crash::prepare(&c, &project, None).await;
         let fp = Failpoint { name: "volume_create_api.QuotaCommitTask.after".into(), role: Role::Api };
         cluster.api.env = failpoints_env(&fp);
         cluster.api.env.push(("EMBER_FLOW_LEASE".into(), "3".into()));
@@ -391,8 +422,13 @@ async fn each_role_dies_at_its_failpoints_on_postgres_and_rabbitmq() {
         assert_aborted(cluster.api.wait_exit(REACH).await, &fp);
         let died = Instant::now();
         let through_peer = Cinder::new(&peer_url, &project);
-        let case =
-            Case { cinder: &through_peer, project: &project, what: "peer takeover", mode: Mode::Crash };
+        let case = Case {
+            cinder: &through_peer,
+            project: &project,
+            what: "peer takeover",
+            mode: Mode::Crash,
+            data_dir: None,
+        };
         let deadline = died + Duration::from_secs(3) + RECOVERY;
         crash::settle(case, &expect, &mut live, &|| files(&cluster), deadline).await;
         println!("peer takeover: settled {:?} after the api died (lease 3 s)", died.elapsed());
@@ -406,7 +442,7 @@ async fn each_role_dies_at_its_failpoints_on_postgres_and_rabbitmq() {
     if rabbitmq_restart_available().await {
         let project = project("mprabbit", 0);
         let c = cluster.client(&project);
-        let prepared = crash::prepare(&c, &project).await;
+        let prepared = crash::prepare(&c, &project, None).await;
         let load = {
             let c = c.clone();
             tokio::spawn(async move { crash::launch(&c, &prepared, Mode::Crash).await })
@@ -416,7 +452,13 @@ async fn each_role_dies_at_its_failpoints_on_postgres_and_rabbitmq() {
         let restarted = Instant::now();
         let expect = load.await.expect("the load");
         let deadline = restarted + RECOVERY;
-        let case = Case { cinder: &c, project: &project, what: "RabbitMQ restart", mode: Mode::Crash };
+        let case = Case {
+            cinder: &c,
+            project: &project,
+            what: "RabbitMQ restart",
+            mode: Mode::Crash,
+            data_dir: None,
+        };
         crash::settle(case, &expect, &mut live, &|| files(&cluster), deadline).await;
     } else {
         println!(

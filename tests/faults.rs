@@ -26,7 +26,7 @@ const PROJECT: &str = "faults";
 /// resources may rest in an error status; everything else must hold exactly.
 async fn settle(cluster: &TestCluster, c: &Cinder, what: &str) {
     let files = || cluster.backend_files();
-    let case = Case { cinder: c, project: PROJECT, what, mode: Mode::Failure };
+    let case = Case { cinder: c, project: PROJECT, what, mode: Mode::Failure, data_dir: None };
     let deadline = Instant::now() + Duration::from_secs(30);
     crash::settle(case, &[], &mut BTreeSet::new(), &files, deadline).await;
 }
@@ -202,7 +202,7 @@ async fn a_full_backend_fails_cleanly_and_recovers() {
 }
 
 async fn settle_dir(c: &Cinder, files: &dyn Fn() -> Vec<String>, what: &str) {
-    let case = Case { cinder: c, project: PROJECT, what, mode: Mode::Failure };
+    let case = Case { cinder: c, project: PROJECT, what, mode: Mode::Failure, data_dir: None };
     let deadline = Instant::now() + Duration::from_secs(30);
     crash::settle(case, &[], &mut BTreeSet::new(), files, deadline).await;
 }
@@ -363,7 +363,8 @@ async fn postgres_outage(outage: Duration) {
         c.wait_status(path, "available", deadline).await;
     }
     let files = || cluster.files(&host, "file");
-    let case = Case { cinder: &c, project: PROJECT, what: "after the outage", mode: Mode::Crash };
+    let case =
+        Case { cinder: &c, project: PROJECT, what: "after the outage", mode: Mode::Crash, data_dir: None };
     crash::settle(case, &[], &mut BTreeSet::new(), &files, long()).await;
     for url in [cluster.base_url.clone(), format!("http://127.0.0.1:{metrics}")] {
         let taken = taken_over(&url).await;

@@ -107,6 +107,16 @@ pub trait VolumeDriver: Send + Sync + 'static {
     /// Releases an export made by `export_for_backup`, removing a temporary copy.
     async fn release_export(&self, export: RawExport) -> Result<()>;
 
+    /// Releases every export `export_for_backup` made of `source`, and of a volume every
+    /// target `prepare_restore` made for it, that was not released: what a step left that
+    /// lost the description of its export (a crash before its result was stored, a failure
+    /// after its work). Call it only while no backup or restore of the image uses one
+    /// (its volume `backing-up` or `restoring-backup` for the caller). Drivers whose
+    /// exports need no release keep this default.
+    async fn release_exports_of(&self, _source: BackupSource<'_>) -> Result<()> {
+        Ok(())
+    }
+
     /// Gives the backup service a raw file of `volume.size_gb` to restore into.
     /// Finish with [`VolumeDriver::commit_restore`].
     async fn prepare_restore(&self, volume: &DriverVolume) -> Result<RawExport>;

@@ -174,3 +174,48 @@ impl ember_drivers::backup::Progress for TenPercent {
         }
     }
 }
+
+/// An [`ImageSource`](ember_drivers::backup::ImageSource) that counts the bytes read
+/// through it in `ember_backup_bytes_read_total` (a resumed backup reads only what it had
+/// not stored).
+pub(crate) struct CountedSource<'a>(pub(crate) &'a dyn ember_drivers::backup::ImageSource);
+
+#[async_trait::async_trait]
+impl ember_drivers::backup::ImageSource for CountedSource<'_> {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+
+    async fn extents(
+        &self,
+        offset: u64,
+        length: u64,
+    ) -> ember_drivers::Result<Vec<ember_drivers::backup::Extent>> {
+        self.0.extents(offset, length).await
+    }
+
+    async fn read_at(&self, offset: u64, buf: Vec<u8>) -> ember_drivers::Result<Vec<u8>> {
+        let buf = self.0.read_at(offset, buf).await?;
+        metrics::counter!("ember_backup_bytes_read_total").increment(buf.len() as u64);
+        Ok(buf)
+    }
+}
+
+/// The device the volume service's flow `id` (an export or a restore target) made, for a
+/// revert that lost its task's result: the hand-off is withdrawn if no process took it
+/// yet (nothing was made); else the flow is waited for, and only a flow that succeeded
+/// made a device to release (one that failed released its own).
+pub(crate) async fn handed_off_device(
+    deps: &Deps,
+    id: &str,
+) -> Result<Option<crate::keys::BackupDevice>, Failure> {
+    match deps.store.cancel(id).await {
+        Ok(Some(true) | None) => return Ok(None),
+        Ok(Some(false)) => {}
+        Err(e) => return Err(Failure::new("service.internal", format!("withdrawing flow {id} failed: {e}"))),
+    }
+    match wait_flow(deps, id, DEVICE_WAIT).await {
+        Ok(detail) => Ok(Some(atom_output(&detail, &crate::keys::BACKUP_DEVICE)?)),
+        Err(_) => Ok(None),
+    }
+}

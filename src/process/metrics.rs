@@ -84,6 +84,10 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "RPC calls made, by topic, method and outcome (ok, remote_error, timeout, error).",
     ),
     ("ember_rpc_call_duration_seconds", "Time for an RPC call's reply, by topic and method."),
+    (
+        "ember_backup_bytes_read_total",
+        "Bytes the backups of this process read from their volumes (a resumed backup reads only what it had not stored).",
+    ),
 ];
 
 struct Worker {

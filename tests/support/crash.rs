@@ -5,6 +5,8 @@
 //! resources; the backend check adds up the live files of every case so far.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -112,6 +114,34 @@ pub struct Prepared {
     to_complete: String,
     /// A volume to reserve with the legacy `os-reserve`.
     to_reserve: String,
+    /// What the backup operations start from, where a backup service runs.
+    backups: Option<PreparedBackups>,
+}
+
+/// What the backup operations start from: volumes holding data and backups of them.
+struct PreparedBackups {
+    /// A volume to back up in full (it has a backup already: `to_delete`).
+    full_source: String,
+    /// A volume with an available backup, changed since: backed up incrementally.
+    incremental_source: String,
+    /// An available backup to restore into a new volume.
+    to_restore_new: String,
+    /// An available backup to restore into `target`.
+    to_restore_existing: String,
+    /// An available volume to restore into.
+    target: String,
+    /// An available backup to delete (of `full_source`: it shares its chunks with the
+    /// full backup taken at the same time).
+    to_delete: String,
+}
+
+impl Prepared {
+    /// How many expectations [`launch`] returns when every operation is accepted.
+    pub fn all_accepted(&self) -> usize {
+        // The cascade promises 3, the legacy initialize and reserve nothing; a backup
+        // restore promises the volume and the backup.
+        27 + if self.backups.is_some() { 7 } else { 0 }
+    }
 }
 
 /// The microversion of the attachment requests (`os-complete` needs 3.44).
@@ -139,12 +169,70 @@ async fn attach_completed(c: &Cinder, v: &str) -> String {
     id
 }
 
-/// Creates what the operations need and waits for it to be available.
-pub async fn prepare(c: &Cinder, project: &str) -> Prepared {
+/// Writes each (offset, length, byte) of `writes` into the image of volume `id` with one
+/// qemu-io.
+fn write_patterns(volume_dir: &Path, id: &str, writes: &[(&str, &str, u8)]) {
+    let image = volume_dir.join(format!("volume-{id}"));
+    let mut cmd = Command::new("qemu-io");
+    for (offset, len, pattern) in writes {
+        cmd.args(["-c", &format!("write -P {pattern} {offset} {len}")]);
+    }
+    let out = cmd.arg(&image).output().expect("run qemu-io");
+    assert!(out.status.success(), "qemu-io on {}: {}", image.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Creates a backup (the inside of `{"backup": ...}`); returns its id.
+async fn create_backup(c: &Cinder, body: Value) -> String {
+    let (status, answer) = c.post("/backups", json!({ "backup": body })).await;
+    assert_eq!(status, 202, "create a backup: {answer}");
+    answer["backup"]["id"].as_str().expect("a backup id").to_owned()
+}
+
+/// Volumes holding data (written into the file driver's images under `volume_dir`) and
+/// backups of them; `vols` are five fresh available volumes.
+async fn prepare_backups(c: &Cinder, project: &str, volume_dir: &Path, vols: &[String]) -> PreparedBackups {
+    let body = json!({ "quota_set": { "backups": 100, "backup_gigabytes": 1000 } });
+    let (status, answer) =
+        c.send(reqwest::Method::PUT, &format!("/os-quota-sets/{project}"), Some(body)).await;
+    assert_eq!(status, 200, "backup quota update: {answer}");
+    let [full_source, incremental_source, target, a, b] = vols else { panic!("five volumes") };
+    // Two chunks of data each, the second the same in all; `a` and `b` hold the same data.
+    for (i, v) in [full_source, incremental_source, a, b].into_iter().enumerate() {
+        let own = if i < 2 { 0x30 + i as u8 } else { 0x32 };
+        write_patterns(volume_dir, v, &[("1M", "3M", own), ("600M", "1M", 0x11)]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ids = join_all(
+        [full_source, incremental_source, a, b].map(|v| create_backup(c, json!({ "volume_id": v }))),
+    )
+    .await;
+    for id in &ids {
+        c.wait_status(&format!("/backups/{id}"), "available", deadline).await;
+    }
+    for v in [full_source, incremental_source, a, b] {
+        c.wait_status(&format!("/volumes/{v}"), "available", deadline).await;
+    }
+    // A change for the incremental backup to store.
+    write_patterns(volume_dir, incremental_source, &[("900M", "64k", 0x22)]);
+    PreparedBackups {
+        full_source: full_source.clone(),
+        incremental_source: incremental_source.clone(),
+        target: target.clone(),
+        to_delete: ids[0].clone(),
+        to_restore_new: ids[2].clone(),
+        to_restore_existing: ids[3].clone(),
+    }
+}
+
+/// Creates what the operations need and waits for it to be available. With `volume_dir`
+/// (the file backend's directory, where a backup service runs: all-in-one), the backup
+/// operations too.
+pub async fn prepare(c: &Cinder, project: &str, volume_dir: Option<&Path>) -> Prepared {
     raise_quotas(c, project).await;
     let deadline = Instant::now() + Duration::from_secs(60);
+    let n = if volume_dir.is_some() { 18 } else { 13 };
     let vols =
-        join_all((0..13).map(|i| c.create_volume(json!({ "size": 1, "name": format!("pre-{i}") })))).await;
+        join_all((0..n).map(|i| c.create_volume(json!({ "size": 1, "name": format!("pre-{i}") })))).await;
     for v in &vols {
         c.wait_status(&format!("/volumes/{v}"), "available", deadline).await;
     }
@@ -156,7 +244,12 @@ pub async fn prepare(c: &Cinder, project: &str) -> Prepared {
     let (status, body) = c.post(&format!("/volumes/{}/action", vols[10]), json!({ "os-reserve": {} })).await;
     assert_eq!(status, 202, "os-reserve: {body}");
     let to_complete = attach_connected(c, &vols[11]).await;
+    let backups = match volume_dir {
+        Some(dir) => Some(prepare_backups(c, project, dir, &vols[13..18]).await),
+        None => None,
+    };
     Prepared {
+        backups,
         attached,
         to_complete,
         to_reserve: vols[12].clone(),
@@ -180,12 +273,14 @@ pub enum Expect {
     Size(String, i64),
 }
 
-/// Starts the 27 operations at once: 6 blank creates, 3 from a snapshot, 3 clones, 2
+/// Starts the 27 volume operations at once: 6 blank creates, 3 from a snapshot, 3 clones, 2
 /// deletes (one a cascade with two snapshots), 2 extends, 3 snapshot creates, a
 /// snapshot delete, 2 attachment deletes, 2 attachment creates with a connector, an
 /// `os-complete`, a legacy `os-reserve` and a legacy `os-initialize_connection` of a
-/// reserved volume. Returns what the accepted
-/// ones must lead to; a request the dying process never answered promises nothing.
+/// reserved volume; and where a backup service runs, 5 backup operations: a full and an
+/// incremental backup, a restore into a new and one into an existing volume, a backup
+/// delete. Returns what the accepted ones must lead to; a request the dying process never
+/// answered promises nothing.
 pub async fn launch(c: &Cinder, p: &Prepared, mode: Mode) -> Vec<Expect> {
     use reqwest::Method;
     let mut ops: Vec<(Method, String, Option<Value>)> = Vec::new();
@@ -225,6 +320,19 @@ pub async fn launch(c: &Cinder, p: &Prepared, mode: Mode) -> Vec<Expect> {
     ops.push((Method::POST, format!("/attachments/{}/action", p.to_complete), Some(complete)));
     ops.push((Method::POST, format!("/volumes/{}/action", p.to_reserve), Some(json!({ "os-reserve": {} }))));
     assert_eq!(ops.len(), 27);
+    if let Some(b) = &p.backups {
+        let create = |body: Value| (Method::POST, "/backups".to_owned(), Some(json!({ "backup": body })));
+        ops.push(create(json!({ "volume_id": b.full_source, "name": "full" })));
+        ops.push(create(json!({ "volume_id": b.incremental_source, "name": "incr", "incremental": true })));
+        ops.push((
+            Method::POST,
+            format!("/backups/{}/restore", b.to_restore_new),
+            Some(json!({ "restore": {} })),
+        ));
+        let existing = json!({ "restore": { "volume_id": b.target } });
+        ops.push((Method::POST, format!("/backups/{}/restore", b.to_restore_existing), Some(existing)));
+        ops.push((Method::DELETE, format!("/backups/{}", b.to_delete), None));
+    }
     let cv = c.with_version(ATTACH_VERSION);
     let answers =
         join_all(ops.iter().map(|(m, path, body)| cv.try_send(m.clone(), path, body.clone()))).await;
@@ -235,7 +343,9 @@ pub async fn launch(c: &Cinder, p: &Prepared, mode: Mode) -> Vec<Expect> {
         // waiting for a volume-side flow whose process died answers 503 after
         // rpc_response_timeout ("the operation goes on"): it promises nothing, and the
         // settle check holds whatever became of it.
-        let waits_on_volume = path.starts_with("/attachments") || path.ends_with("/action");
+        // A restore into a new volume waits for the volume's create.
+        let waits_on_volume =
+            path.starts_with("/attachments") || path.ends_with("/action") || path.ends_with("/restore");
         assert!(
             status < 500 || mode == Mode::Failure || (status == 503 && waits_on_volume),
             "{method} {path} answered {status}: {body}"
@@ -254,6 +364,12 @@ pub async fn launch(c: &Cinder, p: &Prepared, mode: Mode) -> Vec<Expect> {
             // The legacy reserve: the volume waits in `attaching` for its client.
             continue;
         }
+        if path.ends_with("/restore") {
+            let volume = body["restore"]["volume_id"].as_str().expect("the restored volume");
+            expect.push(Expect::Available(format!("/volumes/{volume}")));
+            expect.push(Expect::Available(path.trim_end_matches("/restore").to_owned()));
+            continue;
+        }
         if path.starts_with("/attachments/") && method == Method::POST {
             expect.push(Expect::Available(path.trim_end_matches("/action").to_owned()));
             continue;
@@ -264,6 +380,9 @@ pub async fn launch(c: &Cinder, p: &Prepared, mode: Mode) -> Vec<Expect> {
             }
             ("POST", "/volumes") => {
                 Expect::Available(format!("/volumes/{}", body["volume"]["id"].as_str().unwrap()))
+            }
+            ("POST", "/backups") => {
+                Expect::Available(format!("/backups/{}", body["backup"]["id"].as_str().unwrap()))
             }
             ("POST", "/snapshots") => {
                 Expect::Available(format!("/snapshots/{}", body["snapshot"]["id"].as_str().unwrap()))
@@ -299,10 +418,14 @@ fn resources(list: &Value, key: &str) -> Vec<(String, String, i64)> {
 /// What [`Seen::find`] answers for an attachment (only its presence is checked).
 static ATTACHMENT_FOUND: (String, String, i64) = (String::new(), String::new(), 0);
 
+/// The status a backup rests in; anything else is in transition (or an error).
+const BACKUP_RESTING: &[&str] = &["available"];
+
 /// The project's state at one moment.
 struct Seen {
     volumes: Vec<(String, String, i64)>,
     snapshots: Vec<(String, String, i64)>,
+    backups: Vec<(String, String, i64)>,
     /// (id, status, volume id) of each live attachment.
     attachments: Vec<(String, String, String)>,
 }
@@ -316,6 +439,7 @@ impl Seen {
         };
         let volumes = resources(&list("/volumes/detail?limit=1000").await, "volumes");
         let snapshots = resources(&list("/snapshots/detail?limit=1000").await, "snapshots");
+        let backups = resources(&list("/backups/detail?limit=1000").await, "backups");
         let (status, body) = c.with_version(ATTACH_VERSION).get("/attachments?limit=1000").await;
         assert_eq!(status, 200, "GET /attachments: {body}");
         let attachments = body["attachments"]
@@ -327,7 +451,7 @@ impl Seen {
                 (s("id"), s("status"), s("volume_id"))
             })
             .collect();
-        Self { volumes, snapshots, attachments }
+        Self { volumes, snapshots, backups, attachments }
     }
 
     /// The volumes whose export a live attachment needs (`attaching` or `attached`: both
@@ -344,7 +468,11 @@ impl Seen {
         if kind == "attachments" {
             return self.attachments.iter().find(|(i, _, _)| i == id).map(|_| &ATTACHMENT_FOUND);
         }
-        let list = if kind == "volumes" { &self.volumes } else { &self.snapshots };
+        let list = match kind {
+            "volumes" => &self.volumes,
+            "backups" => &self.backups,
+            _ => &self.snapshots,
+        };
         list.iter().find(|(i, _, _)| i == id)
     }
 
@@ -358,6 +486,11 @@ impl Seen {
         }
         if let Some((id, status, _)) = self.attachments.iter().find(|(_, s, _)| !resting(s)) {
             return Some(format!("attachment {id} is {status}"));
+        }
+        let backup_resting =
+            |s: &str| BACKUP_RESTING.contains(&s) || (mode == Mode::Failure && s.starts_with("error"));
+        if let Some((id, status, _)) = self.backups.iter().find(|(_, s, _)| !backup_resting(s)) {
+            return Some(format!("backup {id} is {status}"));
         }
         if mode == Mode::Failure {
             return None;
@@ -387,13 +520,120 @@ impl Seen {
     }
 
     /// (resource, in_use) as quota usage must show it.
-    fn usage(&self) -> [(&'static str, i64); 3] {
+    fn usage(&self) -> [(&'static str, i64); 5] {
         let gigabytes = self.volumes.iter().chain(&self.snapshots).map(|(_, _, s)| s).sum();
         [
             ("volumes", self.volumes.len() as i64),
             ("snapshots", self.snapshots.len() as i64),
             ("gigabytes", gigabytes),
+            ("backups", self.backups.len() as i64),
+            ("backup_gigabytes", self.backups.iter().map(|(_, _, s)| s).sum()),
         ]
+    }
+
+    /// What the backup store must hold beside what `live` holds: `Err` names what it
+    /// holds wrongly. No leftovers (journals, delete marks, temporary files, the file
+    /// driver's backup exports); a record for every available backup, none for a backup
+    /// that is gone; every chunk a record lists, none that no record lists. After a
+    /// failure, a backup in an error status may or may not have kept its record.
+    fn check_store(&self, store: &StoreEntries, live: &BTreeSet<String>, mode: Mode) -> Result<(), String> {
+        if !store.leftovers.is_empty() {
+            return Err(format!("leftovers in the backup store or exports: {:?}", store.leftovers));
+        }
+        let available: BTreeSet<&str> =
+            self.backups.iter().filter(|b| b.1 == "available").map(|b| b.0.as_str()).collect();
+        let errored: BTreeSet<&str> =
+            self.backups.iter().filter(|b| b.1.starts_with("error")).map(|b| b.0.as_str()).collect();
+        let missing: Vec<&&str> = available.iter().filter(|id| !store.records.contains(**id)).collect();
+        if !missing.is_empty() {
+            return Err(format!("available backups without a record: {missing:?}"));
+        }
+        let stray: Vec<&String> = store
+            .records
+            .iter()
+            .filter(|id| {
+                let mine = available.contains(id.as_str())
+                    || (mode == Mode::Failure && errored.contains(id.as_str()));
+                !mine && !live.contains(&format!("backup-record-{id}"))
+            })
+            .collect();
+        if !stray.is_empty() {
+            return Err(format!("records of backups that are not live: {stray:?}"));
+        }
+        let unreferenced: Vec<&String> = store.chunks.difference(&store.referenced).take(5).collect();
+        let lost: Vec<&String> = store.referenced.difference(&store.chunks).take(5).collect();
+        if !unreferenced.is_empty() || !lost.is_empty() {
+            return Err(format!(
+                "{} chunks no record lists ({unreferenced:?}), {} listed chunks missing ({lost:?})",
+                store.chunks.difference(&store.referenced).count(),
+                store.referenced.difference(&store.chunks).count()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the POSIX backup store and the file driver's backup exports hold, read from the
+/// disk (see `drivers/src/backup/posix/store.rs` for the store's layout).
+#[derive(Debug, Default)]
+pub struct StoreEntries {
+    /// The backups with a record (`backups/<id>.json`).
+    records: BTreeSet<String>,
+    /// The chunks stored (`chunks/<2 hex>/<sha256>.zst|.raw`), by SHA-256.
+    chunks: BTreeSet<String>,
+    /// The chunks some record lists.
+    referenced: BTreeSet<String>,
+    /// What a settled store must not hold: journals, delete marks, temporary files, the
+    /// file driver's backup exports (`.ember/exports/`).
+    leftovers: Vec<String>,
+}
+
+fn dir_names(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut names: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    names.sort();
+    names
+}
+
+impl StoreEntries {
+    /// Reads the store in `store` and the exports of the file backend in `volume_dir`.
+    pub fn read(store: &Path, volume_dir: &Path) -> Self {
+        let mut out = Self::default();
+        for (name, path) in dir_names(&store.join("backups")) {
+            match name.strip_suffix(".json") {
+                Some(id) => {
+                    out.records.insert(id.to_owned());
+                    // A record being replaced or removed may vanish between the listing and
+                    // the read: the next poll sees it settled.
+                    let Ok(bytes) = std::fs::read(&path) else { continue };
+                    let record: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    for c in record["chunks"].as_array().into_iter().flatten() {
+                        out.referenced.insert(c["sha256"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+                None => out.leftovers.push(format!("backups/{name}")),
+            }
+        }
+        for (prefix, path) in dir_names(&store.join("chunks")) {
+            for (name, _) in dir_names(&path) {
+                match name.strip_suffix(".zst").or_else(|| name.strip_suffix(".raw")) {
+                    Some(hash) if hash.len() == 64 => {
+                        out.chunks.insert(hash.to_owned());
+                    }
+                    _ => out.leftovers.push(format!("chunks/{prefix}/{name}")),
+                }
+            }
+        }
+        for dir in ["journal", "deleting"] {
+            out.leftovers.extend(dir_names(&store.join(dir)).into_iter().map(|(n, _)| format!("{dir}/{n}")));
+        }
+        let exports = volume_dir.join(".ember").join("exports");
+        out.leftovers.extend(dir_names(&exports).into_iter().map(|(n, _)| format!(".ember/exports/{n}")));
+        out
     }
 }
 
@@ -404,6 +644,9 @@ pub struct Case<'a> {
     pub project: &'a str,
     pub what: &'a str,
     pub mode: Mode,
+    /// The all-in-one's data directory, whose backup store (`backups/`) and file backend
+    /// (`volumes/file/`) are checked too; `None` where no backup service runs.
+    pub data_dir: Option<&'a Path>,
 }
 
 /// A flow that has not ended, if any (admin view): while one runs, resources may still
@@ -431,7 +674,7 @@ pub async fn settle(
     files: &dyn Fn() -> Vec<String>,
     deadline: Instant,
 ) {
-    let Case { cinder: c, project, what, mode } = case;
+    let Case { cinder: c, project, what, mode, data_dir } = case;
     loop {
         let flow = unfinished_flow(c).await;
         let seen = Seen::read(c).await;
@@ -482,15 +725,24 @@ pub async fn settle(
                 let want: BTreeSet<String> = live.union(&mine).cloned().collect();
                 let usage = join_all(seen.usage().map(|(r, _)| c.quota_usage(project, r))).await;
                 let want_usage: Vec<(i64, i64)> = seen.usage().iter().map(|(_, n)| (*n, 0)).collect();
-                let want: BTreeSet<String> = want.into_iter().filter(|f| !f.starts_with("export-")).collect();
-                if found == want && usage == want_usage {
+                let want: BTreeSet<String> = want
+                    .into_iter()
+                    .filter(|f| !f.starts_with("export-") && !f.starts_with("backup-record-"))
+                    .collect();
+                let store = data_dir
+                    .map(|d| StoreEntries::read(&d.join("backups"), &d.join("volumes").join("file")))
+                    .unwrap_or_default();
+                let store_ok = seen.check_store(&store, live, mode);
+                if found == want && usage == want_usage && store_ok.is_ok() {
                     live.extend(mine);
                     live.extend(mine_exports);
+                    live.extend(store.records.iter().map(|id| format!("backup-record-{id}")));
                     return;
                 }
                 format!(
                     "the backend holds {} files not live ({:?}) and misses {:?}; quota usage (volumes, \
-                     snapshots, gigabytes) is {usage:?}, the live resources make {want_usage:?}",
+                     snapshots, gigabytes, backups, backup_gigabytes) is {usage:?}, the live resources make \
+                     {want_usage:?}; backup store: {store_ok:?}",
                     found.difference(&want).count(),
                     found.difference(&want).take(5).collect::<Vec<_>>(),
                     want.difference(&found).take(5).collect::<Vec<_>>(),

@@ -1,7 +1,8 @@
 //! Raw images for the backup service: exports to read and restore targets to write.
 //!
 //! Raw volumes are handed over as they are. A qcow2 image is converted to a sparse raw
-//! copy under `.ember/exports/` (O_DIRECT, holes kept) and a restore is converted back
+//! copy under `.ember/exports/` (O_DIRECT, holes kept; named after the image, so the copies
+//! a crash or a lost result left can be found and removed) and a restore is converted back
 //! into `volume-<id>.tmp` and renamed over the volume, so a crashed restore leaves the
 //! old volume intact.
 
@@ -30,7 +31,7 @@ impl FileDriver {
         if setup.qemu.format == ImageFormat::Raw {
             return Ok(RawExport { path, size_bytes, temporary: false });
         }
-        let out = setup.dir.new_export("backup")?;
+        let out = setup.dir.new_export("backup", kind, id)?;
         if let Err(e) = setup.qemu.convert(&path, &out, ImageFormat::Raw).await {
             remove(&out).await?;
             return Err(e);
@@ -47,6 +48,20 @@ impl FileDriver {
         remove(&export.path).await
     }
 
+    /// Removes every copy made for a backup of `source` (and, of a volume, for a restore
+    /// into it) that was not released.
+    pub(super) async fn release_all(&self, source: BackupSource<'_>) -> Result<()> {
+        let setup = self.setup()?;
+        let (kind, id, whats): (Kind, &str, &[&str]) = match source {
+            BackupSource::Volume(v) => (Kind::Volume, v.id.as_str(), &["backup", "restore"]),
+            BackupSource::Snapshot(s) => (Kind::Snapshot, s.id.as_str(), &["backup"]),
+        };
+        for path in setup.dir.exports_of(whats, kind, id)? {
+            remove(&path).await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn restore_target(&self, volume: &DriverVolume) -> Result<RawExport> {
         let setup = self.setup()?;
         let path = setup.dir.image(Kind::Volume, &volume.id)?;
@@ -57,7 +72,7 @@ impl FileDriver {
         if setup.qemu.format == ImageFormat::Raw {
             return Ok(RawExport { path, size_bytes, temporary: false });
         }
-        let out = setup.dir.new_export("restore")?;
+        let out = setup.dir.new_export("restore", Kind::Volume, &volume.id)?;
         let target = out.clone();
         blocking("cannot create", &out, move || std::fs::File::create(&target)?.set_len(size_bytes)).await?;
         Ok(RawExport { path: out, size_bytes, temporary: true })

@@ -410,6 +410,10 @@ impl VolumeDriver for FileDriver {
         self.release(export).await
     }
 
+    async fn release_exports_of(&self, source: BackupSource<'_>) -> Result<()> {
+        self.release_all(source).await
+    }
+
     async fn prepare_restore(&self, volume: &DriverVolume) -> Result<RawExport> {
         self.restore_target(volume).await
     }

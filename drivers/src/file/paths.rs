@@ -79,9 +79,33 @@ impl DataDir {
         self.inside(&self.root, format!("{}.tmp", Self::name(kind, id)?))
     }
 
-    /// A fresh path in the exports directory.
-    pub(crate) fn new_export(&self, what: &str) -> Result<PathBuf> {
-        self.inside(&self.exports_dir(), format!("{what}-{}.raw", uuid::Uuid::new_v4()))
+    /// A fresh path in the exports directory for a copy of image (`kind`, `id`):
+    /// `<what>-<image name>.<uuid>.raw` (ids have no dot).
+    pub(crate) fn new_export(&self, what: &str, kind: Kind, id: &str) -> Result<PathBuf> {
+        let name = Self::name(kind, id)?;
+        self.inside(&self.exports_dir(), format!("{what}-{name}.{}.raw", uuid::Uuid::new_v4()))
+    }
+
+    /// The paths in the exports directory of the copies of image (`kind`, `id`) made for
+    /// any of `whats`.
+    pub(crate) fn exports_of(&self, whats: &[&str], kind: Kind, id: &str) -> Result<Vec<PathBuf>> {
+        let name = Self::name(kind, id)?;
+        let prefixes: Vec<String> = whats.iter().map(|w| format!("{w}-{name}.")).collect();
+        let entries = match fs::read_dir(self.exports_dir()) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(DriverError::io("cannot list", self.exports_dir(), e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| DriverError::io("cannot list", self.exports_dir(), e))?;
+            let file = entry.file_name();
+            let file = file.to_string_lossy();
+            if prefixes.iter().any(|p| file.starts_with(p.as_str())) {
+                out.push(entry.path());
+            }
+        }
+        Ok(out)
     }
 
     /// The NBD export name (and export id) of a volume in one mode: `volume-<id>` (rw) or
@@ -215,6 +239,6 @@ mod tests {
         assert_eq!(dir.tmp(Kind::Snapshot, "abc").unwrap().file_name().unwrap(), "snapshot-abc.tmp");
         assert!(dir.check_export(&dir.root().join("volume-abc")).is_err());
         assert!(dir.check_export(&dir.exports_dir().join("../../volume-abc")).is_err());
-        dir.check_export(&dir.new_export("backup").unwrap()).unwrap();
+        dir.check_export(&dir.new_export("backup", Kind::Volume, "v1").unwrap()).unwrap();
     }
 }

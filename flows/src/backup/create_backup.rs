@@ -19,7 +19,9 @@ use ember_drivers::backup::BackupSpec;
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
 use crate::backup::{backup_driver, store, store_failure};
-use crate::backups::{DEVICE_WAIT, TenPercent, atom_output, restore_volume_status, wait_flow};
+use crate::backups::{
+    CountedSource, DEVICE_WAIT, TenPercent, atom_output, handed_off_device, restore_volume_status, wait_flow,
+};
 use crate::deps::Deps;
 use crate::error::{domain, fail};
 use crate::handoff::{Handoff, flow_id, hand_off, volume_topic};
@@ -109,7 +111,8 @@ fn export_flow_id(b: &Backup) -> String {
 /// Hands the export of the volume (or of the backup's snapshot) to the volume's backend
 /// and waits for it (Cinder's `get_backup_device` call): the flow's id is the backup's,
 /// so a re-run waits for the same export.
-/// Revert: hands the release of the export, if one was made, to the backend.
+/// Revert: hands the release of the export, if one was made, to the backend (when the
+/// result was lost, the export's hand-off is withdrawn or its flow waited for).
 pub struct GetBackupDevice {
     deps: Arc<Deps>,
 }
@@ -151,11 +154,10 @@ impl Task for GetBackupDevice {
         let b = ctx.get(&BACKUP)?;
         let device = match ctx.result().map(|r| r.get(&BACKUP_DEVICE)).transpose()?.flatten() {
             Some(d) => d,
-            None => match self.deps.store.get_flow(&export_flow_id(&b)).await {
-                Ok(Some(detail)) if detail.flow.state == ember_engine::FlowState::Success => {
-                    atom_output(&detail, &BACKUP_DEVICE)?
-                }
-                _ => return Ok(()),
+            // The export may still be under way: withdrawn, or waited for.
+            None => match handed_off_device(&self.deps, &export_flow_id(&b)).await? {
+                Some(d) => d,
+                None => return Ok(()),
             },
         };
         release(&self.deps, ctx, &b, &ctx.get(&BACKEND)?, device).await
@@ -211,8 +213,9 @@ impl Task for BackupData {
         let spec =
             BackupSpec { backup_id: b.id.clone(), volume_id: b.volume_id.clone(), parent_id: b.parent_id };
         let progress = TenPercent::new("backup", &b.id);
+        let source = CountedSource(source.as_ref());
         let outcome =
-            store.driver().backup(&spec, source.as_ref(), &progress).await.map_err(|e| store_failure(&e))?;
+            store.driver().backup(&spec, &source, &progress).await.map_err(|e| store_failure(&e))?;
         tracing::info!(
             backup_id = %b.id,
             read_bytes = outcome.read_bytes,
@@ -225,6 +228,14 @@ impl Task for BackupData {
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
         let b = ctx.get(&BACKUP)?;
+        // A backup that went available is another flow's now (a restore may read it): the
+        // finish's revert failed to take it back, so its data stays.
+        match self.deps.backups.get_backup(&b.id).await {
+            Ok(now) if matches!(now.status, BackupStatus::Available | BackupStatus::Restoring) => {
+                return Ok(());
+            }
+            _ => {}
+        }
         backup_driver(&self.deps)?.delete(&b.id).await.map_err(|e| store_failure(&e))
     }
 }
@@ -255,7 +266,7 @@ impl Task for ReleaseBackupDevice {
 /// The backup goes from `creating` to `available` with its object count, the driver's
 /// name and record; then the volume goes back from `backing-up` (both compare-and-swaps,
 /// so a re-run finds them done).
-/// Revert: nothing.
+/// Revert: the backup goes from `available` to `error` (a failure after the finish).
 pub struct BackupOnFinish {
     deps: Arc<Deps>,
 }
@@ -284,5 +295,19 @@ impl Task for BackupOnFinish {
         restore_volume_status(&self.deps, &b.volume_id, VolumeStatus::BackingUp).await?;
         tracing::info!(event = "backup.create.end", backup_id = %b.id, "notification");
         Ok(Values::new())
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        // Failed after its work: the backup goes from `available` to `error` (so the
+        // reverts before it remove its data), unless another request took it since. The
+        // volume is already back to its status.
+        let b = ctx.get(&BACKUP)?;
+        let changes = BackupChanges {
+            status: Some(BackupStatus::Error),
+            fail_reason: Some(Some(fail_reason(ctx))),
+            ..BackupChanges::default()
+        };
+        self.deps.backups.update_backup(&b.id, &[BackupStatus::Available], &changes).await.map_err(domain)?;
+        Ok(())
     }
 }

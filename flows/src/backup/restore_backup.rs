@@ -21,7 +21,7 @@ use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_tr
 
 use crate::backup::create_backup::fail_reason;
 use crate::backup::{store, store_failure};
-use crate::backups::{DEVICE_WAIT, TenPercent, atom_output, wait_flow};
+use crate::backups::{DEVICE_WAIT, TenPercent, atom_output, handed_off_device, wait_flow};
 use crate::deps::Deps;
 use crate::error::{domain, fail};
 use crate::handoff::{Handoff, flow_id, hand_off, volume_topic};
@@ -97,7 +97,8 @@ impl Task for ExtractRestoreRef {
 }
 
 /// Hands the preparation of the target image to the volume's backend and waits for it.
-/// Revert: hands the release of the prepared image, if one was made, to the backend.
+/// Revert: hands the release of the prepared image, if one was made, to the backend (when
+/// the result was lost, the preparation's hand-off is withdrawn or its flow waited for).
 pub struct PrepareRestoreDevice {
     deps: Arc<Deps>,
 }
@@ -137,11 +138,10 @@ impl Task for PrepareRestoreDevice {
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
         let device = match ctx.result().map(|r| r.get(&BACKUP_DEVICE)).transpose()?.flatten() {
             Some(d) => d,
-            None => match self.deps.store.get_flow(&flow_id(PREPARE_FLOW, ctx.flow_id(), None)).await {
-                Ok(Some(detail)) if detail.flow.state == ember_engine::FlowState::Success => {
-                    atom_output(&detail, &BACKUP_DEVICE)?
-                }
-                _ => return Ok(()),
+            // The preparation may still be under way: withdrawn, or waited for.
+            None => match handed_off_device(&self.deps, &flow_id(PREPARE_FLOW, ctx.flow_id(), None)).await? {
+                Some(d) => d,
+                None => return Ok(()),
             },
         };
         let backend = ctx.get(&BACKEND)?;

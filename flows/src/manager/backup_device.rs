@@ -61,10 +61,33 @@ async fn volume(deps: &Deps, id: &str) -> Result<Volume, Failure> {
     deps.volumes.get_volume(id).await.map_err(domain)
 }
 
-/// Has the driver hand over a raw image of the volume, or of its snapshot.
-/// Revert: the driver releases the export it made.
+/// Has the driver hand over a raw image of the volume, or of its snapshot (a re-run first
+/// releases what an earlier run may have made).
+/// Revert: the driver releases the export it made (found by its source when the result
+/// was lost).
 pub struct ExportForBackup {
     deps: Arc<Deps>,
+}
+
+impl ExportForBackup {
+    /// Has the driver release every export of this backup's source (the volume is
+    /// `backing-up` for this backup, so no other backup reads one).
+    async fn release_all(&self, ctx: &Context) -> Result<(), Failure> {
+        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
+        let released = match ctx.get(&SOURCE_SNAPSHOT_ID)? {
+            Some(sid) => match self.deps.snapshots.get_snapshot(&sid).await {
+                Ok(s) => d.release_exports_of(BackupSource::Snapshot(&driver_snapshot(&s))).await,
+                Err(ember_common::Error::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(domain(e)),
+            },
+            None => match self.deps.volumes.get_volume(&ctx.get(&VOLUME_ID)?).await {
+                Ok(v) => d.release_exports_of(BackupSource::Volume(&driver_volume(&v))).await,
+                Err(ember_common::Error::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(domain(e)),
+            },
+        };
+        released.map_err(|e| driver_failure(&e))
+    }
 }
 
 #[async_trait]
@@ -82,6 +105,10 @@ impl Task for ExportForBackup {
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
         let backend = ctx.get(&BACKEND)?;
         let d = driver(&self.deps, &backend)?;
+        if ctx.attempt() > 1 {
+            // An earlier run may have made an export and died before its result was stored.
+            self.release_all(ctx).await?;
+        }
         let export = match ctx.get(&SOURCE_SNAPSHOT_ID)? {
             Some(sid) => {
                 let s = self.deps.snapshots.get_snapshot(&sid).await.map_err(domain)?;
@@ -98,7 +125,8 @@ impl Task for ExportForBackup {
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
         let Some(device) = ctx.result().map(|r| r.get(&BACKUP_DEVICE)).transpose()?.flatten() else {
-            return Ok(());
+            // The export, if one was made, is not described: the driver finds it by its source.
+            return self.release_all(ctx).await;
         };
         let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
         d.release_export(device.raw_export()).await.map_err(|e| driver_failure(&e))
@@ -127,8 +155,9 @@ impl Task for ReleaseBackupDevice {
     }
 }
 
-/// Has the driver hand over a raw image of the volume's size to restore into.
-/// Revert: the driver releases it.
+/// Has the driver hand over a raw image of the volume's size to restore into (a re-run
+/// first releases what an earlier run may have made).
+/// Revert: the driver releases it (found by its volume when the result was lost).
 pub struct PrepareRestore {
     deps: Arc<Deps>,
 }
@@ -149,13 +178,29 @@ impl Task for PrepareRestore {
         let backend = ctx.get(&BACKEND)?;
         let d = driver(&self.deps, &backend)?;
         let v = volume(&self.deps, &ctx.get(&VOLUME_ID)?).await?;
+        if ctx.attempt() > 1 {
+            // An earlier run may have made a target and died before its result was stored
+            // (the volume is `restoring-backup` for this restore: no other one uses one).
+            d.release_exports_of(BackupSource::Volume(&driver_volume(&v)))
+                .await
+                .map_err(|e| driver_failure(&e))?;
+        }
         let export = d.prepare_restore(&driver_volume(&v)).await.map_err(|e| driver_failure(&e))?;
         Ok(Values::new().with(&BACKUP_DEVICE, BackupDevice::local(&backend, export)))
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
         let Some(device) = ctx.result().map(|r| r.get(&BACKUP_DEVICE)).transpose()?.flatten() else {
-            return Ok(());
+            // A target, if one was made, is not described: the driver finds it by its volume.
+            let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
+            return match self.deps.volumes.get_volume(&ctx.get(&VOLUME_ID)?).await {
+                Ok(v) => d
+                    .release_exports_of(BackupSource::Volume(&driver_volume(&v)))
+                    .await
+                    .map_err(|e| driver_failure(&e)),
+                Err(ember_common::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(domain(e)),
+            };
         };
         let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
         d.release_export(device.raw_export()).await.map_err(|e| driver_failure(&e))

@@ -57,6 +57,7 @@ struct Slot {
 #[derive(Clone)]
 struct Stage {
     layout: Layout,
+    backup_id: String,
     journal: Arc<Journal>,
     compression: Compression,
     level: i32,
@@ -121,7 +122,10 @@ pub(super) async fn run(
     let (done, journal) = {
         let layout = layout.clone();
         let path = layout.journal(&spec.backup_id);
+        let id = spec.backup_id.clone();
         blocking("cannot open the backup journal", &path.clone(), move || {
+            // The chunk writes the earlier run died in left their temporary files.
+            layout.remove_chunk_tmps(&id, &previous)?;
             let done = resumable(&layout, previous);
             let journal = Journal::open(&path, chunk_size)?;
             Ok((done, journal))
@@ -130,6 +134,7 @@ pub(super) async fn run(
     };
     let stage = Stage {
         layout: layout.clone(),
+        backup_id: spec.backup_id.clone(),
         journal: Arc::new(journal),
         compression: inner.options.backup_compression_algorithm,
         level: inner.options.backup_compression_level,
@@ -414,7 +419,8 @@ fn store_chunk(
             Compression::Zstd => compress(slot, len, stage.level)?,
         };
         let bytes = if compressed { &slot.out[..] } else { &slot.buf[..len] };
-        stage.layout.write_chunk(&entry.hash, compressed, bytes, stage.sync)?;
+        let tmp = stage.layout.chunk_tmp(&entry.hash, &stage.backup_id, job.offset);
+        stage.layout.write_chunk(&entry.hash, compressed, bytes, stage.sync, &tmp)?;
         entry.stored = bytes.len() as u64;
     }
     stage.journal.append(&entry)?;

@@ -32,7 +32,9 @@ pub(super) async fn run(inner: &Inner, backup_id: &str) -> Result<()> {
         if let Some(r) = layout.read_record(&mark)? {
             doomed.extend(r.hashes());
         }
-        doomed.extend(Journal::read(&journal)?.1.iter().filter_map(|e| e.hash()));
+        let entries = Journal::read(&journal)?.1;
+        layout.remove_chunk_tmps(&id, &entries)?;
+        doomed.extend(entries.iter().filter_map(|e| e.hash()));
         if !doomed.is_empty() {
             let referenced = layout.referenced(&id)?;
             for hash in doomed.difference(&referenced) {

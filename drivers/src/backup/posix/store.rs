@@ -6,6 +6,7 @@
 //!   lock                         flock: shared while a backup runs, exclusive while a delete collects
 //!   chunks/<2 hex>/<sha256>.zst  a chunk compressed with zstd (one frame)
 //!   chunks/<2 hex>/<sha256>.raw  a chunk stored as is (compression off, or incompressible data)
+//!   chunks/<2 hex>/<sha256>.<backup id>.<offset>.tmp  a chunk being written
 //!   backups/<backup id>.json     a finished backup's record: every chunk it lists, holes not listed
 //!   journal/<backup id>.journal  a running backup's append-only journal of chunks
 //!   deleting/<backup id>.json    the record of a backup whose delete has started
@@ -150,11 +151,34 @@ impl Layout {
         [true, false].into_iter().map(|c| (self.chunk(hash, c), c)).find(|(p, _)| p.exists())
     }
 
-    /// Writes a chunk's stored form durably under its final name (temporary name, fsync,
-    /// rename), so a final name always holds a whole chunk.
-    pub fn write_chunk(&self, hash: &Hash, compressed: bool, bytes: &[u8], sync: bool) -> io::Result<()> {
+    /// The temporary name backup `backup_id` writes its chunk at `offset` under:
+    /// `<sha256>.<backup id>.<offset>.tmp`, so a resume or a delete of the backup finds what a
+    /// crash left from the chunks its journal has an intent for.
+    pub fn chunk_tmp(&self, hash: &Hash, backup_id: &str, offset: u64) -> PathBuf {
+        self.chunk_dir(hash).join(format!("{}.{backup_id}.{offset}.tmp", hex(hash)))
+    }
+
+    /// Removes what a crash may have left of the chunk writes backup `backup_id`'s journal
+    /// announced (`Intent` lines).
+    pub fn remove_chunk_tmps(&self, backup_id: &str, entries: &[JournalEntry]) -> io::Result<()> {
+        for e in entries.iter().filter(|e| e.kind == EntryKind::Intent) {
+            remove_if_present(&self.chunk_tmp(&e.hash, backup_id, e.offset))?;
+        }
+        Ok(())
+    }
+
+    /// Writes a chunk's stored form durably under its final name (temporary name `tmp`,
+    /// fsync, rename), so a final name always holds a whole chunk.
+    pub fn write_chunk(
+        &self,
+        hash: &Hash,
+        compressed: bool,
+        bytes: &[u8],
+        sync: bool,
+        tmp: &Path,
+    ) -> io::Result<()> {
         let dir = self.chunk_dir(hash);
-        let tmp = dir.join(format!("{}.{}.tmp", hex(hash), uuid::Uuid::new_v4().simple()));
+        let tmp = tmp.to_owned();
         let mut file = match File::create(&tmp) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(&dir)?;
