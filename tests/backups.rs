@@ -169,7 +169,10 @@ async fn a_volume_created_from_a_backup_holds_its_data_and_bad_backup_ids_are_re
 
 #[tokio::test]
 async fn a_forced_backup_of_an_in_use_volume_reads_a_temporary_snapshot_and_removes_it() {
-    let cluster = TestCluster::all_in_one().await;
+    // The backup pauses before it reads, so the temporary snapshot can be seen.
+    let pause =
+        ("FAILPOINTS".to_owned(), "backup_create_backup.BackupDataTask.before=1*sleep(1500)".to_owned());
+    let cluster = TestCluster::all_in_one_env("", vec![pause]).await;
     let c = cluster.client(PROJECT).with_version("3.44");
     let deadline = Instant::now() + Duration::from_secs(120);
     let vol = c.create_volume(json!({ "size": 1 })).await;
@@ -192,11 +195,22 @@ async fn a_forced_backup_of_an_in_use_volume_reads_a_temporary_snapshot_and_remo
 
     let (status, body) = c.post("/backups", json!({ "backup": { "volume_id": vol } })).await;
     assert_eq!(status, 400, "in-use without force: {body}");
-    let bk = backup(&c, json!({ "volume_id": vol, "force": true }), deadline).await;
+    let (status, created) =
+        c.post("/backups", json!({ "backup": { "volume_id": vol, "force": true } })).await;
+    assert_eq!(status, 202, "{created}");
+    let bk = created["backup"]["id"].as_str().expect("a backup id").to_owned();
+    let temp = format!("snapshot-backup-snap-{bk}");
+    while !cluster.backend_files().iter().any(|f| f.contains(&temp)) {
+        assert!(Instant::now() < deadline, "no temporary snapshot {temp}: {:?}", cluster.backend_files());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.wait_status(&format!("/backups/{bk}"), "available", deadline).await;
     c.wait_status(&format!("/volumes/{vol}"), "in-use", deadline).await;
-    let leftovers: Vec<String> =
-        cluster.backend_files().into_iter().filter(|f| f.contains("backup-snap")).collect();
-    assert_eq!(leftovers, Vec::<String>::new(), "the temporary snapshot is gone");
+    // The release is handed off, not waited for: the snapshot goes a moment later.
+    while cluster.backend_files().iter().any(|f| f.contains("backup-snap")) {
+        assert!(Instant::now() < deadline, "the temporary snapshot stays: {:?}", cluster.backend_files());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let (status, restored) = c.post(&format!("/backups/{bk}/restore"), json!({ "restore": {} })).await;
     assert_eq!(status, 202, "restore: {restored}");
