@@ -87,3 +87,53 @@ async fn other_projects_private_types_and_markers_read_as_unknown() {
         assert_eq!(alice.get(&format!("{list}?marker={marker}")).await.0, 200);
     }
 }
+
+#[tokio::test]
+async fn other_projects_backups_read_as_unknown() {
+    let cluster = TestCluster::all_in_one_with(CONFIG).await;
+    let alice = Cinder::with_token(&cluster.base_url, "pa", "alice-token").with_version("3.47");
+    let bob = Cinder::with_token(&cluster.base_url, "pb", "bob-token").with_version("3.47");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let volume = alice.create_volume(json!({ "size": 1 })).await;
+    alice.wait_status(&format!("/volumes/{volume}"), "available", deadline).await;
+    let (status, body) = alice.post("/backups", json!({ "backup": { "volume_id": volume } })).await;
+    assert_eq!(status, 202, "{body}");
+    let backup = body["backup"]["id"].as_str().unwrap().to_owned();
+    alice.wait_status(&format!("/backups/{backup}"), "available", deadline).await;
+    let bob_volume = bob.create_volume(json!({ "size": 1 })).await;
+    bob.wait_status(&format!("/volumes/{bob_volume}"), "available", deadline).await;
+
+    // Every way bob can name alice's backup answers as an id that does not exist.
+    let put = json!({ "backup": { "name": "mine" } });
+    let restore = json!({ "restore": { "volume_id": bob_volume } });
+    for id in [backup.as_str(), UNKNOWN] {
+        let asks = [
+            bob.get(&format!("/backups/{id}")).await,
+            bob.send(reqwest::Method::PUT, &format!("/backups/{id}"), Some(put.clone())).await,
+            bob.send(reqwest::Method::DELETE, &format!("/backups/{id}"), None).await,
+            bob.post(&format!("/backups/{id}/restore"), restore.clone()).await,
+            bob.post(&format!("/backups/{id}/restore"), json!({ "restore": {} })).await,
+            bob.get(&format!("/backups?marker={id}")).await,
+            bob.get(&format!("/backups/detail?marker={id}")).await,
+            bob.post("/volumes", json!({ "volume": { "backup_id": id } })).await,
+        ];
+        for answer in &asks {
+            assert_eq!(refusal(answer), (404, "itemNotFound".to_owned()), "{id}: {answer:?}");
+        }
+        // Export is an admin's: refused alike, whether the id exists or not.
+        let export = bob.get(&format!("/backups/{id}/export_record")).await;
+        assert_eq!(export.0, 403, "{export:?}");
+    }
+    assert_eq!(bob.get("/backups").await.1["backups"], json!([]));
+    assert_eq!(bob.get("/backups/detail").await.1["backups"], json!([]));
+    assert_eq!(bob.quota_usage("pb", "volumes").await, (1, 0));
+    assert_eq!(bob.quota_usage("pb", "backups").await, (0, 0));
+
+    // Nothing of alice's changed, and she pages past her own marker.
+    let (_, shown) = alice.get(&format!("/backups/{backup}")).await;
+    assert_eq!(shown["backup"]["status"], "available", "{shown}");
+    assert_ne!(shown["backup"]["name"], "mine", "{shown}");
+    assert_eq!(alice.get(&format!("/backups?marker={backup}")).await.0, 200);
+    let (_, v) = bob.get(&format!("/volumes/{bob_volume}")).await;
+    assert_eq!(v["volume"]["status"], "available", "{v}");
+}

@@ -3,7 +3,9 @@
 
 use chrono::Utc;
 use ember_common::ErrorKind;
-use ember_common::model::{Backup, ServiceFilter, Volume, VolumeChanges, VolumeExpect, VolumeStatus};
+use ember_common::model::{
+    Backup, ServiceFilter, SnapshotChanges, SnapshotStatus, Volume, VolumeChanges, VolumeExpect, VolumeStatus,
+};
 use ember_common::ops::RequestContext;
 use ember_engine::Failure;
 
@@ -94,6 +96,21 @@ pub(crate) async fn restore_volume_status(deps: &Deps, id: &str, from: VolumeSta
     };
     deps.volumes.update_volume(id, &VolumeExpect::status_in(&[from]), &changes).await.map_err(domain)?;
     Ok(())
+}
+
+/// The source of backup `b` goes back from `backing-up`: its snapshot to `available` when
+/// it backs up a snapshot (Cinder swaps the snapshot, not the volume), else its volume to
+/// the status it had. Compare-and-swaps: a re-run, or a source elsewhere already, changes
+/// nothing.
+pub(crate) async fn restore_source_status(deps: &Deps, b: &Backup) -> Result<(), Failure> {
+    let Some(sid) = &b.snapshot_id else {
+        return restore_volume_status(deps, &b.volume_id, VolumeStatus::BackingUp).await;
+    };
+    let changes = SnapshotChanges { status: Some(SnapshotStatus::Available), ..SnapshotChanges::default() };
+    match deps.snapshots.update_snapshot(sid, &[SnapshotStatus::BackingUp], &changes).await {
+        Ok(_) | Err(ember_common::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(domain(e)),
+    }
 }
 
 /// How long the backup service waits for the volume service's part of a backup or restore

@@ -103,7 +103,11 @@
 //!   the same for the volume (Cinder finishes each snapshot in turn); a failure leaves the
 //!   snapshots not yet removed and the volume in `error_deleting`, including a snapshot the
 //!   driver found busy (Cinder puts that one back to `available` and carries on).
-//! - Not yet: volumes from backups or images (a clear 400 up front), the availability-zone
+//! - A volume from a backup (3.47) is scheduled and made blank like any create, then
+//!   `RestoreBackupCastTask` swaps the backup to `restoring` and the volume to
+//!   `restoring-backup` and hands the restore to the backup's service; a re-run that finds
+//!   the restore recorded does nothing more (the restore owns both).
+//! - Not yet: volumes from images (a clear 400 up front), the availability-zone
 //!   check against the services' zones, and holding a snapshot or source volume against
 //!   deletion while a volume is made from it.
 

@@ -6,7 +6,8 @@
 //!    the parent of an incremental backup and chooses a live backup service (none: 503).
 //! 2. `BackupQuotaReserveTask`: reserves `backups` and `backup_gigabytes`.
 //! 3. `BackupVolumeSwapTask`: compare-and-swap of the volume from `available` (or `in-use`
-//!    with `force` or a snapshot) to `backing-up`, its status kept in `previous_status`.
+//!    with `force`) to `backing-up`, its status kept in `previous_status`; a backup of a
+//!    snapshot swaps the snapshot to `backing-up` instead.
 //! 4. `BackupEntryCreateTask`: inserts the backup in `creating` on the chosen host.
 //! 5. `BackupQuotaCommitTask`: commits the reservation.
 //! 6. `BackupCastTask`: hands the backup to its backup service (`backup_create_backup`).
@@ -15,8 +16,8 @@ use std::sync::Arc;
 
 use ember_common::model::quota::backup_deltas;
 use ember_common::model::{
-    Backup, BackupFilter, BackupStatus, ListOptions, SnapshotStatus, VolumeChanges, VolumeExpect,
-    VolumeStatus,
+    Backup, BackupFilter, BackupStatus, ListOptions, SnapshotChanges, SnapshotStatus, VolumeChanges,
+    VolumeExpect, VolumeStatus,
 };
 use ember_common::ops::{CreateBackup, RequestContext};
 use ember_common::{Error as DomainError, ErrorKind};
@@ -108,7 +109,8 @@ impl Task for ExtractBackupRequest {
                     format!("Invalid snapshot: Snapshot {sid} is not a snapshot of volume {}.", v.id),
                 ));
             }
-            if s.status != SnapshotStatus::Available {
+            let rerun = ctx.attempt() > 1 && s.status == SnapshotStatus::BackingUp;
+            if s.status != SnapshotStatus::Available && !rerun {
                 return Err(fail(
                     ErrorKind::BadRequest,
                     format!(
@@ -191,10 +193,39 @@ impl Task for BackupQuotaReserve {
 }
 
 /// Moves the volume to `backing-up` with one compare-and-swap, its status kept in
-/// `previous_status` (a lost swap is Cinder's `InvalidVolume`).
-/// Revert: back from `backing-up` to the status it had.
+/// `previous_status` (a lost swap is Cinder's `InvalidVolume`); a backup of a snapshot
+/// swaps the snapshot from `available` to `backing-up` instead and leaves the volume as it
+/// is, as Cinder does.
+/// Revert: the swapped one goes back from `backing-up` to the status it had.
 pub struct BackupVolumeSwap {
     deps: Arc<Deps>,
+}
+
+impl BackupVolumeSwap {
+    async fn swap_snapshot(&self, ctx: &Context, sid: &str) -> Result<Values, Failure> {
+        let changes =
+            SnapshotChanges { status: Some(SnapshotStatus::BackingUp), ..SnapshotChanges::default() };
+        let snapshots = &self.deps.snapshots;
+        if snapshots
+            .update_snapshot(sid, &[SnapshotStatus::Available], &changes)
+            .await
+            .map_err(domain)?
+            .is_some()
+        {
+            return Ok(Values::new());
+        }
+        let now = snapshots.get_snapshot(sid).await.map_err(domain)?;
+        if ctx.attempt() > 1 && now.status == SnapshotStatus::BackingUp {
+            return Ok(Values::new());
+        }
+        Err(fail(
+            ErrorKind::BadRequest,
+            format!(
+                "Invalid snapshot: Snapshot to be backed up must be available, but the current status is \"{}\".",
+                now.status
+            ),
+        ))
+    }
 }
 
 #[async_trait]
@@ -208,11 +239,14 @@ impl Task for BackupVolumeSwap {
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
         let v = ctx.get(&VOLUME)?;
+        let req = ctx.get(&BACKUP_REQUEST)?;
+        if let Some(sid) = &req.snapshot_id {
+            return self.swap_snapshot(ctx, sid).await;
+        }
         if v.status == VolumeStatus::BackingUp {
             // Seen by a re-run of the extract task: an earlier run of this task swapped.
             return Ok(Values::new());
         }
-        let req = ctx.get(&BACKUP_REQUEST)?;
         let statuses: &[VolumeStatus] = if req.force || req.snapshot_id.is_some() {
             &[VolumeStatus::Available, VolumeStatus::InUse]
         } else {
@@ -250,6 +284,13 @@ impl Task for BackupVolumeSwap {
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
         if ctx.result().is_none() {
+            return Ok(());
+        }
+        if let Some(sid) = ctx.get(&BACKUP_REQUEST)?.snapshot_id {
+            let changes =
+                SnapshotChanges { status: Some(SnapshotStatus::Available), ..SnapshotChanges::default() };
+            let snapshots = &self.deps.snapshots;
+            snapshots.update_snapshot(&sid, &[SnapshotStatus::BackingUp], &changes).await.map_err(domain)?;
             return Ok(());
         }
         restore_volume_status(&self.deps, &ctx.get(&VOLUME)?.id, VolumeStatus::BackingUp).await

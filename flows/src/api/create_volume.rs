@@ -14,12 +14,13 @@
 use std::sync::Arc;
 
 use ember_common::access;
-use ember_common::model::{SnapshotStatus, Volume, VolumeExpect, VolumeStatus, VolumeType};
+use ember_common::model::{BackupStatus, SnapshotStatus, Volume, VolumeExpect, VolumeStatus, VolumeType};
 use ember_common::ops::{CreateVolume, RequestContext};
 use ember_common::{Error as DomainError, ErrorKind};
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 use ember_scheduler::RequestSpec;
 
+use crate::backups::own_backup;
 use crate::deps::Deps;
 use crate::error::{domain, fail};
 use crate::handoff::{Handoff, SCHEDULER_TOPIC, flow_id, hand_off, withdraw};
@@ -73,8 +74,16 @@ impl ExtractVolumeRequest {
                 "May specify only one of snapshot, imageRef, source volume or backup.",
             ));
         }
-        if req.backup_id.is_some() {
-            return Err(fail(ErrorKind::BadRequest, "Creating a volume from a backup is not supported yet."));
+        if let Some(id) = &req.backup_id {
+            // Another project's backup reads as an unknown one (`own_backup`).
+            let b = own_backup(&self.deps, ctx, id).await?;
+            if b.status != BackupStatus::Available {
+                return Err(fail(
+                    ErrorKind::BadRequest,
+                    format!("Invalid backup: Backup status must be available, not {}.", b.status),
+                ));
+            }
+            return Ok(Source { size: Some(b.size), type_id: None, zone: None });
         }
         if let Some(id) = &req.snapshot_id {
             let snap = self.deps.snapshots.get_snapshot(id).await.map_err(domain)?;

@@ -5,22 +5,24 @@
 //!
 //! 1. `ExtractBackupRefTask`: reads the backup (in `creating`) and its volume's backend.
 //! 2. `GetBackupDeviceTask`: hands `backup_export_volume` to the volume's backend and
-//!    waits for the export of the volume (or its snapshot).
+//!    waits for the export of the volume (or its snapshot, or a temporary snapshot of an
+//!    `in-use` volume backed up with `force`).
 //! 3. `BackupDataTask`: the backup driver reads the export and stores it (resuming from
 //!    the last stored chunk when it runs again).
-//! 4. `ReleaseBackupDeviceTask`: hands `backup_release_volume` to the backend.
+//! 4. `ReleaseBackupDeviceTask`: hands `backup_release_volume` to the backend (which
+//!    also deletes a temporary snapshot).
 //! 5. `BackupOnFinishTask`: the backup goes `available` with its object count and the
 //!    driver's record; the volume goes back to the status it had.
 
 use std::sync::Arc;
 
-use ember_common::model::{Backup, BackupChanges, BackupStatus, VolumeStatus};
+use ember_common::model::{Backup, BackupChanges, BackupStatus};
 use ember_drivers::backup::BackupSpec;
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
 use crate::backup::{backup_driver, store, store_failure};
 use crate::backups::{
-    CountedSource, DEVICE_WAIT, TenPercent, atom_output, handed_off_device, restore_volume_status, wait_flow,
+    CountedSource, DEVICE_WAIT, TenPercent, atom_output, handed_off_device, restore_source_status, wait_flow,
 };
 use crate::deps::Deps;
 use crate::error::{domain, fail};
@@ -54,7 +56,8 @@ pub(crate) fn fail_reason(ctx: &RevertContext) -> String {
 
 /// Reads the backup (in `creating`), its volume and the volume's backend.
 /// Revert: the backup goes from `creating` to `error` with the failure as its reason, the
-/// volume from `backing-up` back to the status it had, whichever task failed.
+/// volume (or the snapshot backed up) from `backing-up` back to the status it had,
+/// whichever task failed.
 pub struct ExtractBackupRef {
     deps: Arc<Deps>,
 }
@@ -97,7 +100,7 @@ impl Task for ExtractBackupRef {
             .await
             .map_err(domain)?;
         if let Some(b) = b.or(self.deps.backups.get_backup(&id).await.ok()) {
-            restore_volume_status(&self.deps, &b.volume_id, VolumeStatus::BackingUp).await?;
+            restore_source_status(&self.deps, &b).await?;
         }
         Ok(())
     }
@@ -136,7 +139,8 @@ impl Task for GetBackupDevice {
             .with(&CONTEXT, ctx.get(&CONTEXT)?)
             .with(&VOLUME_ID, b.volume_id.clone())
             .with(&SOURCE_SNAPSHOT_ID, b.snapshot_id.clone())
-            .with(&BACKEND, backend.clone());
+            .with(&BACKEND, backend.clone())
+            .with(&BACKUP_UUID, b.id.clone());
         let id = export_flow_id(&b);
         let h = Handoff {
             name: EXPORT_FLOW,
@@ -175,7 +179,9 @@ async fn release(
     let inputs = Values::new()
         .with(&CONTEXT, ctx.get(&CONTEXT)?)
         .with(&BACKEND, backend.to_owned())
-        .with(&BACKUP_DEVICE, device);
+        .with(&BACKUP_DEVICE, device)
+        .with(&BACKUP_UUID, b.id.clone())
+        .with(&VOLUME_ID, b.volume_id.clone());
     let h = Handoff {
         name: RELEASE_FLOW,
         id: flow_id(RELEASE_FLOW, &format!("{}:{}", b.id, ctx.flow_id()), None),
@@ -264,7 +270,8 @@ impl Task for ReleaseBackupDevice {
 }
 
 /// The backup goes from `creating` to `available` with its object count, the driver's
-/// name and record; then the volume goes back from `backing-up` (both compare-and-swaps,
+/// name and record; then the volume (or the snapshot backed up) goes back from
+/// `backing-up` (both compare-and-swaps,
 /// so a re-run finds them done).
 /// Revert: the backup goes from `available` to `error` (a failure after the finish).
 pub struct BackupOnFinish {
@@ -292,7 +299,7 @@ impl Task for BackupOnFinish {
             ..BackupChanges::default()
         };
         self.deps.backups.update_backup(&b.id, &[BackupStatus::Creating], &changes).await.map_err(domain)?;
-        restore_volume_status(&self.deps, &b.volume_id, VolumeStatus::BackingUp).await?;
+        restore_source_status(&self.deps, &b).await?;
         tracing::info!(event = "backup.create.end", backup_id = %b.id, "notification");
         Ok(Values::new())
     }

@@ -4,15 +4,16 @@
 //! waits for.
 //!
 //! - `backup_export_volume`: `ExportForBackupTask` (the driver's raw image of the volume or
-//!   snapshot);
-//! - `backup_release_volume`: `ReleaseBackupDeviceTask` (the driver drops the export);
+//!   snapshot; of a temporary snapshot for an `in-use` volume backed up with `force`);
+//! - `backup_release_volume`: `ReleaseBackupDeviceTask` (the driver drops the export and
+//!   the backup's temporary snapshot, if any);
 //! - `restore_prepare_volume`: `PrepareRestoreTask` (a raw image to restore into);
 //! - `restore_commit_volume`: `CommitRestoreTask` (the restored image becomes the volume).
 
 use std::sync::Arc;
 
-use ember_common::model::Volume;
-use ember_drivers::BackupSource;
+use ember_common::model::{Volume, VolumeStatus};
+use ember_drivers::{BackupSource, DriverSnapshot};
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
 use crate::deps::Deps;
@@ -29,18 +30,47 @@ pub const PREPARE_FLOW: &str = "restore_prepare_volume";
 /// Writes a restored image into its volume.
 pub const COMMIT_FLOW: &str = "restore_commit_volume";
 
-/// Builds `backup_export_volume`; inputs: context, volume id, source snapshot id, backend.
+/// Builds `backup_export_volume`; inputs: context, volume id, source snapshot id, backend,
+/// and (optional, recorded by backups since temporary snapshots) the backup's id.
 pub fn export_flow(deps: Arc<Deps>) -> Flow {
     Flow::linear(EXPORT_FLOW)
         .inputs(&[CONTEXT.name(), VOLUME_ID.name(), SOURCE_SNAPSHOT_ID.name(), BACKEND.name()])
         .add(ExportForBackup { deps })
 }
 
-/// Builds `backup_release_volume`; inputs: context, backend, device.
+/// Builds `backup_release_volume`; inputs: context, backend, device, and (optional) the
+/// backup's id and volume id, whose temporary snapshot goes too.
 pub fn release_flow(deps: Arc<Deps>) -> Flow {
     Flow::linear(RELEASE_FLOW)
         .inputs(&[CONTEXT.name(), BACKEND.name(), BACKUP_DEVICE.name()])
         .add(ReleaseBackupDevice { deps })
+}
+
+/// The driver's temporary snapshot of volume `v` for backup `backup_id` (Cinder's
+/// `backup-snap-<volume>`): named by the backup, so a re-run finds its own and never an
+/// older backup's.
+fn temp_snapshot(backup_id: &str, v: &Volume) -> DriverSnapshot {
+    DriverSnapshot::new(format!("backup-snap-{backup_id}"), v.id.clone(), u64::try_from(v.size).unwrap_or(0))
+}
+
+/// Whether a backup of `v` (no snapshot named) reads a temporary snapshot: the volume was
+/// `in-use` when the backup began (so `force` was given), as Cinder's
+/// `backup_use_temp_snapshot`: the data is a point in time, not a file being written.
+fn needs_temp_snapshot(v: &Volume) -> bool {
+    v.status == VolumeStatus::BackingUp && v.previous_status.as_deref() == Some("in-use")
+}
+
+/// Deletes backup `backup_id`'s temporary snapshot of volume `volume_id` on `backend`
+/// (a missing one is done).
+async fn drop_temp_snapshot(
+    deps: &Deps,
+    backend: &str,
+    backup_id: &str,
+    volume_id: &str,
+) -> Result<(), Failure> {
+    let d = driver(deps, backend)?;
+    let snap = DriverSnapshot::new(format!("backup-snap-{backup_id}"), volume_id.to_owned(), 0);
+    d.delete_snapshot(&snap).await.map_err(|e| driver_failure(&e))
 }
 
 /// Builds `restore_prepare_volume`; inputs: context, volume id, backend.
@@ -98,6 +128,9 @@ impl Task for ExportForBackup {
     fn requires(&self) -> &[&'static str] {
         const { &[VOLUME_ID.name(), SOURCE_SNAPSHOT_ID.name(), BACKEND.name()] }
     }
+    fn optional(&self) -> &[&'static str] {
+        const { &[BACKUP_UUID.name()] }
+    }
     fn provides(&self) -> &[&'static str] {
         const { &[BACKUP_DEVICE.name()] }
     }
@@ -116,7 +149,16 @@ impl Task for ExportForBackup {
             }
             None => {
                 let v = volume(&self.deps, &ctx.get(&VOLUME_ID)?).await?;
-                d.export_for_backup(BackupSource::Volume(&driver_volume(&v))).await
+                match ctx.get_optional(&BACKUP_UUID)? {
+                    Some(bid) if needs_temp_snapshot(&v) => {
+                        // Created again by a re-run: the driver adopts the one it finds.
+                        let snap = temp_snapshot(&bid, &v);
+                        d.create_snapshot(&snap).await.map_err(|e| driver_failure(&e))?;
+                        tracing::info!(backup_id = %bid, volume_id = %v.id, "temporary snapshot taken for the backup");
+                        d.export_for_backup(BackupSource::Snapshot(&snap)).await
+                    }
+                    _ => d.export_for_backup(BackupSource::Volume(&driver_volume(&v))).await,
+                }
             }
         }
         .map_err(|e| driver_failure(&e))?;
@@ -124,16 +166,26 @@ impl Task for ExportForBackup {
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
-        let Some(device) = ctx.result().map(|r| r.get(&BACKUP_DEVICE)).transpose()?.flatten() else {
+        let backend = ctx.get(&BACKEND)?;
+        match ctx.result().map(|r| r.get(&BACKUP_DEVICE)).transpose()?.flatten() {
+            Some(device) => {
+                let d = driver(&self.deps, &backend)?;
+                d.release_export(device.raw_export()).await.map_err(|e| driver_failure(&e))?;
+            }
             // The export, if one was made, is not described: the driver finds it by its source.
-            return self.release_all(ctx).await;
-        };
-        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
-        d.release_export(device.raw_export()).await.map_err(|e| driver_failure(&e))
+            None => self.release_all(ctx).await?,
+        }
+        // By name, not by result: the task may have taken it and then failed.
+        if let Some(bid) = ctx.get_optional(&BACKUP_UUID)? {
+            drop_temp_snapshot(&self.deps, &backend, &bid, &ctx.get(&VOLUME_ID)?).await?;
+        }
+        Ok(())
     }
 }
 
-/// Has the driver drop an export (a temporary copy is removed; a missing one is done).
+/// Has the driver drop an export (a temporary copy is removed; a missing one is done),
+/// then the backup's temporary snapshot when the release names a backup (a missing one
+/// is done, so a release run twice, or for a backup that took none, is harmless).
 /// Revert: nothing.
 pub struct ReleaseBackupDevice {
     deps: Arc<Deps>,
@@ -147,10 +199,17 @@ impl Task for ReleaseBackupDevice {
     fn requires(&self) -> &[&'static str] {
         const { &[BACKEND.name(), BACKUP_DEVICE.name()] }
     }
+    fn optional(&self) -> &[&'static str] {
+        const { &[BACKUP_UUID.name(), VOLUME_ID.name()] }
+    }
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
-        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
+        let backend = ctx.get(&BACKEND)?;
+        let d = driver(&self.deps, &backend)?;
         d.release_export(ctx.get(&BACKUP_DEVICE)?.raw_export()).await.map_err(|e| driver_failure(&e))?;
+        if let (Some(bid), Some(vid)) = (ctx.get_optional(&BACKUP_UUID)?, ctx.get_optional(&VOLUME_ID)?) {
+            drop_temp_snapshot(&self.deps, &backend, &bid, &vid).await?;
+        }
         Ok(Values::new())
     }
 }

@@ -7,21 +7,29 @@
 //! 2. `OnFailureRescheduleTask`: does nothing; its revert reschedules or fails the volume.
 //! 3. `ExtractVolumeSpecTask`: says what the volume is made from.
 //! 4. `NotifyVolumeActionTask`: emits `volume.create.start`.
-//! 5. `CreateVolumeFromSpecTask`: has the driver make it (blank, from a snapshot, a clone).
-//! 6. `CreateVolumeOnFinishTask`: `available`, `launched_at`, `volume.create.end`.
+//! 5. `CreateVolumeFromSpecTask`: has the driver make it (blank, from a snapshot, a clone;
+//!    a volume from a backup is made blank).
+//! 6. `RestoreBackupCastTask`: a volume from a backup goes `restoring-backup` and the
+//!    backup's service restores into it (`backup_restore_backup`, which ends it
+//!    `available`); other volumes pass.
+//! 7. `CreateVolumeOnFinishTask`: `available`, `launched_at`, `volume.create.end`.
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use ember_common::ErrorKind;
-use ember_common::model::{SnapshotStatus, Volume, VolumeChanges, VolumeExpect, VolumeStatus};
+use ember_common::model::{
+    Backup, BackupChanges, BackupStatus, SnapshotStatus, Volume, VolumeChanges, VolumeExpect, VolumeStatus,
+};
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
+use crate::backup::restore_backup::FLOW as RESTORE_FLOW;
+use crate::backups::backup_topic;
 use crate::deps::Deps;
 use crate::error::{RESCHEDULABLE, domain, fail};
 use crate::handoff::{
     Handoff, SCHEDULER_TOPIC, VOLUME_CREATE_MANAGER, VOLUME_CREATE_SCHEDULER as SCHEDULER_FLOW, flow_id,
-    hand_off,
+    hand_off, withdraw,
 };
 use crate::keys::*;
 use crate::manager::{driver, driver_failed, driver_snapshot, driver_volume};
@@ -49,6 +57,7 @@ pub fn get_flow(deps: Arc<Deps>) -> Flow {
         .add(ExtractVolumeSpec)
         .add(NotifyVolumeAction { event: "volume.create.start" })
         .add(CreateVolumeFromSpec { deps: deps.clone() })
+        .add(RestoreBackupCast { deps: deps.clone() })
         .add(CreateVolumeOnFinish { deps })
 }
 
@@ -270,12 +279,9 @@ impl CreateVolumeFromSpec {
                 let src = self.deps.volumes.get_volume(&source_volid).await.map_err(domain)?;
                 d.create_cloned_volume(&dv, &driver_volume(&src)).await
             }
-            VolumeSpec::Backup { .. } => {
-                return Err(fail(
-                    ErrorKind::BadRequest,
-                    "Creating a volume from a backup is not supported yet.",
-                ));
-            }
+            // Cinder's generic path (no driver has `create_volume_from_backup`): a blank
+            // volume the backup service then restores into.
+            VolumeSpec::Backup { .. } => d.create_volume(&dv).await,
         };
         res.map_err(|e| driver_failed(&self.deps, &backend, &e))
     }
@@ -303,6 +309,126 @@ impl Task for CreateVolumeFromSpec {
             self.deps.volumes.update_volume(&v.id, &expect, &changes).await.map_err(domain)?;
         }
         Ok(Values::new())
+    }
+}
+
+/// A volume made from a backup (Cinder's `_create_from_backup`): the backup goes from
+/// `available` to `restoring` naming the volume, the volume from `creating` to
+/// `restoring-backup`, and the restore is handed to the backup's service
+/// (`backup_restore_backup`, one per volume), which ends both `available`. Other volumes
+/// pass through.
+/// Revert: withdraws the hand-off if no process took it yet (else fails, leaving the
+/// volume to the restore), then the volume goes from `restoring-backup` to `error` and
+/// the backup back to `available`.
+pub struct RestoreBackupCast {
+    deps: Arc<Deps>,
+}
+
+/// The id of the restore that volume `volume_id`, made from a backup, hands off.
+fn restore_flow_id(volume_id: &str) -> String {
+    flow_id(RESTORE_FLOW, volume_id, None)
+}
+
+impl RestoreBackupCast {
+    /// Swaps the backup to `restoring` for volume `v` (done already by an earlier run
+    /// counts as done).
+    async fn swap_backup(&self, backup_id: &str, v: &Volume) -> Result<Backup, Failure> {
+        let changes = BackupChanges {
+            status: Some(BackupStatus::Restoring),
+            restore_volume_id: Some(Some(v.id.clone())),
+            ..BackupChanges::default()
+        };
+        let backups = &self.deps.backups;
+        if let Some(b) =
+            backups.update_backup(backup_id, &[BackupStatus::Available], &changes).await.map_err(domain)?
+        {
+            return Ok(b);
+        }
+        let b = backups.get_backup(backup_id).await.map_err(domain)?;
+        if b.status == BackupStatus::Restoring && b.restore_volume_id.as_deref() == Some(v.id.as_str()) {
+            return Ok(b);
+        }
+        Err(fail(
+            ErrorKind::BadRequest,
+            format!("Invalid backup: Backup status must be available, not {}.", b.status),
+        ))
+    }
+}
+
+#[async_trait]
+impl Task for RestoreBackupCast {
+    fn name(&self) -> &str {
+        "RestoreBackupCastTask"
+    }
+    fn requires(&self) -> &[&'static str] {
+        const { &[CONTEXT.name(), VOLUME.name(), VOLUME_SPEC.name()] }
+    }
+
+    async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
+        let VolumeSpec::Backup { backup_id } = ctx.get(&VOLUME_SPEC)? else {
+            return Ok(Values::new());
+        };
+        let v = ctx.get(&VOLUME)?;
+        let id = restore_flow_id(&v.id);
+        // A re-run after the hand-off: the restore owns both now (and may have ended).
+        if self
+            .deps
+            .store
+            .get_flow(&id)
+            .await
+            .map_err(|e| fail(ErrorKind::Internal, e.to_string()))?
+            .is_some()
+        {
+            return Ok(Values::new());
+        }
+        let b = self.swap_backup(&backup_id, &v).await?;
+        let expect = VolumeExpect::status_in(&[VolumeStatus::Creating, VolumeStatus::RestoringBackup]);
+        let changes = VolumeChanges::status(VolumeStatus::RestoringBackup);
+        if self.deps.volumes.update_volume(&v.id, &expect, &changes).await.map_err(domain)?.is_none() {
+            return Err(fail(ErrorKind::BadRequest, format!("volume {} left creating", v.id)));
+        }
+        let inputs = Values::new()
+            .with(&CONTEXT, ctx.get(&CONTEXT)?)
+            .with(&BACKUP_UUID, b.id.clone())
+            .with(&VOLUME_ID, v.id.clone());
+        let h = Handoff {
+            name: RESTORE_FLOW,
+            id,
+            topic: backup_topic(b.host.as_deref().unwrap_or_default()),
+            subject: &b.id,
+            inputs,
+        };
+        hand_off(&self.deps, h).await?;
+        Ok(Values::new())
+    }
+
+    async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
+        let VolumeSpec::Backup { backup_id } = ctx.get(&VOLUME_SPEC)? else {
+            return Ok(());
+        };
+        let v = ctx.get(&VOLUME)?;
+        withdraw(&self.deps, &restore_flow_id(&v.id)).await?;
+        let expect = VolumeExpect::status_in(&[VolumeStatus::RestoringBackup]);
+        let changes = VolumeChanges::status(VolumeStatus::Error);
+        self.deps.volumes.update_volume(&v.id, &expect, &changes).await.map_err(domain)?;
+        let b = match self.deps.backups.get_backup(&backup_id).await {
+            Ok(b) => b,
+            Err(ember_common::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(domain(e)),
+        };
+        if b.restore_volume_id.as_deref() == Some(v.id.as_str()) {
+            let changes = BackupChanges {
+                status: Some(BackupStatus::Available),
+                restore_volume_id: Some(None),
+                ..BackupChanges::default()
+            };
+            self.deps
+                .backups
+                .update_backup(&b.id, &[BackupStatus::Restoring], &changes)
+                .await
+                .map_err(domain)?;
+        }
+        Ok(())
     }
 }
 

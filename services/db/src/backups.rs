@@ -202,6 +202,13 @@ impl BackupRepo for SqlRepo {
             Some(id) => Some(self.backup_where(false, id).await?),
             None => None,
         };
+        // A marker of another project than the listed one reads as an unknown id, so a
+        // caller cannot tell which ids exist elsewhere.
+        if let (Some(m), Some(project)) = (&marker, &f.project_id)
+            && m.project_id != *project
+        {
+            return Err(Error::not_found(ResourceKind::Backup, &m.id));
+        }
         let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM backups WHERE deleted = FALSE"));
         for (column, value) in [("project_id", &f.project_id), ("name", &f.name), ("volume_id", &f.volume_id)]
         {

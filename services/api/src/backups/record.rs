@@ -10,6 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
+use ember_common::model::quota::backup_deltas;
 use ember_common::model::{Backup, BackupStatus};
 
 use crate::context::{Ctx, IdPath, Params};
@@ -34,6 +35,51 @@ pub async fn export(
         "backup_service": b.service,
         "backup_url": STANDARD.encode(row),
     }})))
+}
+
+/// Inserts an imported backup with its quota (`backups` 1, `backup_gigabytes` its size),
+/// as Cinder's import counts it: reserved first (413 when over), committed once the row
+/// is in, rolled back if the insert fails. A crash between the insert and the commit
+/// leaves the reservation to expire and the usage one backup short, which
+/// `QuotaRepo::sync_usage` (Cinder's quota sync) repairs.
+async fn insert_counted(state: &ApiState, b: &Backup) -> ApiResult<Backup> {
+    let quotas = &state.repos.quotas;
+    let key = format!("backup_import:{}:{}", b.id, uuid::Uuid::new_v4());
+    let expire = chrono::Utc::now() + chrono::Duration::hours(1);
+    let ids = quotas
+        .reserve_once(&key, &b.project_id, &backup_deltas(b.size), expire)
+        .await
+        .map_err(|e| over_quota(e, b.size))?;
+    match state.repos.backups.create_backup(b).await {
+        Ok(created) => {
+            quotas.commit(&ids).await?;
+            Ok(created)
+        }
+        Err(e) => {
+            if let Err(rollback) = quotas.rollback(&ids).await {
+                tracing::warn!(error = %rollback, "rolling back an import's reservation failed; it expires");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Cinder's `BackupLimitExceeded` and `VolumeBackupSizeExceedsAvailableQuota` (413).
+fn over_quota(err: ember_common::Error, size: i64) -> Fault {
+    let ember_common::Error::OverQuota(overs) = &err else { return err.into() };
+    let Some(over) = overs.first() else { return err.into() };
+    let u = &over.usage;
+    let message = if over.resource.contains("gigabytes") {
+        format!(
+            "Requested backup exceeds allowed Backup gigabytes quota. Requested {size}G, quota is {}G and \
+             {}G has been consumed.",
+            u.limit,
+            u.in_use + u.reserved
+        )
+    } else {
+        format!("Maximum number of backups allowed ({}) exceeded", u.limit)
+    };
+    Fault::from(ember_common::ServiceError::new(ember_common::ErrorKind::OverLimit, message))
 }
 
 /// `POST /backups/import_record` → 201 with the backup's summary: the row comes back
@@ -74,6 +120,6 @@ pub async fn import(State(state): State<ApiState>, ctx: Ctx, Body(body): Body<Va
     b.num_dependent_backups = 0;
     b.deleted = false;
     b.deleted_at = None;
-    let created = state.repos.backups.create_backup(&b).await?;
+    let created = insert_counted(&state, &b).await?;
     Ok((StatusCode::CREATED, Json(json!({"backup": super::views::summary(&ctx, &created)}))).into_response())
 }

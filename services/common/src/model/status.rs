@@ -161,7 +161,8 @@ impl VolumeStatus {
     pub fn can_transition(self, to: VolumeStatus) -> bool {
         use VolumeStatus::*;
         let allowed: &[VolumeStatus] = match self {
-            Creating => &[Available, Error, Downloading, Deleting],
+            // `restoring-backup`: a volume created from a backup (3.47), restored into.
+            Creating => &[Available, Error, Downloading, Deleting, RestoringBackup],
             Downloading => &[Available, Error, Reserved],
             Managing => &[Available, ErrorManaging],
             Available => &[
