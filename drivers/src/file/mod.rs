@@ -30,6 +30,7 @@ mod qmp;
 mod snapshots;
 mod stats;
 mod tgt;
+mod tgt_ipc;
 mod volumes;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
-//! `tgtadm`, the control client of the tgt iSCSI target daemon: the few operations the
-//! iSCSI exports need, and a parser of `--op show --mode target`, the only way to read
-//! tgtd's state.
+//! The control client of the tgt iSCSI target daemon (what `tgtadm` does, over tgtd's
+//! control socket): the few operations the iSCSI exports need, and a parser of
+//! `--op show --mode target`, the only way to read tgtd's state.
 //!
 //! tgtd keeps its targets in memory only, so the daemon's own listing is the truth: the
 //! driver never caches it (a restarted tgtd has none, and `ensure_export` rebuilds them).
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{DriverError, Result};
-use crate::file::image::run_within;
+use crate::file::tgt_ipc::{self, IpcError, Mode, Op, Refusal, Request};
 
 /// One target as `tgtadm --op show --mode target` lists it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,127 +48,141 @@ impl Target {
     }
 }
 
-/// A tgtd reached through its control port (`tgtadm -C`).
+/// A tgtd reached through its control port (`tgtadm -C`), spoken to over its control
+/// socket ([`tgt_ipc`]) as tgtadm itself does, without spawning it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tgtadm {
     pub control_port: u16,
-    /// How long one call may take (`tgtadm_timeout`): tgtadm talks to tgtd over a local
-    /// socket, and a stopped (not dead) daemon would leave it waiting forever.
+    /// How long one call may take (`tgtadm_timeout`): a stopped (not dead) daemon would
+    /// leave a call waiting forever.
     pub timeout: Duration,
 }
 
 impl Tgtadm {
-    /// Runs `tgtadm -C <port> --lld iscsi <args>`; tgtd's refusals become errors that say
-    /// what to do (install tgt, start tgtd).
-    async fn run(&self, args: &[&str]) -> Result<String> {
-        let port = self.control_port.to_string();
-        let mut all = vec!["-C", port.as_str(), "--lld", "iscsi"];
-        all.extend_from_slice(args);
-        match run_within("tgtadm", &all, self.timeout).await {
-            Ok(out) => Ok(String::from_utf8_lossy(&out).into_owned()),
-            Err(DriverError::Command { stderr, .. }) if stderr.contains("tgt daemon") => {
-                Err(DriverError::Backend(format!(
-                    "tgtd is not running on control port {} (start it: systemctl start tgt): {stderr}",
-                    self.control_port
-                )))
-            }
-            Err(e) => Err(e),
+    /// Sends one request; tgtd's refusals come back as [`Refusal`]s for the caller to
+    /// judge, everything else becomes an error that says what to do (install tgt, start
+    /// tgtd).
+    async fn send(&self, request: &Request) -> Result<std::result::Result<String, Refusal>> {
+        let path = tgt_ipc::socket_path(self.control_port);
+        match tgt_ipc::call(&path, request, self.timeout).await {
+            Ok(text) => Ok(Ok(text)),
+            Err(IpcError::Refused(refusal)) => Ok(Err(refusal)),
+            Err(e @ IpcError::Unreachable { .. }) => Err(DriverError::Backend(format!(
+                "tgtd is not running on control port {} (install the Debian package tgt and start \
+                 tgtd: systemctl start tgt): {e}",
+                self.control_port
+            ))),
+            Err(e @ IpcError::Timeout(_)) => Err(DriverError::Timeout(format!(
+                "tgtd on control port {} ({:?} {:?}): {e}",
+                self.control_port, request.op, request.mode
+            ))),
+            Err(e @ IpcError::Protocol { .. }) => Err(DriverError::Backend(e.to_string())),
         }
     }
 
-    /// Runs a change that tgtd refuses with `already` (or `does not exist`) when it is done:
-    /// a repeated call succeeds, as the driver's idempotence needs.
-    async fn change(&self, args: &[&str], done_when: &str) -> Result<()> {
-        match self.run(args).await {
+    /// Runs a request that must succeed.
+    async fn run(&self, request: Request) -> Result<String> {
+        match self.send(&request).await? {
+            Ok(text) => Ok(text),
+            Err(refusal) => Err(refused(&request, refusal)),
+        }
+    }
+
+    /// Runs a change that tgtd refuses with one of `done` when it is already done: a
+    /// repeated call succeeds, as the driver's idempotence needs.
+    async fn change(&self, request: Request, done: &[Refusal]) -> Result<()> {
+        match self.send(&request).await? {
             Ok(_) => Ok(()),
-            Err(DriverError::Command { stderr, .. }) if stderr.contains(done_when) => Ok(()),
-            Err(e) => Err(e),
+            Err(refusal) if done.contains(&refusal) => Ok(()),
+            Err(refusal) => Err(refused(&request, refusal)),
         }
     }
 
     /// Every target tgtd serves.
     pub(crate) async fn targets(&self) -> Result<Vec<Target>> {
-        Ok(parse_show(&self.run(&["--op", "show", "--mode", "target"]).await?))
+        Ok(parse_show(&self.run(Request::new(Mode::Target, Op::Show)).await?))
     }
 
     /// Checks that tgtd answers.
     pub(crate) async fn probe(&self) -> Result<()> {
-        self.run(&["--op", "show", "--mode", "target"]).await.map(drop)
+        self.run(Request::new(Mode::Target, Op::Show)).await.map(drop)
     }
 
     /// Creates a target; `Ok(false)` when the tid (or the name) is taken.
     pub(crate) async fn new_target(&self, tid: u32, iqn: &str) -> Result<bool> {
-        let tid = tid.to_string();
-        match self.run(&["--op", "new", "--mode", "target", "--tid", &tid, "-T", iqn]).await {
+        let request = Request::new(Mode::Target, Op::New).tid(tid).param("targetname", iqn);
+        match self.send(&request).await? {
             Ok(_) => Ok(true),
-            Err(DriverError::Command { stderr, .. }) if stderr.contains("already exists") => Ok(false),
-            Err(e) => Err(e),
+            Err(Refusal::TARGET_EXIST) => Ok(false),
+            Err(refusal) => Err(refused(&request, refusal)),
         }
     }
 
     /// Deletes a target, logging out whoever is still connected.
     pub(crate) async fn delete_target(&self, tid: u32) -> Result<()> {
-        let tid = tid.to_string();
-        self.change(
-            &["--op", "delete", "--mode", "target", "--tid", &tid, "--force"],
-            "can't find the target",
-        )
-        .await
+        self.change(Request::new(Mode::Target, Op::Delete).tid(tid).force(), &[Refusal::NO_TARGET]).await
     }
 
     /// Adds a LUN backed by a file, read and written with pread/pwrite (`rdwr`).
     pub(crate) async fn new_lun(&self, tid: u32, lun: u32, path: &str) -> Result<()> {
-        let (tid, lun) = (tid.to_string(), lun.to_string());
-        let args = ["--op", "new", "--mode", "logicalunit", "--tid", &tid, "--lun", &lun, "-b", path];
-        self.change(&[&args[..], &["--bstype", "rdwr"]].concat(), "already exists").await
+        let request =
+            Request::new(Mode::Device, Op::New).tid(tid).lun(lun).param("path", path).param("bstype", "rdwr");
+        self.change(request, &[Refusal::LUN_EXIST]).await
     }
 
     /// Makes a LUN refuse writes (tgtd answers them with DATA PROTECT).
     pub(crate) async fn set_readonly(&self, tid: u32, lun: u32) -> Result<()> {
-        let (tid, lun) = (tid.to_string(), lun.to_string());
-        let args = ["--op", "update", "--mode", "logicalunit", "--tid", &tid, "--lun", &lun];
-        self.run(&[&args[..], &["--params", "readonly=1"]].concat()).await.map(drop)
+        // What `tgtadm --params readonly=1` sends.
+        let request = Request::new(Mode::Device, Op::Update).tid(tid).lun(lun).raw("targetOps readonly=1,");
+        self.run(request).await.map(drop)
     }
 
     /// Creates a CHAP account (global to tgtd).
     pub(crate) async fn new_account(&self, user: &str, password: &str) -> Result<()> {
-        let args = ["--op", "new", "--mode", "account", "--user", user, "--password", password];
-        self.change(&args, "already exists").await
+        let request = Request::new(Mode::Account, Op::New).param("user", user).param("password", password);
+        self.change(request, &[Refusal::USER_EXIST]).await
     }
 
     /// Deletes a CHAP account.
     pub(crate) async fn delete_account(&self, user: &str) -> Result<()> {
-        self.change(&["--op", "delete", "--mode", "account", "--user", user], "can't find").await
+        self.change(Request::new(Mode::Account, Op::Delete).param("user", user), &[Refusal::NO_USER]).await
     }
 
     /// Requires the account's CHAP credentials to log in to a target.
     pub(crate) async fn bind_account(&self, tid: u32, user: &str) -> Result<()> {
-        let tid = tid.to_string();
-        self.change(&["--op", "bind", "--mode", "account", "--tid", &tid, "--user", user], "already exists")
-            .await
+        let request = Request::new(Mode::Account, Op::Bind).tid(tid).param("user", user);
+        self.change(request, &[Refusal::USER_EXIST, Refusal::BINDING_EXIST]).await
     }
 
     /// Admits an initiator (by name) to a target.
     pub(crate) async fn bind_initiator(&self, tid: u32, initiator: &str) -> Result<()> {
-        let tid = tid.to_string();
-        self.change(&["--op", "bind", "--mode", "target", "--tid", &tid, "-Q", initiator], "already exists")
-            .await
+        let request = Request::new(Mode::Target, Op::Bind).tid(tid).param("initiator-name", initiator);
+        self.change(request, &[Refusal::ACL_EXIST]).await
     }
 
     /// Closes a connection of a session, logging the initiator out.
     pub(crate) async fn close_connection(&self, tid: u32, sid: u64, cid: u32) -> Result<()> {
-        let (tid, sid, cid) = (tid.to_string(), sid.to_string(), cid.to_string());
-        let args = ["--op", "delete", "--mode", "conn", "--tid", &tid, "--sid", &sid, "--cid", &cid];
-        self.change(&args, "can't find").await
+        let request = Request::new(Mode::Connection, Op::Delete).tid(tid).connection(sid, cid);
+        self.change(request, &[Refusal::NO_TARGET, Refusal::NO_SESSION, Refusal::NO_CONNECTION]).await
     }
 
     /// Withdraws an initiator's admission; sessions it has open stay until it logs out
     /// (see [`Tgtadm::close_connection`]).
     pub(crate) async fn unbind_initiator(&self, tid: u32, initiator: &str) -> Result<()> {
-        let tid = tid.to_string();
-        self.change(&["--op", "unbind", "--mode", "target", "--tid", &tid, "-Q", initiator], "does not exist")
-            .await
+        let request = Request::new(Mode::Target, Op::Unbind).tid(tid).param("initiator-name", initiator);
+        self.change(request, &[Refusal::ACL_NOEXIST]).await
     }
+}
+
+/// tgtd's refusal of a request, as tgtadm would print it.
+fn refused(request: &Request, refusal: Refusal) -> DriverError {
+    DriverError::Backend(format!(
+        "tgtd refused {:?} {:?} (tid {}): {}",
+        request.op,
+        request.mode,
+        request.tid,
+        refusal.message()
+    ))
 }
 
 /// Which block of a target's listing a line belongs to.
