@@ -304,7 +304,7 @@ async fn fill(db: &Db, volumes: u64, flows: u64) -> anyhow::Result<()> {
         "{series} INSERT INTO flows (id, name, inputs, state, owner, lease_expires_at, claim_epoch, \
          topic, subject, created_at, updated_at) \
          SELECT 'scale-flow-' || i, (CASE i % {k} {}), '{{}}', \
-         CASE WHEN i % 20 = 7 THEN 'REVERTED' ELSE 'SUCCESS' END, \
+         CASE WHEN (i / {k}) % 20 = 7 THEN 'REVERTED' ELSE 'SUCCESS' END, \
          NULL, NULL, 1, CASE i % 3 WHEN 0 THEN 'api' WHEN 1 THEN 'scheduler' ELSE 'volume.scale-host@file' END, \
          {}, $3 + i * $4, $3 + i * $4 + 40 FROM s",
         names.iter().enumerate().map(|(j, n)| format!("WHEN {j} THEN {n}")).collect::<Vec<_>>().join(" ")

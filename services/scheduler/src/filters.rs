@@ -48,13 +48,29 @@ pub fn capacity_passes(pool: &PoolState, requested: f64, thin: bool) -> bool {
         if provisioned_ratio > mosr {
             return false;
         }
-        return virtual_free >= requested;
+        return virtual_free >= requested && reported_room(pool, total, requested);
     }
     if thin && thin_support {
         // A ratio below 1 is a misconfiguration; Cinder filters such pools out.
         return false;
     }
     virtual_free >= requested
+}
+
+/// Whether the pool's last report leaves room for `requested` thin GiB: its free space
+/// after the reserve, over-subscribed, must hold the request (Cinder's filter before Xena,
+/// `free * max_over_subscription_ratio >= requested`, and the file driver's own check).
+///
+/// Cinder's present thin formula reads only the provisioned capacity, so a pool whose file
+/// system is full still passes while its thin volumes use less than they promise (issue 15
+/// item 5). The free space read here is the one reported, which placements never lower:
+/// the placements between two reports are what the provisioned check above counts.
+fn reported_room(pool: &PoolState, total: f64, requested: f64) -> bool {
+    let Capacity::Gb(reported) = pool.capabilities.free_capacity_gb else {
+        return true;
+    };
+    let reserved = (total * pool.reserved_percentage / 100.0).floor();
+    (reported - reserved) * pool.max_over_subscription_ratio >= requested
 }
 
 /// RetryFilter: a pool already tried for this volume is skipped.

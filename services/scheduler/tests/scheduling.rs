@@ -370,3 +370,32 @@ fn concurrent_requests_never_share_the_same_space() {
     });
     assert!(shared.schedule_at(&sized(1), NOW).is_err());
 }
+
+/// A thin pool whose file system is full gets no volume although its provisioned capacity
+/// leaves room (Cinder's present formula would place it: issue 15 item 5); the free space
+/// read is the report's, so placements between reports do not shut the pool early.
+#[test]
+fn a_thin_pool_that_reports_no_free_space_takes_nothing() {
+    let thin = |free: f64| {
+        pool(
+            "p",
+            json!(0.25),
+            json!(free),
+            json!({ "thin_provisioning_support": true, "provisioned_capacity_gb": 2 }),
+        )
+    };
+    let mut s = default_scheduler();
+    let mut cache = s.new_cache();
+    add_backend(&mut cache, "full@file", "nova", vec![thin(0.0)]);
+    let err = s.schedule(&mut cache.clone(), &sized(1), NOW).expect_err("a full pool refused");
+    assert!(err.reason.contains("CapacityFilter: 1 rejected"), "{err}");
+
+    let mut cache = s.new_cache();
+    add_backend(&mut cache, "room@file", "nova", vec![thin(0.24)]);
+    // 0.24 GiB free x 20 leaves room for 4 GiB of thin volumes; the provisioned check
+    // (5 GiB of virtual capacity, 2 promised) for 3: three placements fit.
+    for _ in 0..3 {
+        s.schedule(&mut cache, &sized(1), NOW).expect("room on the thin pool");
+    }
+    assert!(s.schedule(&mut cache, &sized(1), NOW).is_err(), "the virtual capacity is spent");
+}

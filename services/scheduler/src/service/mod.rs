@@ -104,7 +104,27 @@ impl SchedulerService {
         if !applied {
             tracing::debug!(host = %report.host, "ignored a capability report older than the one held");
         }
+        self.record_reported_free(&report.host);
         Ok(Value::Null)
+    }
+
+    /// Sets `ember_scheduler_reported_free_capacity_gib` (label `pool`, `host@backend#pool`)
+    /// for every pool of `backend` to the free space of the report the cache holds for it,
+    /// the one the CapacityFilter reads: what this scheduler believes, next to what the volume
+    /// service measured (`ember_backend_free_capacity_gib`).
+    fn record_reported_free(&self, backend: &str) {
+        let pools: Vec<(String, Option<f64>)> = self.scheduler.with_cache(|c| {
+            let b = c.backends().iter().find(|b| b.name == backend);
+            b.map(|b| {
+                b.pools.iter().map(|p| (p.host.clone(), p.capabilities.free_capacity_gb.gb())).collect()
+            })
+            .unwrap_or_default()
+        });
+        for (pool, free) in pools {
+            if let Some(free) = free {
+                metrics::gauge!("ember_scheduler_reported_free_capacity_gib", "pool" => pool).set(free);
+            }
+        }
     }
 
     /// Starts the scheduler's side of the reports: reads the services table once, listens
