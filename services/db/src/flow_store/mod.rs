@@ -4,14 +4,16 @@
 //! queue (from all the flows running in this process), applies them in one transaction
 //! and answers each caller only after the commit. A step of a flow is thus durable when
 //! its `write` returns, while concurrent flows share commits. On a SQLite file the writer
-//! is a thread of its own with its own connection and statements prepared once
-//! ([`sqlite`]): a step costs one hand-off to that thread and one commit. On PostgreSQL
+//! is led by the callers themselves on a connection of its own with statements prepared
+//! once ([`sqlite`]): the first caller to find nobody committing commits the queue on its
+//! own thread, so a step alone costs its commit and no thread hand-off. On PostgreSQL
 //! (and an in-memory SQLite) it is a task on a pooled connection.
 //!
 //! Durability follows the database settings ([`crate::DbOptions`]): SQLite in WAL mode
 //! with `synchronous=NORMAL` (the default) survives a crash of the process but may lose
 //! the last commits on power loss; `sqlite_synchronous_full` survives power loss at the
-//! price of an fsync per commit (the writer thread uses the pool's setting);
+//! price of an fsync per commit (the SQLite writer uses the pool's setting, and commits
+//! on a blocking thread then);
 //! PostgreSQL follows its own `synchronous_commit`.
 //!
 //! Every write is fenced: it applies only while the flow's owner and claim epoch are the
@@ -123,12 +125,12 @@ struct Queued {
     reply: oneshot::Sender<EResult<bool>>,
 }
 
-/// Where writes are queued: the writer task on a pooled connection, or the SQLite writer
-/// thread (started at the first write, once the pool's `synchronous` setting is read).
+/// Where writes are queued: the writer task on a pooled connection, or the SQLite file's
+/// writer (made at the first write, once the pool's `synchronous` setting is read).
 #[derive(Clone)]
 enum Queue {
     Task(mpsc::Sender<Queued>),
-    Thread(Arc<OnceCell<flume::Sender<Queued>>>),
+    File(Arc<OnceCell<Arc<sqlite::Writer>>>),
 }
 
 /// The SQL flow store. Cheap to clone; the writer ends when the last clone is dropped.
@@ -166,7 +168,7 @@ impl SqlFlowStore {
         if let Db::Sqlite(pool) = &db
             && sqlite::on_file(pool)
         {
-            return Self { db, queue: Queue::Thread(Arc::new(OnceCell::new())) };
+            return Self { db, queue: Queue::File(Arc::new(OnceCell::new())) };
         }
         let (queue, rx) = mpsc::channel(4096);
         tokio::spawn(writer(db.clone(), rx));
@@ -179,16 +181,18 @@ impl SqlFlowStore {
     }
 
     async fn submit(&self, job: Job) -> EResult<bool> {
-        let (reply, rx) = oneshot::channel();
         let stopped = || store_err("the flow store writer has stopped");
-        match (&self.queue, &self.db) {
-            (Queue::Task(queue), _) => queue.send(Queued { job, reply }).await.map_err(|_| stopped())?,
-            (Queue::Thread(cell), Db::Sqlite(pool)) => {
-                let queue = cell.get_or_try_init(|| sqlite::start(pool)).await?;
-                queue.send_async(Queued { job, reply }).await.map_err(|_| stopped())?
+        let rx = match (&self.queue, &self.db) {
+            (Queue::Task(queue), _) => {
+                let (reply, rx) = oneshot::channel();
+                queue.send(Queued { job, reply }).await.map_err(|_| stopped())?;
+                rx
             }
-            (Queue::Thread(_), Db::Postgres(_)) => return Err(store_err("no SQLite writer on PostgreSQL")),
-        }
+            (Queue::File(cell), Db::Sqlite(pool)) => {
+                cell.get_or_try_init(|| sqlite::Writer::start(pool)).await?.submit(job)
+            }
+            (Queue::File(_), Db::Postgres(_)) => return Err(store_err("no SQLite writer on PostgreSQL")),
+        };
         rx.await.map_err(|_| stopped())?
     }
 

@@ -1,29 +1,44 @@
-//! The flow store's writer on a SQLite file: a thread of its own with its own connection.
+//! The flow store's writer on a SQLite file: its own rusqlite connection, led by the
+//! callers themselves (group commit without a hand-off).
 //!
-//! A step of a flow is a hand-off to this thread and one commit. Going through the pool
-//! would add the writer task's hop and sqlx's command channel to every step, and prepare
-//! nothing once; here every statement is prepared once per shape and cached, and the
-//! thread blocks on its queue, never on the async runtime. It takes everything queued at
-//! once (up to [`MAX_GROUP`] writes) into one `BEGIN IMMEDIATE` ... `COMMIT`, so flows
-//! running together share commits; a group of one statement runs without a transaction.
+//! A caller queues its write and, when no other caller is committing, becomes the leader:
+//! it takes everything queued (up to [`MAX_GROUP`] writes, its own among them) into one
+//! `BEGIN IMMEDIATE` ... `COMMIT` on its own thread, answers every write in the group, and
+//! goes on while more were queued meanwhile. Callers that find a leader at work wait for
+//! its answer. A flow's step alone thus costs its commit and no thread wake-up, and flows
+//! running together share commits. Every statement is prepared once per shape and cached;
+//! a group of one statement runs without a transaction.
+//!
+//! The leader commits on the caller's (async runtime) thread only while a commit is cheap:
+//! with `synchronous=NORMAL` (or OFF) a WAL commit writes the log without an fsync. With
+//! `synchronous=FULL` every commit waits for the disk, so the group goes to a blocking
+//! thread instead. The inline leader also gives up the SQLite write lock quickly when
+//! another connection holds it (a task's own write, maybe held across an await on this
+//! very thread) and hands the group to a blocking thread that waits as long as it takes.
+//! After [`INLINE_ROUNDS`] groups in a row an inline leader hands the rest over too, so a
+//! busy store does not hold one caller (and its runtime thread) forever.
+//!
 //! The connection uses the pool's `synchronous` setting, read at start, so durability is
-//! the pool's: a returned write is in the WAL before the caller goes on.
+//! the pool's: a write is answered only after its commit.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ember_engine::store::now_ms;
 use ember_engine::{EngineError, Fence, Ownership};
+use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, ToSql, TransactionBehavior};
 use sqlx::SqlitePool;
+use tokio::sync::oneshot;
 
 use super::{
-    CREATE, EResult, MAX_GROUP, Queued, WriteJob, flow_update_sql, outcome, statements, store_err,
+    CREATE, EResult, Job, MAX_GROUP, Queued, WriteJob, flow_update_sql, outcome, statements, store_err,
     updates_flow, upsert_sql,
 };
 
-/// How many queued writes the channel holds before callers wait.
-const QUEUE: usize = 4096;
+/// How many groups an inline leader commits before it hands the queue to a blocking thread.
+const INLINE_ROUNDS: usize = 4;
 
 /// Whether the pool is on a file (an in-memory database has no file another connection
 /// could open).
@@ -32,22 +47,164 @@ pub(super) fn on_file(pool: &SqlitePool) -> bool {
     !opts.get_filename().to_string_lossy().starts_with("file:")
 }
 
-/// Reads the pool's `synchronous` setting and starts the writer thread.
-pub(super) async fn start(pool: &SqlitePool) -> EResult<flume::Sender<Queued>> {
-    let synchronous: i64 =
-        sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.map_err(store_err)?;
-    let path = pool.connect_options().get_filename().to_owned();
-    let (tx, rx) = flume::bounded(QUEUE);
-    std::thread::Builder::new()
-        .name("ember-flow-writer".into())
-        .spawn(move || run(&path, synchronous, &rx))
-        .map_err(store_err)?;
-    Ok(tx)
+/// The queue and whether a leader is at work on it.
+#[derive(Default)]
+struct State {
+    queue: Vec<Queued>,
+    leading: bool,
 }
 
-/// Short waits first, then 1 ms ones, for 30 s in all.
+/// The writer: its queue and its connection (opened by the first leader).
+pub(super) struct Writer {
+    state: Mutex<State>,
+    conn: Mutex<Option<Open>>,
+    path: PathBuf,
+    synchronous: i64,
+}
+
+/// The open connection and its statements' text.
+struct Open {
+    conn: Connection,
+    sql: Sql,
+    patient: bool,
+}
+
+impl Writer {
+    /// Reads the pool's `synchronous` setting; the connection is opened at the first write.
+    pub(super) async fn start(pool: &SqlitePool) -> EResult<Arc<Writer>> {
+        let synchronous: i64 =
+            sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.map_err(store_err)?;
+        let path = pool.connect_options().get_filename().to_owned();
+        Ok(Arc::new(Writer { state: Mutex::default(), conn: Mutex::new(None), path, synchronous }))
+    }
+
+    /// Queues `job`; the answer comes once its group has committed.
+    pub(super) fn submit(self: &Arc<Self>, job: Job) -> oneshot::Receiver<EResult<bool>> {
+        let (reply, rx) = oneshot::channel();
+        let lead = {
+            let mut s = self.state.lock();
+            s.queue.push(Queued { job, reply });
+            !std::mem::replace(&mut s.leading, true)
+        };
+        if lead {
+            // NORMAL (1) and OFF (0) commit without an fsync: cheap enough to do here.
+            let inline = self.synchronous < 2 && tokio::runtime::Handle::try_current().is_ok();
+            if !inline || self.lead(false) == Led::HandOver {
+                self.hand_over();
+            }
+        }
+        rx
+    }
+
+    /// Leads on a blocking thread until the queue is empty.
+    fn hand_over(self: &Arc<Self>) {
+        let writer = self.clone();
+        let lead = move || {
+            writer.lead(true);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(lead)),
+            // No runtime (never the case for an async caller): a thread of its own.
+            Err(_) => {
+                if let Err(e) = std::thread::Builder::new().name("ember-flow-writer".into()).spawn(lead) {
+                    self.fail_all(&store_err(e));
+                }
+            }
+        }
+    }
+
+    /// Answers every queued write with `err` and ends the lead.
+    fn fail_all(&self, err: &EngineError) {
+        let mut s = self.state.lock();
+        for q in s.queue.drain(..) {
+            let _ = q.reply.send(Err(err.clone()));
+        }
+        s.leading = false;
+    }
+
+    /// Commits queued groups until the queue is empty (then the lead ends) or, when not
+    /// `patient`, until the inline rounds are used up or SQLite's write lock is held
+    /// elsewhere (then the lead is to be handed over, with the queue as it is).
+    fn lead(&self, patient: bool) -> Led {
+        let mut guard = self.conn.lock();
+        let mut round = 0;
+        loop {
+            round += 1;
+            let group = {
+                let mut s = self.state.lock();
+                if s.queue.is_empty() {
+                    s.leading = false;
+                    return Led::Done;
+                }
+                if !patient && round > INLINE_ROUNDS {
+                    return Led::HandOver;
+                }
+                let n = s.queue.len().min(MAX_GROUP);
+                s.queue.drain(..n).collect::<Vec<_>>()
+            };
+            let open = match guard.as_mut() {
+                Some(open) => open,
+                None => match open(&self.path, self.synchronous) {
+                    Ok(open) => guard.insert(open),
+                    Err(e) => {
+                        let msg = format!("the flow store writer cannot open {}: {e}", self.path.display());
+                        tracing::error!("{msg}");
+                        reply_all(group, &EngineError::Store(msg));
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = open.set_patient(patient) {
+                reply_all(group, &store_err(e));
+                *guard = None;
+                continue;
+            }
+            match commit(&open.conn, &mut open.sql, &group, now_ms()) {
+                Ok(results) => {
+                    for (q, r) in group.into_iter().zip(results) {
+                        let _ = q.reply.send(r);
+                    }
+                }
+                // Nothing of the group was written: it goes back to the head of the queue
+                // for a patient leader.
+                Err(e) if !patient && is_busy(&e) => {
+                    let mut s = self.state.lock();
+                    let rest = std::mem::take(&mut s.queue);
+                    s.queue = group;
+                    s.queue.extend(rest);
+                    return Led::HandOver;
+                }
+                Err(e) => reply_all(group, &store_err(e)),
+            }
+        }
+    }
+}
+
+/// How a lead ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Led {
+    /// The queue is empty and the lead is over.
+    Done,
+    /// The queue is to be led on a blocking thread.
+    HandOver,
+}
+
+fn reply_all(group: Vec<Queued>, err: &EngineError) {
+    for q in group {
+        let _ = q.reply.send(Err(err.clone()));
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(err, _) if err.code == rusqlite::ErrorCode::DatabaseBusy)
+}
+
+/// A patient leader waits for the write lock: short waits first, then 1 ms ones, for
+/// 30 s in all.
 const BUSY_SHORT: i32 = 100;
 const BUSY_RETRIES: i32 = BUSY_SHORT + 30_000;
+/// An inline leader waits this many short waits at most before it hands over.
+const BUSY_INLINE: i32 = 10;
 
 /// While another connection of the process (a task's own write) holds SQLite's write lock,
 /// for a statement or two: try again after 20 µs, where SQLite's default handler would
@@ -61,48 +218,33 @@ fn busy(retries: i32) -> bool {
     true
 }
 
-fn open(path: &PathBuf, synchronous: i64) -> rusqlite::Result<Connection> {
+/// The inline leader's handler: a few short waits, then SQLITE_BUSY (and a hand-over).
+fn busy_inline(retries: i32) -> bool {
+    if retries >= BUSY_INLINE {
+        return false;
+    }
+    std::thread::sleep(Duration::from_micros(20));
+    true
+}
+
+impl Open {
+    fn set_patient(&mut self, patient: bool) -> rusqlite::Result<()> {
+        if self.patient != patient {
+            self.conn.busy_handler(Some(if patient { busy } else { busy_inline }))?;
+            self.patient = patient;
+        }
+        Ok(())
+    }
+}
+
+fn open(path: &PathBuf, synchronous: i64) -> rusqlite::Result<Open> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_handler(Some(busy))?;
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.set_prepared_statement_cache_capacity(64);
-    Ok(conn)
-}
-
-/// Answers every queued write until the last sender is gone.
-fn run(path: &PathBuf, synchronous: i64, rx: &flume::Receiver<Queued>) {
-    let conn = match open(path, synchronous) {
-        Ok(conn) => conn,
-        Err(e) => {
-            let msg = format!("the flow store writer cannot open {}: {e}", path.display());
-            tracing::error!("{msg}");
-            for q in rx.iter() {
-                let _ = q.reply.send(Err(EngineError::Store(msg.clone())));
-            }
-            return;
-        }
-    };
-    let mut sql = Sql::new();
-    let mut group: Vec<Queued> = Vec::with_capacity(MAX_GROUP);
-    while let Ok(first) = rx.recv() {
-        group.push(first);
-        group.extend(rx.try_iter().take(MAX_GROUP - 1));
-        match commit(&conn, &mut sql, &group, now_ms()) {
-            Ok(results) => {
-                for (q, r) in group.drain(..).zip(results) {
-                    let _ = q.reply.send(r);
-                }
-            }
-            Err(e) => {
-                let err = store_err(e);
-                for q in group.drain(..) {
-                    let _ = q.reply.send(Err(err.clone()));
-                }
-            }
-        }
-    }
+    Ok(Open { conn, sql: Sql::new(), patient: true })
 }
 
 /// The statements' text in SQLite's numbered form (`?N` binds the N-th value, where a
