@@ -8,6 +8,10 @@
 //! - `backup_release_volume`: `ReleaseBackupDeviceTask` (the driver drops the export);
 //! - `restore_prepare_volume`: `PrepareRestoreTask` (a raw image to restore into);
 //! - `restore_commit_volume`: `CommitRestoreTask` (the restored image becomes the volume).
+//!
+//! With `via_nbd` (a backup service on another host) the image is also served over NBD
+//! by the driver, read-only for a backup and writable for a restore; the release and the
+//! commit stop that export first (a stop of what is gone succeeds, so both re-run safely).
 
 use std::sync::Arc;
 
@@ -29,10 +33,17 @@ pub const PREPARE_FLOW: &str = "restore_prepare_volume";
 /// Writes a restored image into its volume.
 pub const COMMIT_FLOW: &str = "restore_commit_volume";
 
-/// Builds `backup_export_volume`; inputs: context, volume id, source snapshot id, backend.
+/// Builds `backup_export_volume`; inputs: context, volume id, source snapshot id, backend,
+/// via_nbd (optional).
 pub fn export_flow(deps: Arc<Deps>) -> Flow {
     Flow::linear(EXPORT_FLOW)
-        .inputs(&[CONTEXT.name(), VOLUME_ID.name(), SOURCE_SNAPSHOT_ID.name(), BACKEND.name()])
+        .inputs(&[
+            CONTEXT.name(),
+            VOLUME_ID.name(),
+            SOURCE_SNAPSHOT_ID.name(),
+            BACKEND.name(),
+            VIA_NBD.name(),
+        ])
         .add(ExportForBackup { deps })
 }
 
@@ -43,10 +54,10 @@ pub fn release_flow(deps: Arc<Deps>) -> Flow {
         .add(ReleaseBackupDevice { deps })
 }
 
-/// Builds `restore_prepare_volume`; inputs: context, volume id, backend.
+/// Builds `restore_prepare_volume`; inputs: context, volume id, backend, via_nbd (optional).
 pub fn prepare_flow(deps: Arc<Deps>) -> Flow {
     Flow::linear(PREPARE_FLOW)
-        .inputs(&[CONTEXT.name(), VOLUME_ID.name(), BACKEND.name()])
+        .inputs(&[CONTEXT.name(), VOLUME_ID.name(), BACKEND.name(), VIA_NBD.name()])
         .add(PrepareRestore { deps })
 }
 
@@ -59,6 +70,38 @@ pub fn commit_flow(deps: Arc<Deps>) -> Flow {
 
 async fn volume(deps: &Deps, id: &str) -> Result<Volume, Failure> {
     deps.volumes.get_volume(id).await.map_err(domain)
+}
+
+/// The device of `export` made on `backend`: served over NBD (writable for a restore)
+/// when `via_nbd`, the export released again if serving it fails.
+async fn device(
+    d: &ember_drivers::SharedDriver,
+    backend: &str,
+    export: ember_drivers::RawExport,
+    via_nbd: bool,
+    writable: bool,
+) -> Result<BackupDevice, Failure> {
+    if !via_nbd {
+        return Ok(BackupDevice::local(backend, export));
+    }
+    match d.serve_raw_export(&export, writable).await {
+        Ok(info) => Ok(BackupDevice::nbd(backend, export, &info, !writable)),
+        Err(e) => {
+            let failure = driver_failure(&e);
+            if let Err(e) = d.release_export(export).await {
+                tracing::warn!(error = %e, "releasing an export that could not be served failed");
+            }
+            Err(failure)
+        }
+    }
+}
+
+/// Stops serving `device` over NBD (if it is served) and has the driver release it.
+async fn release_device(d: &ember_drivers::SharedDriver, device: &BackupDevice) -> Result<(), Failure> {
+    if device.is_nbd() {
+        d.unserve_raw_export(&device.raw_export()).await.map_err(|e| driver_failure(&e))?;
+    }
+    d.release_export(device.raw_export()).await.map_err(|e| driver_failure(&e))
 }
 
 /// Has the driver hand over a raw image of the volume, or of its snapshot.
@@ -74,6 +117,9 @@ impl Task for ExportForBackup {
     }
     fn requires(&self) -> &[&'static str] {
         const { &[VOLUME_ID.name(), SOURCE_SNAPSHOT_ID.name(), BACKEND.name()] }
+    }
+    fn optional(&self) -> &[&'static str] {
+        const { &[VIA_NBD.name()] }
     }
     fn provides(&self) -> &[&'static str] {
         const { &[BACKUP_DEVICE.name()] }
@@ -93,19 +139,20 @@ impl Task for ExportForBackup {
             }
         }
         .map_err(|e| driver_failure(&e))?;
-        Ok(Values::new().with(&BACKUP_DEVICE, BackupDevice::local(&backend, export)))
+        let via_nbd = ctx.get_optional(&VIA_NBD)?.unwrap_or(false);
+        let device = device(&d, &backend, export, via_nbd, false).await?;
+        Ok(Values::new().with(&BACKUP_DEVICE, device))
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
         let Some(device) = ctx.result().map(|r| r.get(&BACKUP_DEVICE)).transpose()?.flatten() else {
             return Ok(());
         };
-        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
-        d.release_export(device.raw_export()).await.map_err(|e| driver_failure(&e))
+        release_device(&driver(&self.deps, &ctx.get(&BACKEND)?)?, &device).await
     }
 }
 
-/// Has the driver drop an export (a temporary copy is removed; a missing one is done).
+/// Has the driver stop serving an export over NBD, if it does, and drop it (a temporary copy is removed; a missing one is done).
 /// Revert: nothing.
 pub struct ReleaseBackupDevice {
     deps: Arc<Deps>,
@@ -121,8 +168,7 @@ impl Task for ReleaseBackupDevice {
     }
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
-        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
-        d.release_export(ctx.get(&BACKUP_DEVICE)?.raw_export()).await.map_err(|e| driver_failure(&e))?;
+        release_device(&driver(&self.deps, &ctx.get(&BACKEND)?)?, &ctx.get(&BACKUP_DEVICE)?).await?;
         Ok(Values::new())
     }
 }
@@ -141,6 +187,9 @@ impl Task for PrepareRestore {
     fn requires(&self) -> &[&'static str] {
         const { &[VOLUME_ID.name(), BACKEND.name()] }
     }
+    fn optional(&self) -> &[&'static str] {
+        const { &[VIA_NBD.name()] }
+    }
     fn provides(&self) -> &[&'static str] {
         const { &[BACKUP_DEVICE.name()] }
     }
@@ -150,20 +199,22 @@ impl Task for PrepareRestore {
         let d = driver(&self.deps, &backend)?;
         let v = volume(&self.deps, &ctx.get(&VOLUME_ID)?).await?;
         let export = d.prepare_restore(&driver_volume(&v)).await.map_err(|e| driver_failure(&e))?;
-        Ok(Values::new().with(&BACKUP_DEVICE, BackupDevice::local(&backend, export)))
+        let via_nbd = ctx.get_optional(&VIA_NBD)?.unwrap_or(false);
+        let device = device(&d, &backend, export, via_nbd, true).await?;
+        Ok(Values::new().with(&BACKUP_DEVICE, device))
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
         let Some(device) = ctx.result().map(|r| r.get(&BACKUP_DEVICE)).transpose()?.flatten() else {
             return Ok(());
         };
-        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
-        d.release_export(device.raw_export()).await.map_err(|e| driver_failure(&e))
+        release_device(&driver(&self.deps, &ctx.get(&BACKEND)?)?, &device).await
     }
 }
 
-/// Has the driver write the restored image into the volume. A re-run after a crash that
-/// finds a temporary image gone knows the earlier run put it in place.
+/// Has the driver stop serving the restored image over NBD, if it does, and write it into
+/// the volume. A re-run after a crash that finds a temporary image gone knows the earlier
+/// run put it in place.
 /// Revert: nothing (the volume's restore flow marks it `error_restoring`).
 pub struct CommitRestore {
     deps: Arc<Deps>,
@@ -179,12 +230,16 @@ impl Task for CommitRestore {
     }
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
-        let export = ctx.get(&BACKUP_DEVICE)?.raw_export();
+        let device = ctx.get(&BACKUP_DEVICE)?;
+        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
+        if device.is_nbd() {
+            d.unserve_raw_export(&device.raw_export()).await.map_err(|e| driver_failure(&e))?;
+        }
+        let export = device.raw_export();
         if ctx.attempt() > 1 && export.temporary && !tokio::fs::try_exists(&export.path).await.unwrap_or(true)
         {
             return Ok(Values::new());
         }
-        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
         let v = volume(&self.deps, &ctx.get(&VOLUME_ID)?).await?;
         d.commit_restore(&driver_volume(&v), export).await.map_err(|e| driver_failure(&e))?;
         Ok(Values::new())
