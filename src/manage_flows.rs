@@ -241,11 +241,19 @@ fn atom_table(detail: &ember_engine::FlowDetail) -> String {
             a.attempts.to_string(),
             when(a.created_at),
             format!("{} ms", a.updated_at.saturating_sub(a.created_at)),
+            a.progress.map_or_else(|| "-".to_owned(), progress_cell),
             result,
             failure,
         ]
     });
-    table(&["ATOM", "STATE", "INTENTION", "ATTEMPTS", "STARTED", "TOOK", "RESULT", "FAILURE"], rows.collect())
+    let headers =
+        ["ATOM", "STATE", "INTENTION", "ATTEMPTS", "STARTED", "TOOK", "PROGRESS", "RESULT", "FAILURE"];
+    table(&headers, rows.collect())
+}
+
+/// A task's progress as `done/total (percent%)`.
+pub(crate) fn progress_cell(p: ember_engine::Progress) -> String {
+    format!("{}/{} ({}%)", p.done, p.total, p.percent())
 }
 
 /// `text` cut to `max` characters, with `...` when cut.
@@ -257,7 +265,7 @@ fn clip(text: &str, max: usize) -> String {
 }
 
 /// Columns padded to their widest cell, separated by two spaces.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -123,6 +123,22 @@ pub trait VolumeDriver: Send + Sync + 'static {
 
     /// Writes a restored raw file into the volume, replacing its data, and releases it.
     async fn commit_restore(&self, volume: &DriverVolume, export: RawExport) -> Result<()>;
+
+    /// Serves an export made by `export_for_backup` (read-only) or `prepare_restore`
+    /// (`writable`) over NBD, for a backup service on another host, and says how to reach
+    /// it (`driver_volume_type: nbd`). Calling it again answers the same. A driver that
+    /// cannot answers `NotSupported`.
+    async fn serve_raw_export(&self, export: &RawExport, writable: bool) -> Result<ConnectionInfo> {
+        let _ = (export, writable);
+        Err(DriverError::NotSupported("this backend cannot serve a backup's image over NBD".to_owned()))
+    }
+
+    /// Stops serving `export` over NBD, closing the connections still open; an export not
+    /// served is not an error (so a release re-run after a crash succeeds).
+    async fn unserve_raw_export(&self, export: &RawExport) -> Result<()> {
+        let _ = export;
+        Ok(())
+    }
 }
 
 /// Refuses a new volume smaller than its source.

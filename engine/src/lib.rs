@@ -138,7 +138,7 @@ pub use state::{
 };
 pub use store::{
     AtomRecord, AtomWrite, ClaimRequest, Fence, FlowDetail, FlowFilter, FlowRecord, FlowStore, MemoryStore,
-    NewFlow, Ownership, WriteBatch,
+    NewFlow, Ownership, Progress, WriteBatch,
 };
 pub use task::{AtomSpec, Context, RevertContext, Task};
 pub use value::{Failure, Key, Name, Slot, Value, Values};

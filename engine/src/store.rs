@@ -56,8 +56,28 @@ pub struct AtomRecord {
     pub history: Option<History>,
     /// How many times execute was started: more than one means "maybe executed before".
     pub attempts: u32,
+    /// How far a running task says it is (see [`FlowStore::record_progress`]).
+    pub progress: Option<Progress>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// How far a long task is, in units of its own choosing (bytes, items): `done` of `total`.
+/// Informational only: the engine never reads it, and it is written outside the fenced
+/// batches, so it costs a running task no step of its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+impl Progress {
+    /// `done` as a whole percentage of `total` (100 for an empty total).
+    pub fn percent(&self) -> u64 {
+        (u128::from(self.done.min(self.total)) * 100)
+            .checked_div(u128::from(self.total))
+            .map_or(100, |p| p as u64)
+    }
 }
 
 /// A flow and its atoms.
@@ -235,6 +255,14 @@ pub trait FlowStore: Send + Sync + 'static {
     /// REVERTED (a compare-and-swap against a claim). Returns `Some(true)` when withdrawn,
     /// `Some(false)` when a worker took it first (or it ended), `None` when it is missing.
     async fn cancel(&self, id: &str) -> Result<Option<bool>>;
+
+    /// Records how far atom `atom` of flow `flow_id` is, for admin views. Not fenced: a
+    /// stale report changes nothing but the figure shown. A missing atom is left alone. The
+    /// default keeps nothing (a store without the column).
+    async fn record_progress(&self, flow_id: &str, atom: &str, progress: Progress) -> Result<()> {
+        let _ = (flow_id, atom, progress);
+        Ok(())
+    }
 }
 
 /// Whether an atom in `state` has run and so needs a revert when its flow is reverted.
@@ -294,12 +322,18 @@ fn apply_atom(f: &mut MemFlow, w: AtomWrite, now: i64) {
         revert_failure: w.revert_failure,
         history: w.history.map(|h| (*h).clone()),
         attempts: w.attempts,
+        progress: None,
         created_at: now,
         updated_at: now,
     };
     match f.atoms.get_mut(&w.name) {
         Some(old) => {
-            *old = AtomRecord { name: std::mem::take(&mut old.name), created_at: old.created_at, ..rec }
+            *old = AtomRecord {
+                name: std::mem::take(&mut old.name),
+                created_at: old.created_at,
+                progress: old.progress,
+                ..rec
+            }
         }
         None => {
             f.order.push(w.name.clone());
@@ -408,6 +442,14 @@ impl FlowStore for MemoryStore {
             f.record.updated_at = now_ms();
             f.record.clone()
         }))
+    }
+
+    async fn record_progress(&self, flow_id: &str, atom: &str, progress: Progress) -> Result<()> {
+        let mut flows = self.flows.lock();
+        if let Some(a) = flows.get_mut(flow_id).and_then(|f| f.atoms.get_mut(atom)) {
+            a.progress = Some(progress);
+        }
+        Ok(())
     }
 
     async fn cancel(&self, id: &str) -> Result<Option<bool>> {

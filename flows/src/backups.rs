@@ -162,6 +162,45 @@ pub(crate) fn atom_output<T: ember_engine::Value>(
     Err(Failure::new("MissingResult", format!("flow {} produced no {}", detail.flow.id, key.name())))
 }
 
+/// How often at most a running backup or restore records its progress in its atom.
+const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A backup's or restore's progress: logged every 10 % and recorded (at most every
+/// [`PROGRESS_INTERVAL`], and once more at the end) in the running atom, where the admin
+/// view of the flow and `ember manage backups` show it.
+pub(crate) struct FlowProgress {
+    log: TenPercent,
+    tx: tokio::sync::watch::Sender<Option<ember_engine::Progress>>,
+}
+
+impl FlowProgress {
+    /// Progress of `what` (`backup`, `restore`) of backup `id`, recorded in `ctx`'s atom.
+    pub(crate) fn start(deps: &Deps, ctx: &ember_engine::Context, what: &'static str, id: &str) -> Self {
+        let (tx, mut rx) = tokio::sync::watch::channel(None::<ember_engine::Progress>);
+        let store = deps.store.clone();
+        let flow_id = ctx.flow_id().to_owned();
+        let atom = ctx.atom_name().to_owned();
+        // Ends once the reporter is dropped and its last value is written.
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let Some(p) = *rx.borrow_and_update() else { continue };
+                if let Err(e) = store.record_progress(&flow_id, &atom, p).await {
+                    tracing::debug!(flow_id = %flow_id, error = %e, "recording progress failed");
+                }
+                tokio::time::sleep(PROGRESS_INTERVAL).await;
+            }
+        });
+        Self { log: TenPercent::new(what, id), tx }
+    }
+}
+
+impl ember_drivers::backup::Progress for FlowProgress {
+    fn report(&self, done_bytes: u64, total_bytes: u64) {
+        self.log.report(done_bytes, total_bytes);
+        self.tx.send_replace(Some(ember_engine::Progress { done: done_bytes, total: total_bytes }));
+    }
+}
+
 /// Logs a backup's or restore's progress every 10 % (the flow's `tracing` span names it).
 pub(crate) struct TenPercent {
     what: &'static str,

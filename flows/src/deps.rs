@@ -79,6 +79,9 @@ impl DriverLookup for HashMap<String, SharedDriver> {
 pub trait BackupStore: Send + Sync {
     /// The backup driver backups are written with.
     fn driver(&self) -> Arc<dyn BackupDriver>;
+    /// Whether a volume service on `volume_host` must serve the image over NBD (this
+    /// backup service runs elsewhere, or is told to use NBD anyway).
+    fn via_nbd(&self, volume_host: &str) -> bool;
     /// Opens the image a volume service exported for a backup.
     async fn open_source(&self, device: &BackupDevice) -> ember_drivers::Result<Box<dyn ImageSource>>;
     /// Opens the image a volume service prepared for a restore.

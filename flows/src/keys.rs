@@ -117,6 +117,11 @@ pub const BACKUP_OUTCOME: Key<ember_drivers::backup::BackupOutcome> = Key::new("
 /// The status a backup had before a delete moved it to `deleting`.
 pub const PREVIOUS_BACKUP_STATUS: Key<ember_common::model::BackupStatus> = Key::new("previous_backup_status");
 
+/// Whether the volume service serves a backup's or restore's image over NBD (the backup
+/// service runs on another host, or `backup_use_nbd` asks for it). Optional: a flow
+/// recorded before NBD was served has none, and reads the image locally.
+pub const VIA_NBD: Key<bool> = Key::new("via_nbd");
+
 /// A volume's data handed to the backup service: where it is and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -131,37 +136,81 @@ pub enum BackupDevice {
         /// A copy made for this backup (removed on release), not the volume's own file.
         temporary: bool,
     },
+    /// The same raw file served over NBD by the volume's backend, for a backup service on
+    /// another host: read-only for a backup, writable for a restore. The release stops the
+    /// export (idempotent) before the driver drops the file.
+    Nbd {
+        /// The volume service's host.
+        host: String,
+        /// The file served (the volume service's, for the release and the commit).
+        path: std::path::PathBuf,
+        size_bytes: u64,
+        temporary: bool,
+        /// Cinder's `connection_info` of the export (`driver_volume_type: nbd`).
+        connection_info: serde_json::Value,
+        /// The export's name on the NBD server.
+        export_name: String,
+        read_only: bool,
+    },
 }
 
 impl BackupDevice {
     /// The image's size in bytes.
     pub fn size_bytes(&self) -> u64 {
         match self {
-            BackupDevice::Local { size_bytes, .. } => *size_bytes,
+            BackupDevice::Local { size_bytes, .. } | BackupDevice::Nbd { size_bytes, .. } => *size_bytes,
         }
     }
-}
 
-impl BackupDevice {
     /// The device of `export`, made on `backend` (`host@backend`).
     pub fn local(backend: &str, export: ember_drivers::RawExport) -> Self {
-        let host = backend.split('@').next().unwrap_or(backend).to_owned();
         BackupDevice::Local {
-            host,
+            host: host_of(backend),
             path: export.path,
             size_bytes: export.size_bytes,
             temporary: export.temporary,
         }
     }
 
+    /// The device of `export` served over NBD as `info` by `backend`'s driver.
+    pub fn nbd(
+        backend: &str,
+        export: ember_drivers::RawExport,
+        info: &ember_drivers::ConnectionInfo,
+        read_only: bool,
+    ) -> Self {
+        let export_name =
+            info.data.get("export_name").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        BackupDevice::Nbd {
+            host: host_of(backend),
+            path: export.path,
+            size_bytes: export.size_bytes,
+            temporary: export.temporary,
+            connection_info: serde_json::to_value(info).unwrap_or_default(),
+            export_name,
+            read_only,
+        }
+    }
+
+    /// Whether the image is served over NBD (and the export must be stopped on release).
+    pub fn is_nbd(&self) -> bool {
+        matches!(self, BackupDevice::Nbd { .. })
+    }
+
     /// The driver's export this device stands for.
     pub fn raw_export(&self) -> ember_drivers::RawExport {
         match self {
-            BackupDevice::Local { path, size_bytes, temporary, .. } => ember_drivers::RawExport {
+            BackupDevice::Local { path, size_bytes, temporary, .. }
+            | BackupDevice::Nbd { path, size_bytes, temporary, .. } => ember_drivers::RawExport {
                 path: path.clone(),
                 size_bytes: *size_bytes,
                 temporary: *temporary,
             },
         }
     }
+}
+
+/// The `host` of `host@backend`.
+fn host_of(backend: &str) -> String {
+    backend.split('@').next().unwrap_or(backend).to_owned()
 }

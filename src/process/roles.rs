@@ -417,7 +417,8 @@ async fn start_backup(p: &Plumbing, deps: Deps, among_others: bool) -> anyhow::R
     };
     tracing::info!(driver = driver.name(), "backup store ready");
     let host = p.config.host.clone();
-    let store = Arc::new(ember_backup::Store::new(host.clone(), driver));
+    let store =
+        Arc::new(ember_backup::Store::new(host.clone(), driver).with_nbd(p.config.backup.backup_use_nbd));
     let deps = Arc::new(deps.with_backup_store(store));
     let mut registry = Registry::new();
     ember_flows::register_backup(&mut registry, &deps)?;

@@ -179,6 +179,23 @@ impl MultiProcess {
         }
     }
 
+    /// Starts `ember <role>` as host `name` (its own data directory) with the deployment's
+    /// common configuration and `extra`; the caller kills it (or drops it).
+    pub fn start_role(&self, role: &str, name: &str, extra: &str) -> Process {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        let data = self.dir.path().join(name).display().to_string();
+        let text = format!("data_dir = {data:?}\nhost = {name:?}\n{}{extra}", self.common);
+        std::fs::write(&path, text).expect("write a configuration file");
+        let mut process = Process { role: role.into(), config: path, child: None, env: Vec::new() };
+        process.start();
+        process
+    }
+
+    /// The configuration file of process `name`.
+    pub fn config_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.toml"))
+    }
+
     /// Starts another `ember api` named `name` on a port of its own, a peer of `api` that
     /// takes over its flows when it dies; returns it and its base URL once it serves.
     pub async fn start_peer_api(&self, name: &str) -> (Process, String) {
@@ -230,6 +247,12 @@ impl MultiProcess {
         if let Some(db) = self.db.take() {
             db.cleanup().await.expect("drop the test database");
         }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -5,13 +5,18 @@
 //! a crash or a lost result left can be found and removed) and a restore is converted back
 //! into `volume-<id>.tmp` and renamed over the volume, so a crashed restore leaves the
 //! old volume intact.
+//!
+//! For a backup service on another host the export (or restore target) is also served
+//! over NBD by the backend's export daemon ([`nbd`](super::nbd)), read-only for a backup
+//! and writable for a restore, under a name derived from the file's path, so serving and
+//! stopping are idempotent.
 
 use crate::error::{DriverError, Result};
 use crate::file::image::{ImageFormat, blocking};
 use crate::file::paths::Kind;
 use crate::file::volumes::header;
-use crate::file::{FileDriver, exists, publish, remove};
-use crate::types::{BackupSource, DriverVolume, RawExport};
+use crate::file::{FileDriver, Setup, exists, publish, remove};
+use crate::types::{BackupSource, ConnectionInfo, DriverVolume, RawExport};
 
 impl FileDriver {
     pub(super) async fn export(&self, source: BackupSource<'_>) -> Result<RawExport> {
@@ -58,6 +63,41 @@ impl FileDriver {
         };
         for path in setup.dir.exports_of(whats, kind, id)? {
             remove(&path).await?;
+        }
+        Ok(())
+    }
+
+    /// Serves `export` over NBD (the file must be one of this backend's: a raw volume's own
+    /// image or a file under `.ember/exports/`).
+    pub(super) async fn serve_backup_export(
+        &self,
+        export: &RawExport,
+        writable: bool,
+    ) -> Result<ConnectionInfo> {
+        let setup = self.setup()?;
+        self.check_raw_export(setup, export)?;
+        self.nbd.serve_file(&setup.dir, setup.qemu, &export.path, writable).await
+    }
+
+    /// Stops serving `export` over NBD; one not served is done.
+    pub(super) async fn unserve_backup_export(&self, export: &RawExport) -> Result<()> {
+        let setup = self.setup()?;
+        self.check_raw_export(setup, export)?;
+        self.nbd.unserve_file(&setup.dir, &export.path).await
+    }
+
+    /// Refuses a path that is not an export this backend hands out.
+    fn check_raw_export(&self, setup: &Setup, export: &RawExport) -> Result<()> {
+        if export.temporary {
+            return setup.dir.check_export(&export.path);
+        }
+        let volume_image = export.path.parent() == Some(setup.dir.root())
+            && export.path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("volume-"));
+        if !volume_image {
+            return Err(DriverError::InvalidInput(format!(
+                "{} is not a volume image of this backend",
+                export.path.display()
+            )));
         }
         Ok(())
     }

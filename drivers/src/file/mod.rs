@@ -55,8 +55,8 @@ use image::{QemuImg, blocking};
 use iscsi::IscsiTargets;
 use nbd::NbdServer;
 pub use nbd::{
-    exported_volumes as nbd_exported_volumes, kill_daemon as kill_nbd_daemon,
-    kill_daemons_under as kill_nbd_daemons_under,
+    exported_backup_images as nbd_exported_backup_images, exported_volumes as nbd_exported_volumes,
+    kill_daemon as kill_nbd_daemon, kill_daemons_under as kill_nbd_daemons_under,
 };
 use paths::DataDir;
 use tgt::Tgtadm;
@@ -421,5 +421,13 @@ impl VolumeDriver for FileDriver {
 
     async fn commit_restore(&self, volume: &DriverVolume, export: RawExport) -> Result<()> {
         self.restore_into(volume, export).await
+    }
+
+    async fn serve_raw_export(&self, export: &RawExport, writable: bool) -> Result<ConnectionInfo> {
+        self.serve_backup_export(export, writable).await
+    }
+
+    async fn unserve_raw_export(&self, export: &RawExport) -> Result<()> {
+        self.unserve_backup_export(export).await
     }
 }

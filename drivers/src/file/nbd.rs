@@ -57,12 +57,14 @@ struct Record {
 }
 
 impl Record {
-    fn info(&self, volume_id: &str, export_name: &str, mode: AccessMode) -> ConnectionInfo {
+    fn info(&self, volume_id: Option<&str>, export_name: &str, mode: AccessMode) -> ConnectionInfo {
         let mut data = Map::new();
         data.insert("host".to_owned(), Value::from(self.host.clone()));
         data.insert("port".to_owned(), Value::from(self.port));
         data.insert("export_name".to_owned(), Value::from(export_name));
-        data.insert("volume_id".to_owned(), Value::from(volume_id));
+        if let Some(id) = volume_id {
+            data.insert("volume_id".to_owned(), Value::from(id));
+        }
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         let uri = format!("nbd://{host}:{}/{export_name}", self.port);
         data.insert("uri".to_owned(), Value::from(uri));
@@ -128,7 +130,7 @@ impl NbdServer {
             Err(e) if e.says("already in use") => {}
             Err(e) => return Err(refused(&e, id)),
         }
-        Ok(daemon.record.info(id, &name, mode))
+        Ok(daemon.record.info(Some(id), &name, mode))
     }
 
     /// Removes a volume's exports, in both modes, and closes its image. A volume without an
@@ -145,19 +147,56 @@ impl NbdServer {
                 Err(e) => return Err(refused(&e, id)),
             }
         }
-        // An export being torn down still holds the node for a moment.
-        let node = node_name(id);
-        let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
-        loop {
-            match qmp.execute("blockdev-del", json!({ "node-name": node })).await {
-                Ok(_) => return Ok(()),
-                Err(e) if e.says("Failed to find node") => return Ok(()),
-                Err(QmpError::Refused { .. }) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err(e) => return Err(refused(&e, id)),
-            }
+        delete_node(qmp, &node_name(id), id).await
+    }
+
+    /// Serves the raw file `path` (a backup's export or a restore's target) as export
+    /// `backup-<hash of path>`, read-only unless `writable`, or answers with the export
+    /// already there. A read-only node does not lock the file: a forced backup of an
+    /// attached volume reads the image its attachment's node holds open.
+    pub(crate) async fn serve_file(
+        &self,
+        dir: &DataDir,
+        qemu: QemuImg,
+        path: &Path,
+        writable: bool,
+    ) -> Result<ConnectionInfo> {
+        let (name, node) = file_export(path);
+        let mode = if writable { AccessMode::Rw } else { AccessMode::Ro };
+        let mut daemon = self.session(dir, true).await?.ok_or_else(|| stopped(&name))?;
+        let qmp = &mut daemon.qmp;
+        let raw = QemuImg { format: crate::file::image::ImageFormat::Raw, ..qemu };
+        let mut options = blockdev(&node, path, raw, !writable)?;
+        if !writable {
+            options["file"]["locking"] = json!("off");
         }
+        match qmp.execute("blockdev-add", options).await {
+            Ok(_) => {}
+            Err(e) if e.says("Duplicate nodes") => {}
+            Err(e) => return Err(refused(&e, &name)),
+        }
+        let export =
+            json!({ "type": "nbd", "id": name, "node-name": node, "name": name, "writable": writable });
+        match qmp.execute("block-export-add", export).await {
+            Ok(_) => {}
+            Err(e) if e.says("already in use") => {}
+            Err(e) => return Err(refused(&e, &name)),
+        }
+        Ok(daemon.record.info(None, &name, mode))
+    }
+
+    /// Stops serving the raw file `path` (closing its connections) and closes its node;
+    /// nothing served is nothing to stop.
+    pub(crate) async fn unserve_file(&self, dir: &DataDir, path: &Path) -> Result<()> {
+        let (name, node) = file_export(path);
+        let Some(mut daemon) = self.session(dir, false).await? else { return Ok(()) };
+        let qmp = &mut daemon.qmp;
+        match qmp.execute("block-export-del", json!({ "id": name, "mode": "hard" })).await {
+            Ok(_) => {}
+            Err(e) if e.says("not found") => {}
+            Err(e) => return Err(refused(&e, &name)),
+        }
+        delete_node(qmp, &node, &name).await
     }
 
     /// The ids of the volumes with a live export, in any mode.
@@ -270,13 +309,45 @@ fn record_path(dir: &DataDir) -> PathBuf {
     dir.nbd_dir().join("qsd.json")
 }
 
-/// A node name for a volume's image: qemu allows 31 characters, fewer than `v` and an id,
-/// so it is a stable 120-bit hash of the id (FNV-1a, two seeds).
-fn node_name(id: &str) -> String {
-    let fnv =
-        |seed: u64| id.bytes().fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
-    format!("v{:016x}{:014x}", fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142) >> 8)
+/// Closes node `node` once no export holds it (an export being torn down still holds it
+/// for a moment); a missing node is closed already.
+async fn delete_node(qmp: &mut Qmp, node: &str, what: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
+    loop {
+        match qmp.execute("blockdev-del", json!({ "node-name": node })).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.says("Failed to find node") => return Ok(()),
+            Err(QmpError::Refused { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => return Err(refused(&e, what)),
+        }
+    }
 }
+
+/// A stable 120-bit hash of `key` as 30 hex digits (FNV-1a, two seeds).
+fn hash120(key: &str) -> String {
+    let fnv =
+        |seed: u64| key.bytes().fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("{:016x}{:014x}", fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142) >> 8)
+}
+
+/// A node name for a volume's image: qemu allows 31 characters, fewer than `v` and an id,
+/// so it is a stable hash of the id.
+fn node_name(id: &str) -> String {
+    format!("v{}", hash120(id))
+}
+
+/// The export name and node name serving the raw file `path` for a backup or restore:
+/// `backup-<hash>` and `b<hash>` (never a volume's `volume-` name, so the volumes' export
+/// listing leaves them out).
+fn file_export(path: &Path) -> (String, String) {
+    let hash = hash120(&path.to_string_lossy());
+    (format!("{BACKUP_EXPORT_PREFIX}{hash}"), format!("b{hash}"))
+}
+
+/// The prefix of the exports serving a backup's or restore's raw file.
+const BACKUP_EXPORT_PREFIX: &str = "backup-";
 
 /// `blockdev-add`'s (and `blockdev-reopen`'s) options for a volume's image.
 fn blockdev(node: &str, image: &Path, qemu: QemuImg, read_only: bool) -> Result<Value> {
@@ -432,9 +503,32 @@ pub fn kill_daemons_under(root: &Path) {
 /// its second QMP socket (the volume service holds the first): for tests, which cannot
 /// reach a volume service's `list_exports`. No daemon, no export. Blocking.
 pub fn exported_volumes(volume_dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut ids = export_ids(&query_exports(volume_dir)?);
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// The names of the exports serving a backup's or restore's image that the NBD export
+/// daemon of `volume_dir` has now (for tests: none should outlive its backup). Blocking.
+pub fn exported_backup_images(volume_dir: &Path) -> std::io::Result<Vec<String>> {
+    let exports = query_exports(volume_dir)?;
+    let Some(list) = exports.as_array() else { return Ok(Vec::new()) };
+    Ok(list
+        .iter()
+        .filter(|e| e["shutting-down"] != true)
+        .filter_map(|e| e["id"].as_str())
+        .filter(|id| id.starts_with(BACKUP_EXPORT_PREFIX))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// `query-block-exports`' answer from the daemon of `volume_dir`, through its second QMP
+/// socket; no daemon answers an empty list. Blocking.
+fn query_exports(volume_dir: &Path) -> std::io::Result<Value> {
     let nbd_dir = volume_dir.join(".ember").join("nbd");
     if daemon_pid(&nbd_dir).is_none() {
-        return Ok(Vec::new());
+        return Ok(Value::Array(Vec::new()));
     }
     let stream = std::os::unix::net::UnixStream::connect(nbd_dir.join("qsd-tool.sock"))?;
     stream.set_read_timeout(Some(STOP_DEADLINE))?;
@@ -446,17 +540,14 @@ pub fn exported_volumes(volume_dir: &Path) -> std::io::Result<Vec<String>> {
     };
     next()?;
     writer.write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"query-block-exports\"}\n")?;
-    let mut answers = Vec::new();
+    let mut answers: Vec<Value> = Vec::new();
     while answers.len() < 2 {
         let message = next()?;
         if message.get("event").is_none() {
             answers.push(message);
         }
     }
-    let mut ids = export_ids(&answers[1]["return"]);
-    ids.sort();
-    ids.dedup();
-    Ok(ids)
+    Ok(answers[1]["return"].take())
 }
 
 /// A port free right now on `host`; the daemon may still lose it to a race, hence retries.

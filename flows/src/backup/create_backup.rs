@@ -20,9 +20,9 @@ use ember_common::model::{Backup, BackupChanges, BackupStatus};
 use ember_drivers::backup::BackupSpec;
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
-use crate::backup::{backup_driver, store, store_failure};
+use crate::backup::{backup_driver, store, store_failure, via_nbd};
 use crate::backups::{
-    CountedSource, DEVICE_WAIT, TenPercent, atom_output, handed_off_device, restore_source_status, wait_flow,
+    CountedSource, DEVICE_WAIT, FlowProgress, atom_output, handed_off_device, restore_source_status, wait_flow,
 };
 use crate::deps::Deps;
 use crate::error::{domain, fail};
@@ -140,7 +140,8 @@ impl Task for GetBackupDevice {
             .with(&VOLUME_ID, b.volume_id.clone())
             .with(&SOURCE_SNAPSHOT_ID, b.snapshot_id.clone())
             .with(&BACKEND, backend.clone())
-            .with(&BACKUP_UUID, b.id.clone());
+            .with(&BACKUP_UUID, b.id.clone())
+            .with(&VIA_NBD, via_nbd(&self.deps, &backend)?);
         let id = export_flow_id(&b);
         let h = Handoff {
             name: EXPORT_FLOW,
@@ -218,7 +219,7 @@ impl Task for BackupData {
         let source = store.open_source(&ctx.get(&BACKUP_DEVICE)?).await.map_err(|e| store_failure(&e))?;
         let spec =
             BackupSpec { backup_id: b.id.clone(), volume_id: b.volume_id.clone(), parent_id: b.parent_id };
-        let progress = TenPercent::new("backup", &b.id);
+        let progress = FlowProgress::start(&self.deps, ctx, "backup", &b.id);
         let source = CountedSource(source.as_ref());
         let outcome =
             store.driver().backup(&spec, &source, &progress).await.map_err(|e| store_failure(&e))?;

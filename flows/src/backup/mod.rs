@@ -26,6 +26,13 @@ pub(crate) fn backup_driver(deps: &Deps) -> Result<Arc<dyn BackupDriver>, Failur
     Ok(store(deps)?.driver())
 }
 
+/// Whether the volume service of `backend` (`host@backend`) must serve the image over NBD
+/// to this backup service.
+pub(crate) fn via_nbd(deps: &Deps, backend: &str) -> Result<bool, Failure> {
+    let host = backend.split('@').next().unwrap_or(backend);
+    Ok(store(deps)?.via_nbd(host))
+}
+
 /// A backup driver error as a task failure.
 pub(crate) fn store_failure(err: &ember_drivers::DriverError) -> Failure {
     Failure::new(DRIVER_FATAL, err.to_string())

@@ -20,8 +20,8 @@ use ember_common::model::{BackupChanges, BackupStatus, VolumeChanges, VolumeExpe
 use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_trait};
 
 use crate::backup::create_backup::fail_reason;
-use crate::backup::{store, store_failure};
-use crate::backups::{DEVICE_WAIT, TenPercent, atom_output, handed_off_device, wait_flow};
+use crate::backup::{store, store_failure, via_nbd};
+use crate::backups::{DEVICE_WAIT, FlowProgress, atom_output, handed_off_device, wait_flow};
 use crate::deps::Deps;
 use crate::error::{domain, fail};
 use crate::handoff::{Handoff, flow_id, hand_off, volume_topic};
@@ -121,7 +121,8 @@ impl Task for PrepareRestoreDevice {
         let inputs = Values::new()
             .with(&CONTEXT, ctx.get(&CONTEXT)?)
             .with(&VOLUME_ID, volume_id.clone())
-            .with(&BACKEND, backend.clone());
+            .with(&BACKEND, backend.clone())
+            .with(&VIA_NBD, via_nbd(&self.deps, &backend)?);
         let id = flow_id(PREPARE_FLOW, ctx.flow_id(), None);
         let h = Handoff {
             name: PREPARE_FLOW,
@@ -181,7 +182,7 @@ impl Task for RestoreData {
         let b = ctx.get(&BACKUP)?;
         let store = store(&self.deps)?;
         let sink = store.open_sink(&ctx.get(&BACKUP_DEVICE)?).await.map_err(|e| store_failure(&e))?;
-        let progress = TenPercent::new("restore", &b.id);
+        let progress = FlowProgress::start(&self.deps, ctx, "restore", &b.id);
         let outcome =
             store.driver().restore(&b.id, sink.as_ref(), &progress).await.map_err(|e| store_failure(&e))?;
         tracing::info!(backup_id = %b.id, written_bytes = outcome.written_bytes, "backup restored");

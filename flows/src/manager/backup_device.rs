@@ -9,6 +9,10 @@
 //!   the backup's temporary snapshot, if any);
 //! - `restore_prepare_volume`: `PrepareRestoreTask` (a raw image to restore into);
 //! - `restore_commit_volume`: `CommitRestoreTask` (the restored image becomes the volume).
+//!
+//! With `via_nbd` (a backup service on another host) the image is also served over NBD
+//! by the driver, read-only for a backup and writable for a restore; the release and the
+//! commit stop that export first (a stop of what is gone succeeds, so both re-run safely).
 
 use std::sync::Arc;
 
@@ -31,10 +35,17 @@ pub const PREPARE_FLOW: &str = "restore_prepare_volume";
 pub const COMMIT_FLOW: &str = "restore_commit_volume";
 
 /// Builds `backup_export_volume`; inputs: context, volume id, source snapshot id, backend,
-/// and (optional, recorded by backups since temporary snapshots) the backup's id.
+/// via_nbd (optional) and (optional, recorded by backups since temporary snapshots) the
+/// backup's id.
 pub fn export_flow(deps: Arc<Deps>) -> Flow {
     Flow::linear(EXPORT_FLOW)
-        .inputs(&[CONTEXT.name(), VOLUME_ID.name(), SOURCE_SNAPSHOT_ID.name(), BACKEND.name()])
+        .inputs(&[
+            CONTEXT.name(),
+            VOLUME_ID.name(),
+            SOURCE_SNAPSHOT_ID.name(),
+            BACKEND.name(),
+            VIA_NBD.name(),
+        ])
         .add(ExportForBackup { deps })
 }
 
@@ -73,10 +84,10 @@ async fn drop_temp_snapshot(
     d.delete_snapshot(&snap).await.map_err(|e| driver_failure(&e))
 }
 
-/// Builds `restore_prepare_volume`; inputs: context, volume id, backend.
+/// Builds `restore_prepare_volume`; inputs: context, volume id, backend, via_nbd (optional).
 pub fn prepare_flow(deps: Arc<Deps>) -> Flow {
     Flow::linear(PREPARE_FLOW)
-        .inputs(&[CONTEXT.name(), VOLUME_ID.name(), BACKEND.name()])
+        .inputs(&[CONTEXT.name(), VOLUME_ID.name(), BACKEND.name(), VIA_NBD.name()])
         .add(PrepareRestore { deps })
 }
 
@@ -89,6 +100,38 @@ pub fn commit_flow(deps: Arc<Deps>) -> Flow {
 
 async fn volume(deps: &Deps, id: &str) -> Result<Volume, Failure> {
     deps.volumes.get_volume(id).await.map_err(domain)
+}
+
+/// The device of `export` made on `backend`: served over NBD (writable for a restore)
+/// when `via_nbd`, the export released again if serving it fails.
+async fn device(
+    d: &ember_drivers::SharedDriver,
+    backend: &str,
+    export: ember_drivers::RawExport,
+    via_nbd: bool,
+    writable: bool,
+) -> Result<BackupDevice, Failure> {
+    if !via_nbd {
+        return Ok(BackupDevice::local(backend, export));
+    }
+    match d.serve_raw_export(&export, writable).await {
+        Ok(info) => Ok(BackupDevice::nbd(backend, export, &info, !writable)),
+        Err(e) => {
+            let failure = driver_failure(&e);
+            if let Err(e) = d.release_export(export).await {
+                tracing::warn!(error = %e, "releasing an export that could not be served failed");
+            }
+            Err(failure)
+        }
+    }
+}
+
+/// Stops serving `device` over NBD (if it is served) and has the driver release it.
+async fn release_device(d: &ember_drivers::SharedDriver, device: &BackupDevice) -> Result<(), Failure> {
+    if device.is_nbd() {
+        d.unserve_raw_export(&device.raw_export()).await.map_err(|e| driver_failure(&e))?;
+    }
+    d.release_export(device.raw_export()).await.map_err(|e| driver_failure(&e))
 }
 
 /// Has the driver hand over a raw image of the volume, or of its snapshot (a re-run first
@@ -129,7 +172,7 @@ impl Task for ExportForBackup {
         const { &[VOLUME_ID.name(), SOURCE_SNAPSHOT_ID.name(), BACKEND.name()] }
     }
     fn optional(&self) -> &[&'static str] {
-        const { &[BACKUP_UUID.name()] }
+        const { &[BACKUP_UUID.name(), VIA_NBD.name()] }
     }
     fn provides(&self) -> &[&'static str] {
         const { &[BACKUP_DEVICE.name()] }
@@ -162,15 +205,16 @@ impl Task for ExportForBackup {
             }
         }
         .map_err(|e| driver_failure(&e))?;
-        Ok(Values::new().with(&BACKUP_DEVICE, BackupDevice::local(&backend, export)))
+        let via_nbd = ctx.get_optional(&VIA_NBD)?.unwrap_or(false);
+        let device = device(&d, &backend, export, via_nbd, false).await?;
+        Ok(Values::new().with(&BACKUP_DEVICE, device))
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
         let backend = ctx.get(&BACKEND)?;
         match ctx.result().map(|r| r.get(&BACKUP_DEVICE)).transpose()?.flatten() {
             Some(device) => {
-                let d = driver(&self.deps, &backend)?;
-                d.release_export(device.raw_export()).await.map_err(|e| driver_failure(&e))?;
+                release_device(&driver(&self.deps, &backend)?, &device).await?;
             }
             // The export, if one was made, is not described: the driver finds it by its source.
             None => self.release_all(ctx).await?,
@@ -183,7 +227,7 @@ impl Task for ExportForBackup {
     }
 }
 
-/// Has the driver drop an export (a temporary copy is removed; a missing one is done),
+/// Has the driver stop serving an export over NBD, if it does, and drop it (a temporary copy is removed; a missing one is done),
 /// then the backup's temporary snapshot when the release names a backup (a missing one
 /// is done, so a release run twice, or for a backup that took none, is harmless).
 /// Revert: nothing.
@@ -206,7 +250,7 @@ impl Task for ReleaseBackupDevice {
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
         let backend = ctx.get(&BACKEND)?;
         let d = driver(&self.deps, &backend)?;
-        d.release_export(ctx.get(&BACKUP_DEVICE)?.raw_export()).await.map_err(|e| driver_failure(&e))?;
+        release_device(&d, &ctx.get(&BACKUP_DEVICE)?).await?;
         if let (Some(bid), Some(vid)) = (ctx.get_optional(&BACKUP_UUID)?, ctx.get_optional(&VOLUME_ID)?) {
             drop_temp_snapshot(&self.deps, &backend, &bid, &vid).await?;
         }
@@ -229,6 +273,9 @@ impl Task for PrepareRestore {
     fn requires(&self) -> &[&'static str] {
         const { &[VOLUME_ID.name(), BACKEND.name()] }
     }
+    fn optional(&self) -> &[&'static str] {
+        const { &[VIA_NBD.name()] }
+    }
     fn provides(&self) -> &[&'static str] {
         const { &[BACKUP_DEVICE.name()] }
     }
@@ -245,7 +292,9 @@ impl Task for PrepareRestore {
                 .map_err(|e| driver_failure(&e))?;
         }
         let export = d.prepare_restore(&driver_volume(&v)).await.map_err(|e| driver_failure(&e))?;
-        Ok(Values::new().with(&BACKUP_DEVICE, BackupDevice::local(&backend, export)))
+        let via_nbd = ctx.get_optional(&VIA_NBD)?.unwrap_or(false);
+        let device = device(&d, &backend, export, via_nbd, true).await?;
+        Ok(Values::new().with(&BACKUP_DEVICE, device))
     }
 
     async fn revert(&self, ctx: &RevertContext) -> Result<(), Failure> {
@@ -261,13 +310,13 @@ impl Task for PrepareRestore {
                 Err(e) => Err(domain(e)),
             };
         };
-        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
-        d.release_export(device.raw_export()).await.map_err(|e| driver_failure(&e))
+        release_device(&driver(&self.deps, &ctx.get(&BACKEND)?)?, &device).await
     }
 }
 
-/// Has the driver write the restored image into the volume. A re-run after a crash that
-/// finds a temporary image gone knows the earlier run put it in place.
+/// Has the driver stop serving the restored image over NBD, if it does, and write it into
+/// the volume. A re-run after a crash that finds a temporary image gone knows the earlier
+/// run put it in place.
 /// Revert: nothing (the volume's restore flow marks it `error_restoring`).
 pub struct CommitRestore {
     deps: Arc<Deps>,
@@ -283,12 +332,16 @@ impl Task for CommitRestore {
     }
 
     async fn execute(&self, ctx: &Context) -> Result<Values, Failure> {
-        let export = ctx.get(&BACKUP_DEVICE)?.raw_export();
+        let device = ctx.get(&BACKUP_DEVICE)?;
+        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
+        if device.is_nbd() {
+            d.unserve_raw_export(&device.raw_export()).await.map_err(|e| driver_failure(&e))?;
+        }
+        let export = device.raw_export();
         if ctx.attempt() > 1 && export.temporary && !tokio::fs::try_exists(&export.path).await.unwrap_or(true)
         {
             return Ok(Values::new());
         }
-        let d = driver(&self.deps, &ctx.get(&BACKEND)?)?;
         let v = volume(&self.deps, &ctx.get(&VOLUME_ID)?).await?;
         d.commit_restore(&driver_volume(&v), export).await.map_err(|e| driver_failure(&e))?;
         Ok(Values::new())

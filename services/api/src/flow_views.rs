@@ -91,6 +91,9 @@ pub fn atom(a: &AtomRecord) -> Value {
     if let Some(history) = &a.history {
         m.insert("retry_attempts".into(), json!(history.len()));
     }
+    if let Some(p) = a.progress {
+        m.insert("progress".into(), json!({ "done": p.done, "total": p.total, "percent": p.percent() }));
+    }
     Value::Object(m)
 }
 

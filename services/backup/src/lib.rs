@@ -1,6 +1,7 @@
 //! The backup service's own parts (Cinder's cinder-backup around its manager): the backup
 //! store built from `[backup]`, and [`Store`], the flows' [`BackupStore`]: the driver, and
-//! how the backup flows open the image a volume service handed over.
+//! how the backup flows open the image a volume service handed over (the file itself on
+//! the volume's host, else its NBD export).
 //!
 //! The role's composition (service row and heartbeat, the worker of `backup.<host>`
 //! flows, wakes on `ember-backup.<host>`) is in the `ember` binary's `process/roles.rs`,
@@ -9,11 +10,12 @@
 use std::sync::Arc;
 
 use ember_common::config::{BackupDriverKind, Config};
-use ember_drivers::DriverError;
+use ember_drivers::backup::nbd::{NbdOptions, NbdSink, NbdSource};
 use ember_drivers::backup::{
     BackupDriver, FakeBackupDriver, ImageSink, ImageSource, LocalSink, LocalSource, PosixBackupDriver,
     PosixBackupOptions,
 };
+use ember_drivers::{ConnectionInfo, DriverError};
 use ember_flows::BackupStore;
 use ember_flows::keys::BackupDevice;
 
@@ -56,24 +58,43 @@ pub fn posix_options(config: &Config) -> PosixBackupOptions {
 pub struct Store {
     host: String,
     driver: Arc<dyn BackupDriver>,
+    use_nbd: bool,
 }
 
 impl Store {
     /// The store of the backup service on `host`, writing with `driver`.
     pub fn new(host: impl Into<String>, driver: Arc<dyn BackupDriver>) -> Self {
-        Self { host: host.into(), driver }
+        Self { host: host.into(), driver, use_nbd: false }
     }
 
-    /// Refuses a device on another machine: a local file is only reachable on its host.
+    /// Reads and restores through NBD exports even on the volume's own host
+    /// (`backup_use_nbd`).
+    pub fn with_nbd(mut self, use_nbd: bool) -> Self {
+        self.use_nbd = use_nbd;
+        self
+    }
+
+    /// The local file of `device`, refused on another machine (only its host reaches it).
     fn local<'d>(&self, device: &'d BackupDevice) -> ember_drivers::Result<&'d std::path::Path> {
         match device {
             BackupDevice::Local { host, path, .. } if *host == self.host => Ok(path),
-            BackupDevice::Local { host, .. } => Err(DriverError::NotSupported(format!(
-                "the volume's image is on host {host} and this backup service runs on {}; reading it \
-                 through an NBD export is not wired yet",
-                self.host
-            ))),
+            BackupDevice::Local { host, .. } | BackupDevice::Nbd { host, .. } => {
+                Err(DriverError::NotSupported(format!(
+                    "the volume's image is a file on host {host} and this backup service runs on {}",
+                    self.host
+                )))
+            }
         }
+    }
+}
+
+/// The NBD target of a device served over NBD.
+fn nbd_info(device: &BackupDevice) -> ember_drivers::Result<Option<ConnectionInfo>> {
+    match device {
+        BackupDevice::Nbd { connection_info, .. } => serde_json::from_value(connection_info.clone())
+            .map(Some)
+            .map_err(|e| DriverError::InvalidInput(format!("the NBD connection info is not valid: {e}"))),
+        BackupDevice::Local { .. } => Ok(None),
     }
 }
 
@@ -83,12 +104,22 @@ impl BackupStore for Store {
         self.driver.clone()
     }
 
+    fn via_nbd(&self, volume_host: &str) -> bool {
+        self.use_nbd || volume_host != self.host
+    }
+
     async fn open_source(&self, device: &BackupDevice) -> ember_drivers::Result<Box<dyn ImageSource>> {
+        if let Some(info) = nbd_info(device)? {
+            return Ok(Box::new(NbdSource::from_connection_info(&info, &NbdOptions::default()).await?));
+        }
         let path = self.local(device)?;
         Ok(Box::new(LocalSource::open_with_size(path, device.size_bytes()).await?))
     }
 
     async fn open_sink(&self, device: &BackupDevice) -> ember_drivers::Result<Box<dyn ImageSink>> {
+        if let Some(info) = nbd_info(device)? {
+            return Ok(Box::new(NbdSink::from_connection_info(&info, &NbdOptions::default()).await?));
+        }
         let path = self.local(device)?;
         Ok(Box::new(LocalSink::open(path).await?))
     }

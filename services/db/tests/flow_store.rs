@@ -7,7 +7,7 @@ use ember_db::testing::TestDb;
 use ember_engine::store::now_ms;
 use ember_engine::{
     AtomKind, AtomState, AtomWrite, ClaimRequest, EngineError, Failure, Fence, FlowFilter, FlowState,
-    FlowStore, Intention, Key, MemoryStore, NewFlow, Ownership, Values, WriteBatch,
+    FlowStore, Intention, Key, MemoryStore, NewFlow, Ownership, Progress, Values, WriteBatch,
 };
 
 const SIZE: Key<u64> = Key::new("size");
@@ -251,7 +251,33 @@ async fn a_flow_is_created_with_its_first_step_once(store: &dyn FlowStore) {
     assert_eq!(got.atoms.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["a"]);
 }
 
+async fn progress_is_kept_across_the_atoms_own_writes(store: &dyn FlowStore) {
+    let lease = now_ms() + 60_000;
+    store.create_flow(&new_flow("p1", "t", Some(("w1", lease)))).await.unwrap();
+    let running = || WriteBatch {
+        flow_state: Some(FlowState::Running),
+        atoms: vec![atom("copy", AtomState::Running, None)],
+        ownership: Ownership::Keep,
+    };
+    store.write(&fence("p1", "w1", 1), running()).await.unwrap();
+    let shown =
+        |d: ember_engine::FlowDetail| d.atoms.iter().find(|a| a.name == "copy").and_then(|a| a.progress);
+    assert_eq!(shown(store.get_flow("p1").await.unwrap().unwrap()), None, "no report yet");
+    let half = Progress { done: 1 << 30, total: 1 << 31 };
+    store.record_progress("p1", "copy", half).await.unwrap();
+    assert_eq!(shown(store.get_flow("p1").await.unwrap().unwrap()), Some(half));
+    assert_eq!(half.percent(), 50);
+    // The atom's own next write keeps the figure; a report on a missing atom changes nothing.
+    let done = WriteBatch { atoms: vec![atom("copy", AtomState::Success, None)], ..running() };
+    store.write(&fence("p1", "w1", 1), done).await.unwrap();
+    store.record_progress("p1", "nope", half).await.unwrap();
+    let detail = store.get_flow("p1").await.unwrap().unwrap();
+    assert_eq!(detail.atoms.len(), 1);
+    assert_eq!(shown(detail), Some(half));
+}
+
 async fn suite(store: Arc<dyn FlowStore>) {
+    progress_is_kept_across_the_atoms_own_writes(&*store).await;
     creation_is_idempotent(&*store).await;
     a_flow_is_created_with_its_first_step_once(&*store).await;
     writes_are_fenced_and_round_trip(&*store).await;

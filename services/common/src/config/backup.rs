@@ -30,6 +30,10 @@ pub struct BackupConfig {
     pub backup_compression_level: i32,
     /// The container of backups created without one (Cinder's `backup_container`).
     pub backup_container: String,
+    /// Reads and restores volumes through an NBD export made by the volume service even
+    /// when the backup service runs on the volume's own host (it does so anyway on another
+    /// host); for testing the cross-host path on one machine.
+    pub backup_use_nbd: bool,
 }
 
 impl Default for BackupConfig {
@@ -40,6 +44,7 @@ impl Default for BackupConfig {
             backup_chunk_size: 4 << 20,
             backup_compression_level: 3,
             backup_container: "backups".into(),
+            backup_use_nbd: false,
         }
     }
 }

@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use ember_engine::store::now_ms;
 use ember_engine::{
     AtomRecord, ClaimRequest, EngineError, Failure, Fence, FlowDetail, FlowFilter, FlowRecord, FlowState,
-    FlowStore, History, NewFlow, Ownership, Values, WriteBatch,
+    FlowStore, History, NewFlow, Ownership, Progress, Values, WriteBatch,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Sqlite};
@@ -81,6 +81,8 @@ struct AtomRow {
     revert_failure: Option<String>,
     history: Option<String>,
     attempts: i64,
+    progress_done: Option<i64>,
+    progress_total: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
@@ -485,6 +487,13 @@ fn atom_record(r: AtomRow) -> EResult<AtomRecord> {
         revert_failure: json_opt::<Failure>(&r.revert_failure)?,
         history: json_opt::<History>(&r.history)?,
         attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
+        progress: match (r.progress_done, r.progress_total) {
+            (Some(done), Some(total)) => Some(Progress {
+                done: u64::try_from(done).unwrap_or(0),
+                total: u64::try_from(total).unwrap_or(0),
+            }),
+            _ => None,
+        },
         created_at: r.created_at,
         updated_at: r.updated_at,
         name: r.name,
@@ -619,7 +628,7 @@ impl FlowStore for SqlFlowStore {
     async fn get_flow(&self, id: &str) -> EResult<Option<FlowDetail>> {
         let Some(flow) = self.fetch_flow(id).await? else { return Ok(None) };
         const SQL: &str = "SELECT name, kind, state, intention, result, failure, revert_failure, history, attempts, \
-            created_at, updated_at FROM flow_atoms WHERE flow_id = $1 ORDER BY created_at, name";
+            progress_done, progress_total, created_at, updated_at FROM flow_atoms WHERE flow_id = $1 ORDER BY created_at, name";
         let rows: Vec<AtomRow> = with_pool!(&self.db, |pool| sqlx::query_as(SQL)
             .bind(id)
             .fetch_all(pool)
@@ -670,6 +679,22 @@ impl FlowStore for SqlFlowStore {
             .await
             .map_err(store_err)?);
         row.map(flow_record).transpose()
+    }
+
+    async fn record_progress(&self, flow_id: &str, atom: &str, progress: Progress) -> EResult<()> {
+        const SQL: &str =
+            "UPDATE flow_atoms SET progress_done = $1, progress_total = $2 WHERE flow_id = $3 AND name = $4";
+        let big = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        with_pool!(&self.db, |pool| sqlx::query(SQL)
+            .bind(big(progress.done))
+            .bind(big(progress.total))
+            .bind(flow_id)
+            .bind(atom)
+            .execute(pool)
+            .await
+            .map_err(store_err)?
+            .rows_affected());
+        Ok(())
     }
 
     async fn cancel(&self, id: &str) -> EResult<Option<bool>> {
