@@ -22,7 +22,8 @@ use ember_engine::{Context, Failure, Flow, RevertContext, Task, Values, async_tr
 
 use crate::backup::{backup_driver, store, store_failure, via_nbd};
 use crate::backups::{
-    CountedSource, DEVICE_WAIT, FlowProgress, atom_output, handed_off_device, restore_source_status, wait_flow,
+    CountedSource, DEVICE_WAIT, FlowProgress, atom_output, handed_off_device, restore_source_status,
+    wait_flow,
 };
 use crate::deps::Deps;
 use crate::error::{domain, fail};
