@@ -17,7 +17,14 @@ pub struct Cinder {
 impl Cinder {
     pub fn new(base_url: &str, project: &str) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            // The server closes a keep-alive connection idle for `client_header_timeout`
+            // (10 s); a test that blocked its runtime meanwhile (a child process it waits
+            // for) would send on the closed connection before noticing. Idle connections
+            // are dropped well before that instead.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(4))
+                .build()
+                .expect("build the HTTP client"),
             base: format!("{base_url}/v3/{project}"),
             token: format!("tester:{project}"),
             version: None,
