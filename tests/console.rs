@@ -117,11 +117,11 @@ async fn the_console_lists_draws_and_reverts_a_failed_flow_in_a_browser() {
     let (s, fill) = state_of("ExtractVolumeRefTask").expect("the first step is drawn");
     assert_eq!(s, "REVERT_FAILURE", "{drawn:?}");
     assert_ne!(fill, "#c62828", "{drawn:?}");
-    assert_eq!(drawn.len(), 6, "every step of {FLOW} is drawn: {drawn:?}");
+    assert_eq!(drawn.len(), 7, "every step of {FLOW} is drawn: {drawn:?}");
     let edges = browser
         .eval("return document.querySelectorAll('#graph svg path[marker-end]').length", json!([]))
         .await;
-    assert_eq!(edges, json!(5), "a linear flow of six steps has five edges");
+    assert_eq!(edges, json!(6), "a linear flow of seven steps has six edges");
     let timeline = r#"return [...document.querySelectorAll('#timeline tbody tr')].map(r =>
         [r.dataset.atom, r.dataset.state, r.cells[2].innerText, r.cells[6].innerText])"#;
     let steps = browser.eval(timeline, json!([])).await;
@@ -153,7 +153,7 @@ async fn the_console_lists_draws_and_reverts_a_failed_flow_in_a_browser() {
     browser
         .wait_for(
             "every step reverted in the graph",
-            "const g = [...document.querySelectorAll('#graph svg g.atom')]; return g.length === 6 && g.every(a => ['REVERTED','PENDING'].includes(a.dataset.state))",
+            "const g = [...document.querySelectorAll('#graph svg g.atom')]; return g.length === 7 && g.every(a => ['REVERTED','PENDING'].includes(a.dataset.state))",
             json!([]),
             WAIT,
         )

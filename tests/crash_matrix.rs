@@ -128,7 +128,7 @@ async fn all_in_one_crashes(
     for (k, fp) in &cases {
         let project = project("aio", *k);
         let c = cluster.client(&project);
-        let prepared = crash::prepare(&c, &project, Some(&cluster.volume_dir())).await;
+        let prepared = crash::prepare(&c, &project, backups_for(&fp.name, &cluster).as_deref()).await;
         cluster.kill();
         cluster.env = failpoints_env(fp);
         cluster.start().await;
@@ -209,13 +209,22 @@ async fn a_task_failing_after_its_work_is_reverted_cleanly_in_every_flow() {
     println!("failures: {total} tasks failed after their work, every flow reverted cleanly");
 }
 
+/// The volume directory `crash::prepare` needs to put backup operations in flight, for a
+/// case whose failpoint (or flow) is one of the backup family's (`backup_*`, `restore_*`,
+/// the volume side's device flows): they cost a backup of four written volumes each, so
+/// the other cases run the volume operations alone. The settle check still reads the
+/// backup store in every case.
+fn backups_for(name: &str, cluster: &TestCluster) -> Option<PathBuf> {
+    (name.contains("backup") || name.contains("restore")).then(|| cluster.volume_dir())
+}
+
 /// The failure cases of one shard on its own all-in-one.
 async fn failing_tasks(mut cluster: TestCluster, mut live: BTreeSet<String>, cases: Vec<(usize, Failpoint)>) {
     let mut checked = BTreeSet::new();
     for (k, fp) in &cases {
         let project = project("fail", *k);
         let c = cluster.client(&project);
-        let prepared = crash::prepare(&c, &project, Some(&cluster.volume_dir())).await;
+        let prepared = crash::prepare(&c, &project, backups_for(&fp.name, &cluster).as_deref()).await;
         let before = failed_flows(&c).await;
         cluster.kill();
         cluster.env = vec![("FAILPOINTS".to_owned(), format!("{}=1*panic", fp.name))];
@@ -265,7 +274,7 @@ async fn a_process_dying_while_a_flow_reverts_goes_on_reverting_after_restart() 
         let what = format!("{flow}: {last} fails, the process dies reverting {first}");
         let project = project("rev", k);
         let c = cluster.client(&project);
-        let prepared = crash::prepare(&c, &project, Some(&cluster.volume_dir())).await;
+        let prepared = crash::prepare(&c, &project, backups_for(flow, &cluster).as_deref()).await;
         cluster.kill();
         let spec = format!("{flow}.{last}.before=1*panic;{flow}.{first}.revert=1*return");
         cluster.env = vec![("FAILPOINTS".to_owned(), spec)];

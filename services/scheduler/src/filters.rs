@@ -57,20 +57,20 @@ pub fn capacity_passes(pool: &PoolState, requested: f64, thin: bool) -> bool {
     virtual_free >= requested
 }
 
-/// Whether the pool's last report leaves room for `requested` thin GiB: its free space
-/// after the reserve, over-subscribed, must hold the request (Cinder's filter before Xena,
-/// `free * max_over_subscription_ratio >= requested`, and the file driver's own check).
+/// Whether the pool's last report leaves any real space after the reserve: a thin pool
+/// whose file system is full takes nothing, whatever its over-subscription ratio promises.
 ///
 /// Cinder's present thin formula reads only the provisioned capacity, so a pool whose file
 /// system is full still passes while its thin volumes use less than they promise (issue 15
-/// item 5). The free space read here is the one reported, which placements never lower:
-/// the placements between two reports are what the provisioned check above counts.
-fn reported_room(pool: &PoolState, total: f64, requested: f64) -> bool {
+/// item 5). Only a pool with no space left is refused here, so Cinder's formula decides
+/// every other case unchanged. The free space read is the one reported, which placements
+/// never lower: the placements between two reports are what the provisioned check counts.
+fn reported_room(pool: &PoolState, total: f64, _requested: f64) -> bool {
     let Capacity::Gb(reported) = pool.capabilities.free_capacity_gb else {
         return true;
     };
     let reserved = (total * pool.reserved_percentage / 100.0).floor();
-    (reported - reserved) * pool.max_over_subscription_ratio >= requested
+    reported - reserved > 0.0
 }
 
 /// RetryFilter: a pool already tried for this volume is skipped.

@@ -392,8 +392,8 @@ fn a_thin_pool_that_reports_no_free_space_takes_nothing() {
 
     let mut cache = s.new_cache();
     add_backend(&mut cache, "room@file", "nova", vec![thin(0.24)]);
-    // 0.24 GiB free x 20 leaves room for 4 GiB of thin volumes; the provisioned check
-    // (5 GiB of virtual capacity, 2 promised) for 3: three placements fit.
+    // 0.24 GiB free is real space; the provisioned check (5 GiB of virtual capacity, 2
+    // promised) leaves room for 3: three placements fit.
     for _ in 0..3 {
         s.schedule(&mut cache, &sized(1), NOW).expect("room on the thin pool");
     }
