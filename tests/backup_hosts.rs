@@ -16,20 +16,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::backups::{backup, write_pattern};
 use support::multi::{MultiProcess, live_exports, services};
 use support::{Cinder, TestCluster};
 
 const PROJECT: &str = "bxh00000000000000000000000000000";
-
-/// Writes `pattern` bytes over `len` at `offset` of a volume's image with qemu-io.
-fn write_pattern(image: &Path, offset: &str, len: &str, pattern: u8) {
-    let out = Command::new("qemu-io")
-        .args(["-c", &format!("write -P {pattern} {offset} {len}")])
-        .arg(image)
-        .output()
-        .expect("run qemu-io");
-    assert!(out.status.success(), "qemu-io: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// The SHA-256 of the data of a volume's image (whatever its format): its raw conversion.
 fn data_sha256(image: &Path) -> String {
@@ -41,14 +32,6 @@ fn data_sha256(image: &Path) -> String {
     let out = Command::new("sha256sum").arg(&raw).output().expect("run sha256sum");
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
-}
-
-async fn backup(c: &Cinder, body: serde_json::Value, deadline: Instant) -> String {
-    let (status, created) = c.post("/backups", json!({ "backup": body })).await;
-    assert_eq!(status, 202, "create a backup: {created}");
-    let id = created["backup"]["id"].as_str().expect("a backup id").to_owned();
-    c.wait_status(&format!("/backups/{id}"), "available", deadline).await;
-    id
 }
 
 /// Restores backup `id` into a new volume and waits until both are available.

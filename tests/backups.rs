@@ -11,31 +11,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Cinder, TestCluster};
+use support::TestCluster;
+use support::backups::{backup, write_pattern};
 
 const PROJECT: &str = "bak00000000000000000000000000000";
-
-/// Writes `pattern` bytes over `len` at `offset` of a volume's image with qemu-io.
-fn write_pattern(image: &Path, offset: &str, len: &str, pattern: u8) {
-    let out = Command::new("qemu-io")
-        .args(["-c", &format!("write -P {pattern} {offset} {len}")])
-        .arg(image)
-        .output()
-        .expect("run qemu-io");
-    assert!(out.status.success(), "qemu-io: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// Whether two images hold the same data, as `qemu-img compare` says.
 fn same_data(a: &Path, b: &Path) -> bool {
     Command::new("qemu-img").arg("compare").arg(a).arg(b).status().expect("run qemu-img").success()
-}
-
-async fn backup(c: &Cinder, body: serde_json::Value, deadline: Instant) -> String {
-    let (status, created) = c.post("/backups", json!({ "backup": body })).await;
-    assert_eq!(status, 202, "create a backup: {created}");
-    let id = created["backup"]["id"].as_str().expect("a backup id").to_owned();
-    c.wait_status(&format!("/backups/{id}"), "available", deadline).await;
-    id
 }
 
 /// The files of the store under `dir` (chunks and records), sorted.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod backups;
 mod client;
 pub mod crash;
 pub mod faults;
